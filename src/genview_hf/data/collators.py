@@ -1,0 +1,435 @@
+"""Collators: a list of dataset rows (dicts with PIL images) in, a dict of tensors out.
+
+Batch contract (what the trainer reads):
+
+* ``SSLCollator``: ``pixel_values_1``, ``pixel_values_2`` (N, 3, H, W) normalised float32;
+  ``masks_1``, ``masks_2`` (N, H, W) in [0, 1], cropped and flipped with their view, when masks
+  are on; for ``leoclr`` also ``pixel_values_orig`` (N, 3, H, W), the uncropped original resized
+  (and ``masks_orig`` when masks are on).
+* ``CLIPCollator``: ``input_ids``, ``attention_mask`` (N, L); ``pixel_values`` (N, 3, H, W), one
+  image per caption: a generated view with probability ``generated_view_prob``, else the real image.
+* ``SLIPCollator``: the CLIP keys plus ``pixel_values_1``, ``pixel_values_2`` (SimCLR views of a
+  GenView pair: the original and, with probability ``generated_view_prob``, a generated view),
+  and ``masks_1``, ``masks_2`` when masks are on.
+* ``MultiPositiveCollator`` (GenView++): ``pixel_values`` (N, V, 3, H, W), index 0 the augmented
+  real image, 1..V-1 the generated views (V = 1 + number of view columns); ``masks`` (N, V, H, W)
+  and ``masks_real`` (N, H, W) when masks are on; ``pixel_values_real`` (N, 3, H, W) the
+  unaugmented real image resized; ``input_ids``, ``attention_mask``.
+
+Randomness: ``seed=None`` draws from torch's global generator (seeded by ``transformers.set_seed``
+and, inside DataLoader workers, per worker by the DataLoader; restored by Trainer checkpoints).
+An integer ``seed`` gives the collator its own generator, re-derived in each DataLoader worker from
+(seed, the worker's seed), so workers never repeat each other's augmentations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import get_worker_info
+
+from . import schema
+from .augment import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGE_TEXT_METHODS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SSL_METHODS,
+    ViewAugmentation,
+    augment_views,
+    check_method,
+    method_augmentations,
+)
+from .views import (
+    check_caption,
+    check_mask_shape,
+    check_probability,
+    choose_pair,
+    describe_row,
+    generated_columns,
+    image_tensor,
+    load_image,
+    mask_column_for,
+    mask_columns_present,
+    pick_generated,
+)
+
+RESIZE_ONLY = ViewAugmentation(crop="resize", flip_prob=0.0)
+
+
+class _Collator:
+    """Shared plumbing: seeding, column resolution, decoding rows into uint8 tensors."""
+
+    def __init__(
+        self,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        generated_view_prob: float,
+        view_columns: Sequence[str] | None,
+        masks: bool | None,
+        seed: int | None,
+        device: str | torch.device,
+    ) -> None:
+        if image_size < 8:
+            raise ValueError(f"image_size must be at least 8 px, got {image_size}")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values each (std > 0), got mean={mean}, std={std}")
+        self.image_size = int(image_size)
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self.generated_view_prob = check_probability(generated_view_prob)
+        self.view_columns = None if view_columns is None else tuple(view_columns)
+        self.masks = masks
+        self.seed = seed
+        self.device = torch.device(device)
+        self._generator: torch.Generator | None = None
+        self._generator_key: object = None
+        self._resolved: tuple[tuple[str, ...], bool] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers started with spawn pickle the collator
+        state = dict(self.__dict__)
+        state["_generator"], state["_generator_key"] = None, None
+        return state
+
+    def generator(self) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        info = get_worker_info()
+        key = ("worker", info.seed) if info is not None else ("main",)
+        if self._generator is None or key != self._generator_key:
+            seed = self.seed if info is None else hash((self.seed, info.seed)) & 0x7FFF_FFFF_FFFF_FFFF
+            self._generator = torch.Generator().manual_seed(seed)
+            self._generator_key = key
+        return self._generator
+
+    def resolve_columns(self, row: Mapping[str, Any]) -> tuple[tuple[str, ...], bool]:
+        """(generated columns, masks on): fixed from the first batch, so V and the keys never vary."""
+        if self._resolved is None:
+            names = list(row)
+            views = tuple(generated_columns(names, self.view_columns))
+            image_columns = [schema.IMAGE, *views]
+            present = mask_columns_present(names, image_columns)
+            if self.masks and not present:
+                absent = [mask_column_for(c) for c in image_columns if mask_column_for(c) not in names]
+                raise ValueError(f"masks=True but the rows have no column(s) {', '.join(absent)}")
+            self._resolved = (views, present if self.masks is None else bool(self.masks))
+        return self._resolved
+
+    def decode(self, row: Mapping[str, Any], column: str, where: str, with_mask: bool):
+        """(image (3, H, W) uint8, mask (H_m, W_m) uint8 or None) of one cell, on the collator's device."""
+        image = load_image(row.get(column), f"{where}, column {column!r}")
+        mask = None
+        if with_mask:
+            mask_column = mask_column_for(column)
+            mask_where = f"{where}, column {mask_column!r}"
+            mask_image = load_image(row.get(mask_column), mask_where, mode="L")
+            check_mask_shape(mask_image.size, image.size, mask_where)
+            mask = image_tensor(mask_image).to(self.device)
+        return image_tensor(image).to(self.device), mask
+
+    def augment(self, images, masks, aug: ViewAugmentation, generator):
+        return augment_views(
+            images, aug, self.image_size, masks=masks, mean=self.mean, std=self.std, generator=generator
+        )
+
+    def pairs(self, rows: Sequence[Mapping[str, Any]], generator, with_mask: bool, views: Sequence[str]):
+        """Decode the two sides of every row's GenView pair: lists of images and masks per side."""
+        sides: list[list] = [[], [], [], []]  # images_1, masks_1, images_2, masks_2
+        for position, row in enumerate(rows):
+            where = describe_row(row, position)
+            first, second = choose_pair(views, self.generated_view_prob, generator)
+            decoded = {column: self.decode(row, column, where, with_mask) for column in {first, second}}
+            for offset, column in ((0, first), (2, second)):
+                sides[offset].append(decoded[column][0])
+                sides[offset + 1].append(decoded[column][1])
+        return sides
+
+
+def _check_rows(rows: Sequence[Mapping[str, Any]]) -> None:
+    if len(rows) == 0:
+        raise ValueError("cannot collate an empty batch")
+
+
+def _split_processor(tokenizer: Any, mean, std) -> tuple[Any, Sequence[float], Sequence[float]]:
+    """Accept a tokenizer or a processor (``CLIPProcessor``): take its tokenizer and, unless given,
+    its image mean/std (else OpenAI CLIP's)."""
+    if tokenizer is None:
+        raise ValueError("a tokenizer (or a processor with one) is needed to collate captions")
+    image_processor = getattr(tokenizer, "image_processor", None)
+    if hasattr(tokenizer, "tokenizer"):
+        tokenizer = tokenizer.tokenizer
+    if mean is None:
+        mean = getattr(image_processor, "image_mean", None) or CLIP_MEAN
+    if std is None:
+        std = getattr(image_processor, "image_std", None) or CLIP_STD
+    return tokenizer, mean, std
+
+
+class SSLCollator(_Collator):
+    """Two views per row for mocov2 | mocov3 | simsiam | byol | simclr | leoclr (GenView pairs)."""
+
+    def __init__(
+        self,
+        method: str,
+        image_size: int = 224,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        *,
+        generated_view_prob: float = 1.0,  # GenView: one side of every pair is generated
+        view_columns: Sequence[str] | None = None,
+        masks: bool | None = None,
+        seed: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        check_method(method)
+        if method not in SSL_METHODS:
+            raise ValueError(f"SSLCollator takes an SSL method ({', '.join(SSL_METHODS)}), got {method!r}")
+        super().__init__(image_size, mean, std, generated_view_prob, view_columns, masks, seed, device)
+        self.method = method
+        self.augmentations = method_augmentations(method)
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        _check_rows(rows)
+        views, with_mask = self.resolve_columns(rows[0])
+        generator = self.generator()
+        images_1, masks_1, images_2, masks_2 = self.pairs(rows, generator, with_mask, views)
+        aug = self.augmentations
+        batch: dict[str, torch.Tensor] = {}
+        batch["pixel_values_1"], out_1 = self.augment(
+            images_1, masks_1 if with_mask else None, aug.view_1, generator
+        )
+        batch["pixel_values_2"], out_2 = self.augment(
+            images_2, masks_2 if with_mask else None, aug.view_2, generator
+        )
+        if with_mask:
+            batch["masks_1"], batch["masks_2"] = out_1, out_2
+        if aug.original is not None:  # LeOCLR: the uncropped original for the query encoder
+            originals = [
+                self.decode(row, schema.IMAGE, describe_row(row, i), with_mask) for i, row in enumerate(rows)
+            ]
+            pixels, out = self.augment(
+                [image for image, _ in originals],
+                [mask for _, mask in originals] if with_mask else None,
+                aug.original,
+                generator,
+            )
+            batch["pixel_values_orig"] = pixels
+            if with_mask:
+                batch["masks_orig"] = out
+        return batch
+
+
+class CLIPCollator(_Collator):
+    """Caption + one image per row: a generated view with probability ``generated_view_prob``, else the real one.
+
+    ``crop``: ``random_resized`` (scale (0.5, 1), SLIP's CLIP recipe) or ``center`` (resize and
+    centre crop, OpenAI CLIP's). Captions longer than the tokenizer's limit are truncated.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        image_size: int = 224,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        *,
+        generated_view_prob: float = 1.0,
+        view_columns: Sequence[str] | None = None,
+        crop: str = "random_resized",
+        max_length: int | None = None,
+        padding: str = "longest",
+        seed: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        tokenizer, mean, std = _split_processor(tokenizer, mean, std)
+        super().__init__(image_size, mean, std, generated_view_prob, view_columns, False, seed, device)
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.padding = padding
+        image_aug = method_augmentations("clip").image
+        if crop == "center":
+            image_aug = ViewAugmentation(crop="center", flip_prob=0.0)
+        elif crop != "random_resized":
+            raise ValueError(f"unknown crop {crop!r}: expected random_resized or center")
+        self.image_augmentation = image_aug
+
+    def tokenize(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        captions = [
+            check_caption(row.get(schema.CAPTION), f"{describe_row(row, i)}, column 'caption'")
+            for i, row in enumerate(rows)
+        ]
+        tokens = self.tokenizer(
+            captions, padding=self.padding, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+
+    def clip_images(self, rows: Sequence[Mapping[str, Any]], views: Sequence[str], generator) -> torch.Tensor:
+        images = []
+        for position, row in enumerate(rows):
+            column = pick_generated(views, self.generated_view_prob, generator) or schema.IMAGE
+            images.append(self.decode(row, column, describe_row(row, position), False)[0])
+        return self.augment(images, None, self.image_augmentation, generator)[0]
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        _check_rows(rows)
+        views, _ = self.resolve_columns(rows[0])
+        batch = self.tokenize(rows)
+        batch["pixel_values"] = self.clip_images(rows, views, self.generator())
+        return batch
+
+
+class SLIPCollator(CLIPCollator):
+    """CLIP's batch plus two SimCLR views (SLIP's SSL branch) of each row's GenView pair."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        image_size: int = 224,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        *,
+        generated_view_prob: float = 1.0,
+        view_columns: Sequence[str] | None = None,
+        masks: bool | None = None,
+        crop: str = "random_resized",
+        max_length: int | None = None,
+        padding: str = "longest",
+        seed: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__(
+            tokenizer,
+            image_size,
+            mean,
+            std,
+            generated_view_prob=generated_view_prob,
+            view_columns=view_columns,
+            crop=crop,
+            max_length=max_length,
+            padding=padding,
+            seed=seed,
+            device=device,
+        )
+        self.masks = masks
+        self.augmentations = method_augmentations("slip")
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        _check_rows(rows)
+        views, with_mask = self.resolve_columns(rows[0])
+        generator = self.generator()
+        batch = self.tokenize(rows)
+        batch["pixel_values"] = self.clip_images(rows, views, generator)
+        images_1, masks_1, images_2, masks_2 = self.pairs(rows, generator, with_mask, views)
+        aug = self.augmentations
+        batch["pixel_values_1"], out_1 = self.augment(
+            images_1, masks_1 if with_mask else None, aug.view_1, generator
+        )
+        batch["pixel_values_2"], out_2 = self.augment(
+            images_2, masks_2 if with_mask else None, aug.view_2, generator
+        )
+        if with_mask:
+            batch["masks_1"], batch["masks_2"] = out_1, out_2
+        return batch
+
+
+class MultiPositiveCollator(CLIPCollator):
+    """GenView++: the real image and every generated view of a row, all positives of its caption.
+
+    Views are augmented with the method's image-text view (``clip``: crop scale (0.5, 1);
+    ``slip``: SLIP's SimCLR view, as its image-image loss runs between them).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        method: str = "clip",
+        image_size: int = 224,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        *,
+        view_columns: Sequence[str] | None = None,
+        masks: bool | None = None,
+        max_length: int | None = None,
+        padding: str = "longest",
+        seed: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        check_method(method)
+        if method not in IMAGE_TEXT_METHODS:
+            raise ValueError(f"MultiPositiveCollator takes {' or '.join(IMAGE_TEXT_METHODS)}, got {method!r}")
+        super().__init__(
+            tokenizer,
+            image_size,
+            mean,
+            std,
+            generated_view_prob=1.0,
+            view_columns=view_columns,
+            max_length=max_length,
+            padding=padding,
+            seed=seed,
+            device=device,
+        )
+        self.method = method
+        self.masks = masks
+        augmentations = method_augmentations(method)
+        self.view_augmentation = augmentations.view_1 if method == "slip" else augmentations.image
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        _check_rows(rows)
+        views, with_mask = self.resolve_columns(rows[0])
+        if not views:
+            raise ValueError(
+                "multi-positive batches need at least one generated column "
+                f"({', '.join(schema.view_column(mode) for mode in schema.MODES)}); the rows have {', '.join(rows[0])}"
+            )
+        generator = self.generator()
+        batch = self.tokenize(rows)
+        columns = [schema.IMAGE, *views]
+        decoded = [
+            [self.decode(row, column, describe_row(row, position), with_mask) for column in columns]
+            for position, row in enumerate(rows)
+        ]
+        pixels, masks = [], []
+        for slot in range(len(columns)):
+            slot_pixels, slot_masks = self.augment(
+                [cells[slot][0] for cells in decoded],
+                [cells[slot][1] for cells in decoded] if with_mask else None,
+                self.view_augmentation,
+                generator,
+            )
+            pixels.append(slot_pixels)
+            masks.append(slot_masks)
+        batch["pixel_values"] = torch.stack(pixels, 1)
+        real, real_masks = self.augment(
+            [cells[0][0] for cells in decoded],
+            [cells[0][1] for cells in decoded] if with_mask else None,
+            RESIZE_ONLY,
+            generator,
+        )
+        batch["pixel_values_real"] = real
+        if with_mask:
+            batch["masks"] = torch.stack(masks, 1)
+            batch["masks_real"] = real_masks
+        return batch
+
+
+def build_collator(
+    method: str,
+    *,
+    tokenizer: Any = None,
+    multi_positive: bool = False,
+    **kwargs: Any,
+) -> SSLCollator | CLIPCollator | SLIPCollator | MultiPositiveCollator:
+    """The collator for ``method`` (``multi_positive``: GenView++ batches for clip/slip)."""
+    check_method(method)
+    if multi_positive:
+        return MultiPositiveCollator(tokenizer, method, **kwargs)
+    if method == "clip":
+        return CLIPCollator(tokenizer, **kwargs)
+    if method == "slip":
+        return SLIPCollator(tokenizer, **kwargs)
+    return SSLCollator(method, **kwargs)

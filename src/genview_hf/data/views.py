@@ -1,0 +1,263 @@
+"""Which images make a training pair, and the checks a views dataset passes before training.
+
+GenView's rule: per sample, with probability ``generated_view_prob`` (paper: 1.0) one side of the
+pair comes from a generated column (``view_ic`` / ``view_tc`` / ``view_itc``, one chosen at random
+among those present) and the other from the original ``image``; which side is which is random.
+A dataset without generated columns gives the baseline: both sides from the original.
+
+Images arrive as PIL images (the ``datasets`` ``Image`` feature decodes them) or undecoded
+(``{"bytes": ..., "path": ...}``, after ``cast_column(col, Image(decode=False))``); both work, and
+a file that does not decode is reported with its row and column. Greyscale, RGBA and palette
+images are converted to RGB; masks to mode L.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import schema
+from .augment import IMAGE_TEXT_METHODS, check_method
+
+MIN_IMAGE_SIDE = 8  # px: smaller images cannot be cropped into a meaningful view
+ROW_ID_COLUMNS = ("id", "image_id", "key", "__key__", "idx", "index")
+
+
+def describe_row(row: Mapping[str, Any], position: int) -> str:
+    """``batch item 3 (id=...)``: how an error names a row of a batch."""
+    for column in ROW_ID_COLUMNS:
+        if column in row and isinstance(row[column], str | int):
+            return f"batch item {position} ({column}={row[column]!r})"
+    return f"batch item {position}"
+
+
+def load_image(value: Any, where: str, mode: str = "RGB") -> Image.Image:
+    """Decode one image cell to ``mode`` (RGB for images, L for masks), or raise naming ``where``."""
+    if value is None:
+        raise ValueError(f"{where}: the image is missing (None)")
+    try:
+        if isinstance(value, Image.Image):
+            image = value
+        elif isinstance(value, Mapping) and (value.get("bytes") is not None or value.get("path")):
+            source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"]
+            image = Image.open(source)
+        elif isinstance(value, bytes | bytearray):
+            image = Image.open(io.BytesIO(value))
+        else:
+            raise TypeError(f"expected a PIL image or {{'bytes', 'path'}}, got {type(value).__name__}")
+        image.load()
+    except Exception as error:  # PIL raises many types for a corrupt file
+        raise ValueError(f"{where}: cannot decode the image ({type(error).__name__}: {error})") from error
+    if min(image.size) < MIN_IMAGE_SIDE and mode == "RGB":
+        raise ValueError(
+            f"{where}: image is {image.size[0]}x{image.size[1]} px, smaller than {MIN_IMAGE_SIDE} px a side"
+        )
+    return image if image.mode == mode else image.convert(mode)
+
+
+def image_tensor(image: Image.Image) -> torch.Tensor:
+    """(3, H, W) uint8 from an RGB image, or (H, W) uint8 from a mode-L mask."""
+    array = torch.from_numpy(np.array(image, dtype=np.uint8))
+    return array.permute(2, 0, 1) if array.dim() == 3 else array
+
+
+def check_mask_shape(mask_size: tuple[int, int], image_size: tuple[int, int], where: str) -> None:
+    """A mask (token grid or full size) must have the image's aspect ratio, to within one token.
+
+    Masks are resized to their image, so any resolution covering the same field of view works; a
+    different aspect ratio means the mask describes another crop of the image (say a centre crop).
+    """
+    (mask_w, mask_h), (width, height) = mask_size, image_size
+    if abs(mask_w - mask_h * width / height) < 1 or abs(mask_h - mask_w * height / width) < 1:
+        return
+    raise ValueError(
+        f"{where}: the mask is {mask_w}x{mask_h} but its image is {width}x{height}: a foreground mask must cover "
+        "the image's whole field of view (same aspect ratio, any resolution)"
+    )
+
+
+def mask_column_for(column: str) -> str:
+    """The mask column of an image column: ``image`` -> ``mask``, ``view_ic`` -> ``mask_ic``."""
+    if column == schema.IMAGE:
+        return schema.MASK
+    return schema.mask_column(column.removeprefix("view_"))
+
+
+def generated_columns(column_names: Iterable[str], view_columns: Sequence[str] | None = None) -> list[str]:
+    """The generated-view columns to draw from: ``view_columns`` if given (each must exist), else all present."""
+    names = list(column_names)
+    if view_columns is None:
+        return [schema.view_column(mode) for mode in schema.view_modes(names)]
+    valid = [schema.view_column(mode) for mode in schema.MODES]
+    for column in view_columns:
+        if column not in valid:
+            raise ValueError(f"unknown view column {column!r}: expected some of {', '.join(valid)}")
+        if column not in names:
+            raise ValueError(f"view column {column!r} is not in the dataset (columns: {', '.join(names)})")
+    return list(view_columns)
+
+
+def mask_columns_present(column_names: Iterable[str], image_columns: Sequence[str]) -> bool:
+    names = set(column_names)
+    return all(mask_column_for(column) in names for column in image_columns)
+
+
+def pick_generated(
+    columns: Sequence[str], generated_view_prob: float, generator: torch.Generator | None
+) -> str | None:
+    """With probability ``generated_view_prob`` one of ``columns`` uniformly, else None (the original).
+
+    Two draws every call, whatever the outcome, so the random stream has a fixed length per row.
+    """
+    use, which = torch.rand(2, generator=generator).tolist()
+    if not columns or use >= generated_view_prob:
+        return None
+    return columns[min(int(which * len(columns)), len(columns) - 1)]
+
+
+def choose_pair(
+    columns: Sequence[str], generated_view_prob: float, generator: torch.Generator | None = None
+) -> tuple[str, str]:
+    """The source columns of a pair's two sides: the original twice, or the original and a generated
+    view in random order."""
+    generated = pick_generated(columns, generated_view_prob, generator)
+    swap = bool(torch.rand((), generator=generator) < 0.5)
+    if generated is None:
+        return schema.IMAGE, schema.IMAGE
+    return (generated, schema.IMAGE) if swap else (schema.IMAGE, generated)
+
+
+def check_probability(generated_view_prob: float) -> float:
+    if not 0.0 <= generated_view_prob <= 1.0:
+        raise ValueError(f"generated_view_prob must be in [0, 1], got {generated_view_prob}")
+    return float(generated_view_prob)
+
+
+def check_caption(caption: Any, where: str) -> str:
+    if not isinstance(caption, str) or not caption.strip():
+        raise ValueError(f"{where}: the caption is empty or not text ({caption!r})")
+    return caption
+
+
+@dataclass(frozen=True)
+class ViewsDatasetInfo:
+    """What training will use from a dataset: row count, generated columns, whether masks are on."""
+
+    num_rows: int | None
+    view_columns: tuple[str, ...]
+    has_masks: bool
+    checked_rows: int
+
+
+def _column_names(dataset: Any) -> list[str]:
+    names = getattr(dataset, "column_names", None)
+    if names is not None:
+        return list(names)
+    first = next(iter(dataset), None)
+    return list(first) if first is not None else []
+
+
+def _undecoded(dataset: Any, columns: list[str]) -> Any:
+    """The dataset restricted to ``columns`` with image columns left undecoded (bytes), when it is a
+    ``datasets`` dataset; other sequences of dicts are returned as they are."""
+    if not hasattr(dataset, "select_columns") or getattr(dataset, "features", None) is None:
+        return dataset
+    from datasets import Image as ImageFeature
+
+    subset = dataset.select_columns(columns)
+    for column in columns:
+        feature = dataset.features[column]
+        if isinstance(feature, ImageFeature) and feature.decode:
+            subset = subset.cast_column(column, ImageFeature(decode=False))
+    return subset
+
+
+def _first_rows(dataset: Any, count: int | None) -> Iterable[Mapping[str, Any]]:
+    if count is None:
+        return iter(dataset)
+    if hasattr(dataset, "select") and hasattr(dataset, "__len__"):
+        return iter(dataset.select(range(min(count, len(dataset)))))
+    if hasattr(dataset, "take"):
+        return iter(dataset.take(count))
+    return iter(list(dataset)[:count])
+
+
+def validate_views_dataset(
+    dataset: Any,
+    method: str,
+    *,
+    multi_positive: bool = False,
+    view_columns: Sequence[str] | None = None,
+    masks: bool | None = None,
+    max_rows: int | None = 1000,
+) -> ViewsDatasetInfo:
+    """Check a (views) dataset before training, with errors that name the column or the row.
+
+    ``method``: a name from ``augment.METHODS``; image-text methods need a ``caption`` column,
+    ``multi_positive`` (GenView++) needs at least one generated column. ``masks``: True requires
+    ``mask`` and the ``mask_<mode>`` of every generated column used, False ignores them, None uses
+    them when all are present. The first ``max_rows`` rows (None: all) are decoded: unreadable or
+    tiny images, masks whose aspect ratio differs from their image, and (for image-text methods)
+    empty captions are reported by row index. Captions are checked on every row.
+    """
+    check_method(method)
+    num_rows = len(dataset) if hasattr(dataset, "__len__") else None
+    if num_rows == 0:
+        raise ValueError("the dataset is empty: nothing to train on")
+    names = _column_names(dataset)
+    if not names:
+        raise ValueError("the dataset is empty: nothing to train on")
+    needs_caption = method in IMAGE_TEXT_METHODS or multi_positive
+    required = [schema.IMAGE] + ([schema.CAPTION] if needs_caption else [])
+    missing = [column for column in required if column not in names]
+    if missing:
+        raise ValueError(
+            f"method {method!r} needs the column(s) {', '.join(missing)}; the dataset has {', '.join(names)}"
+        )
+    views = generated_columns(names, view_columns)
+    if multi_positive and not views:
+        raise ValueError(
+            "multi-positive (GenView++) training needs at least one generated column "
+            f"({', '.join(schema.view_column(mode) for mode in schema.MODES)}); the dataset has {', '.join(names)}"
+        )
+    image_columns = [schema.IMAGE, *views]
+    mask_columns = [mask_column_for(column) for column in image_columns]
+    if masks is None:
+        masks = mask_columns_present(names, image_columns)
+    elif masks:
+        absent = [column for column in mask_columns if column not in names]
+        if absent:
+            raise ValueError(f"masks were requested but the dataset has no column(s) {', '.join(absent)}")
+
+    if needs_caption and hasattr(dataset, "select_columns") and hasattr(dataset, "__len__"):
+        offset = 0
+        for batch in dataset.select_columns([schema.CAPTION]).iter(batch_size=4096):
+            for index, caption in enumerate(batch[schema.CAPTION]):
+                check_caption(caption, f"row {offset + index}, column {schema.CAPTION!r}")
+            offset += len(batch[schema.CAPTION])
+
+    columns = image_columns + (mask_columns if masks else []) + ([schema.CAPTION] if needs_caption else [])
+    checked = 0
+    for index, row in enumerate(_first_rows(_undecoded(dataset, columns), max_rows)):
+        sizes = {}
+        for column in image_columns:
+            sizes[column] = load_image(row[column], f"row {index}, column {column!r}").size
+        if masks:
+            for column in image_columns:
+                mask_column = mask_column_for(column)
+                where = f"row {index}, column {mask_column!r}"
+                check_mask_shape(load_image(row[mask_column], where, mode="L").size, sizes[column], where)
+        if needs_caption:
+            check_caption(row[schema.CAPTION], f"row {index}, column {schema.CAPTION!r}")
+        checked += 1
+    if checked == 0:
+        raise ValueError("the dataset is empty: nothing to train on")
+    return ViewsDatasetInfo(
+        num_rows=num_rows, view_columns=tuple(views), has_masks=bool(masks), checked_rows=checked
+    )
