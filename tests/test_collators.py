@@ -1,0 +1,240 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from _views_fixtures import noise, solid, token_mask, views_dataset, views_rows
+from genview_hf.data.augment import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, SSL_METHODS
+from genview_hf.data.collators import (
+    CLIPCollator,
+    MultiPositiveCollator,
+    SLIPCollator,
+    SSLCollator,
+    build_collator,
+)
+from genview_hf.testing import tiny_clip_tokenizer
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_clip_tokenizer()
+
+
+def denormalize(pixels, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    shape = (1,) * (pixels.dim() - 3) + (3, 1, 1)
+    return pixels * torch.tensor(std).view(shape) + torch.tensor(mean).view(shape)
+
+
+def is_generated(pixels, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Views are white, originals black: jitter dims white to >= 0.6, never lights up black
+    (no solarize in the presets used with this)."""
+    return denormalize(pixels, mean, std).mean((-3, -2, -1)) > 0.3
+
+
+@pytest.mark.parametrize("method", SSL_METHODS)
+def test_ssl_batch_contract(method):
+    rows = views_rows(n=5)
+    batch = SSLCollator(method, SIZE, seed=0)(rows)
+    expected = {"pixel_values_1", "pixel_values_2", "masks_1", "masks_2"}
+    if method == "leoclr":
+        expected |= {"pixel_values_orig", "masks_orig"}
+    assert set(batch) == expected
+    for key, value in batch.items():
+        assert value.dtype == torch.float32
+        assert value.shape == ((5, 3, SIZE, SIZE) if key.startswith("pixel") else (5, SIZE, SIZE))
+    for key in ("masks_1", "masks_2"):
+        assert batch[key].min() >= 0 and batch[key].max() <= 1
+
+
+def test_ssl_without_masks_or_generated_columns_is_the_baseline():
+    rows = views_rows(n=4, modes=(), masks=False)
+    batch = SSLCollator("simclr", SIZE, generated_view_prob=1.0, seed=0)(rows)
+    assert set(batch) == {"pixel_values_1", "pixel_values_2"}
+    assert not is_generated(batch["pixel_values_1"]).any() and not is_generated(batch["pixel_values_2"]).any()
+
+
+def test_generated_view_probability_one_and_zero():
+    rows = views_rows(n=40)
+    batch = SSLCollator("mocov2", SIZE, generated_view_prob=1.0, seed=0)(rows)
+    first, second = is_generated(batch["pixel_values_1"]), is_generated(batch["pixel_values_2"])
+    assert torch.equal(first, ~second)  # exactly one generated side per pair
+    assert 5 < first.sum() < 35  # on either side
+    # each view carries its own mask (generated views: all foreground, originals: none)
+    torch.testing.assert_close(batch["masks_1"].mean((1, 2)), first.float())
+    torch.testing.assert_close(batch["masks_2"].mean((1, 2)), second.float())
+    batch = SSLCollator("mocov2", SIZE, generated_view_prob=0.0, seed=0)(rows)
+    assert not is_generated(batch["pixel_values_1"]).any() and not is_generated(batch["pixel_values_2"]).any()
+
+
+def test_clip_probability_and_contract(tokenizer):
+    rows = views_rows(n=12)
+    batch = CLIPCollator(tokenizer, SIZE, generated_view_prob=1.0, seed=0)(rows)
+    assert set(batch) == {"input_ids", "attention_mask", "pixel_values"}
+    assert batch["pixel_values"].shape == (12, 3, SIZE, SIZE) and batch["pixel_values"].dtype == torch.float32
+    assert batch["input_ids"].shape == batch["attention_mask"].shape and batch["input_ids"].shape[0] == 12
+    assert is_generated(batch["pixel_values"], CLIP_MEAN, CLIP_STD).all()
+    batch = CLIPCollator(tokenizer, SIZE, generated_view_prob=0.0, seed=0, crop="center")(rows)
+    assert not is_generated(batch["pixel_values"], CLIP_MEAN, CLIP_STD).any()
+
+
+def test_slip_contract(tokenizer):
+    batch = SLIPCollator(tokenizer, SIZE, seed=0)(views_rows(n=6))
+    assert set(batch) == {
+        "input_ids",
+        "attention_mask",
+        "pixel_values",
+        "pixel_values_1",
+        "pixel_values_2",
+        "masks_1",
+        "masks_2",
+    }
+    for key in ("pixel_values", "pixel_values_1", "pixel_values_2"):
+        assert batch[key].shape == (6, 3, SIZE, SIZE)
+    first = is_generated(batch["pixel_values_1"], CLIP_MEAN, CLIP_STD)
+    assert torch.equal(first, ~is_generated(batch["pixel_values_2"], CLIP_MEAN, CLIP_STD))
+    batch = SLIPCollator(tokenizer, SIZE, masks=False, seed=0)(views_rows(n=2))
+    assert "masks_1" not in batch
+
+
+@pytest.mark.parametrize("modes", [("ic",), ("ic", "tc", "itc")])
+def test_multi_positive_contract(tokenizer, modes):
+    rows = views_rows(n=3, modes=modes)
+    rows[0]["image"] = noise(0, (40, 32))
+    rows[0]["mask"] = token_mask(0, (5, 4))
+    batch = MultiPositiveCollator(tokenizer, "clip", SIZE, seed=0)(rows)
+    views = 1 + len(modes)
+    assert set(batch) == {
+        "input_ids",
+        "attention_mask",
+        "pixel_values",
+        "masks",
+        "pixel_values_real",
+        "masks_real",
+    }
+    assert batch["pixel_values"].shape == (3, views, 3, SIZE, SIZE)
+    assert batch["masks"].shape == (3, views, SIZE, SIZE)
+    assert batch["pixel_values_real"].shape == (3, 3, SIZE, SIZE) and batch["masks_real"].shape == (
+        3,
+        SIZE,
+        SIZE,
+    )
+    generated = is_generated(batch["pixel_values"], CLIP_MEAN, CLIP_STD)
+    assert generated[1:, 0].eq(False).all() and generated[:, 1:].all()  # slot 0 real, the rest generated
+    torch.testing.assert_close(batch["masks"][:, 1:], torch.ones(3, views - 1, SIZE, SIZE))
+    torch.testing.assert_close(batch["masks"][:, 0], torch.zeros(3, SIZE, SIZE))
+    # the real reference is the whole image resized, unaugmented
+    image = torch.from_numpy(__import__("numpy").array(rows[0]["image"])).permute(2, 0, 1).float()[None] / 255
+    expected = F.interpolate(image, size=(SIZE, SIZE), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(
+        denormalize(batch["pixel_values_real"][:1], CLIP_MEAN, CLIP_STD), expected, atol=1e-5, rtol=0
+    )
+    slip = MultiPositiveCollator(tokenizer, "slip", SIZE, masks=False, seed=0)(rows)
+    assert "masks" not in slip and slip["pixel_values"].shape == (3, views, 3, SIZE, SIZE)
+
+
+def test_seeded_determinism(tokenizer):
+    rows = [dict(row, image=noise(i)) for i, row in enumerate(views_rows(n=4))]
+    for make in (
+        lambda: SSLCollator("byol", SIZE, seed=3),
+        lambda: SLIPCollator(tokenizer, SIZE, seed=3),
+        lambda: MultiPositiveCollator(tokenizer, "slip", SIZE, seed=3),
+    ):
+        a, b = make()(rows), make()(rows)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    collator = SSLCollator("byol", SIZE, seed=3)
+    first, second = collator(rows), collator(rows)
+    assert not torch.equal(first["pixel_values_1"], second["pixel_values_1"])  # the stream moves on
+    collator = SSLCollator("byol", SIZE)  # seed=None: torch's global generator
+    torch.manual_seed(5)
+    a = collator(rows)
+    torch.manual_seed(5)
+    b = collator(rows)
+    assert torch.equal(a["pixel_values_2"], b["pixel_values_2"])
+
+
+def test_dataloader_workers_draw_different_augmentations():
+    dataset = views_dataset([dict(row, image=noise(0)) for row in views_rows(n=4)])  # four identical rows
+    loader = DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=SSLCollator("simclr", SIZE, seed=0))
+    first, second = list(loader)
+    assert not torch.equal(first["pixel_values_1"], second["pixel_values_1"])
+
+
+def test_batch_of_one_and_mixed_image_modes(tokenizer):
+    rows = views_rows(n=4)
+    rows[0]["image"] = solid(0, mode="L")
+    rows[1]["image"] = solid(0, mode="RGBA")
+    rows[2]["image"] = solid(0, mode="P")
+    rows[3]["image"] = solid(0, (48, 24))
+    rows[3]["mask"] = token_mask(0, (4, 2))
+    assert SSLCollator("mocov3", SIZE, seed=0)(rows)["pixel_values_1"].shape == (4, 3, SIZE, SIZE)
+    assert SSLCollator("mocov3", SIZE, seed=0)(rows[:1])["pixel_values_1"].shape == (1, 3, SIZE, SIZE)
+    assert CLIPCollator(tokenizer, SIZE, seed=0)(rows[:1])["pixel_values"].shape == (1, 3, SIZE, SIZE)
+
+
+def test_overlong_captions_are_truncated(tokenizer):
+    rows = views_rows(n=2)
+    rows[0]["caption"] = "a very long caption " * 100
+    batch = CLIPCollator(tokenizer, SIZE, seed=0)(rows)
+    assert batch["input_ids"].shape == (2, tokenizer.model_max_length)
+    assert CLIPCollator(tokenizer, SIZE, max_length=16, seed=0)(rows)["input_ids"].shape == (2, 16)
+
+
+def test_a_processor_can_stand_in_for_the_tokenizer(tokenizer):
+    from transformers import CLIPImageProcessor, CLIPProcessor
+
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(image_mean=[0.5] * 3, image_std=[0.5] * 3), tokenizer=tokenizer
+    )
+    collator = CLIPCollator(processor, SIZE, generated_view_prob=0.0, seed=0)
+    assert collator.mean == (0.5, 0.5, 0.5) and collator.tokenizer is tokenizer
+    torch.testing.assert_close(
+        collator(views_rows(n=1))["pixel_values"], torch.full((1, 3, SIZE, SIZE), -1.0)
+    )
+
+
+def test_bad_input_is_named(tokenizer):
+    rows = views_rows(n=3)
+    rows[1]["caption"] = ""
+    with pytest.raises(ValueError, match=r"batch item 1 \(id='r1'\), column 'caption'"):
+        CLIPCollator(tokenizer, SIZE)(rows)
+    rows = views_rows(n=3)
+    rows[2]["image"] = {"bytes": b"garbage", "path": None}
+    with pytest.raises(ValueError, match=r"batch item 2 \(id='r2'\), column 'image': cannot decode"):
+        SSLCollator("mocov2", SIZE, generated_view_prob=0.0)(rows)
+    rows = views_rows(n=2)
+    rows[1]["mask"] = token_mask(0, (4, 1))
+    with pytest.raises(ValueError, match=r"batch item 1 .*column 'mask'.*4x1 but its image is 32x32"):
+        SSLCollator("mocov2", SIZE, generated_view_prob=0.0)(rows)
+    with pytest.raises(ValueError, match="empty batch"):
+        SSLCollator("mocov2", SIZE)([])
+    with pytest.raises(ValueError, match=r"masks=True but the rows have no column\(s\) mask, mask_ic"):
+        SSLCollator("mocov2", SIZE, masks=True)(views_rows(n=2, modes=("ic",), masks=False))
+    with pytest.raises(ValueError, match="unknown method 'swav'"):
+        SSLCollator("swav")
+    with pytest.raises(ValueError, match="SSL method"):
+        SSLCollator("clip")
+    with pytest.raises(ValueError, match="clip or slip"):
+        MultiPositiveCollator(tokenizer, "byol")
+    with pytest.raises(ValueError, match="at least one generated column"):
+        MultiPositiveCollator(tokenizer, "clip", SIZE)(views_rows(n=2, modes=()))
+    with pytest.raises(ValueError, match="generated_view_prob"):
+        SSLCollator("mocov2", generated_view_prob=1.5)
+    with pytest.raises(ValueError, match="tokenizer"):
+        CLIPCollator(None)
+
+
+def test_build_collator_picks_the_class(tokenizer):
+    assert type(build_collator("mocov3", image_size=SIZE)) is SSLCollator
+    assert type(build_collator("clip", tokenizer=tokenizer)) is CLIPCollator
+    assert type(build_collator("slip", tokenizer=tokenizer)) is SLIPCollator
+    assert type(build_collator("slip", tokenizer=tokenizer, multi_positive=True)) is MultiPositiveCollator
+    with pytest.raises(ValueError, match="unknown method"):
+        build_collator("dino")
+
+
+def test_collators_read_a_datasets_dataset():
+    dataset = views_dataset(views_rows(n=4))
+    batch = SSLCollator("leoclr", SIZE, seed=0)([dataset[i] for i in range(4)])
+    assert batch["pixel_values_orig"].shape == (4, 3, SIZE, SIZE)
