@@ -1,0 +1,158 @@
+import pytest
+import torch
+from transformers import AutoModel
+
+from genview_hf.modeling import GenViewCLIPModel, GenViewConfig, GenViewModel
+from genview_hf.modeling.modeling_genview import encode_image, masks_to_tokens, token_map
+from genview_hf.testing import tiny_clip, tiny_resnet, tiny_vit
+
+SSL = ["mocov2", "mocov3", "simsiam", "byol", "simclr", "leoclr"]
+HEADS = dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=32, queue_size=32)
+
+
+def batch(n=4, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        pixel_values_1=torch.randn(n, 3, size, size, generator=g),
+        pixel_values_2=torch.randn(n, 3, size, size, generator=g),
+        pixel_values_orig=torch.randn(n, 3, size, size, generator=g),
+    )
+
+
+def test_unknown_method_and_pooling_are_named():
+    with pytest.raises(ValueError, match="unknown method 'moco'"):
+        GenViewConfig(method="moco")
+    with pytest.raises(ValueError, match="unknown pooling"):
+        GenViewConfig(pooling="max")
+
+
+def test_paper_head_defaults_and_no_predictor_where_the_method_has_none():
+    assert (GenViewConfig(method="mocov3").proj_hidden_dim, GenViewConfig(method="mocov3").proj_dim) == (
+        4096,
+        256,
+    )
+    assert GenViewConfig(method="simsiam").pred_hidden_dim == 512
+    assert GenViewConfig(method="mocov2", pred_hidden_dim=64).pred_hidden_dim == 0
+
+
+def test_wrapping_keeps_the_backbone_weights_and_round_trips(tmp_path):
+    backbone, _ = tiny_vit()
+    reference = {k: v.clone() for k, v in backbone.state_dict().items()}
+    model = GenViewModel.from_backbone(backbone, method="mocov3", **HEADS)
+    assert all(torch.equal(reference[k], v) for k, v in model.backbone.state_dict().items())
+    # the momentum encoder starts equal to the online one
+    for a, b in zip(model.backbone.parameters(), model.momentum_backbone.parameters()):
+        assert torch.equal(a, b) and not b.requires_grad
+    model.save_pretrained(tmp_path)
+    loaded = GenViewModel.from_pretrained(tmp_path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    # ViT: CLS pooling, the unused tanh pooler is frozen (no trainable parameter without gradient)
+    assert model.pooling == "cls" and not any(p.requires_grad for p in model.backbone.pooler.parameters())
+
+
+def test_backbone_from_config_when_none_is_given():
+    backbone, _ = tiny_resnet()
+    model = GenViewModel(GenViewConfig(backbone_config=backbone.config.to_dict(), method="byol", **HEADS))
+    assert type(model.backbone).__name__ == "ResNetModel"
+    assert isinstance(AutoModel.from_config(model.config.backbone_config), type(model.backbone))
+
+
+@pytest.mark.parametrize("builder", [tiny_vit, tiny_resnet])
+def test_encode_image_gives_pooled_features_and_patch_tokens(builder):
+    backbone, _ = builder()
+    pooled, tokens = encode_image(backbone, torch.randn(2, 3, 32, 32), with_tokens=True)
+    assert pooled.shape[0] == 2 and tokens.shape[0] == 2 and tokens.shape[-1] == pooled.shape[-1]
+    assert int(tokens.shape[1] ** 0.5) ** 2 == tokens.shape[1]
+
+
+def test_token_map_drops_the_prefix_tokens_and_rejects_odd_grids():
+    assert token_map(torch.zeros(2, 17, 8)).shape == (2, 16, 8)  # CLS + 4x4
+    assert token_map(torch.zeros(2, 8, 3, 3)).shape == (2, 9, 8)
+    with pytest.raises(ValueError, match="patch grid"):
+        token_map(torch.zeros(2, 35, 8))
+    with pytest.raises(ValueError, match="square token grid"):
+        masks_to_tokens(torch.rand(2, 32, 32), 12)
+
+
+@pytest.mark.parametrize("method", SSL)
+def test_all_ones_weights_equal_no_weights_and_other_weights_differ(method):
+    backbone, _ = tiny_vit()
+    model = GenViewModel.from_backbone(backbone, method=method, **HEADS)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    inputs = batch()
+
+    def loss(weights):
+        model.load_state_dict(state)  # the queue is updated by each training forward
+        return model(**inputs, weights=weights).loss
+
+    plain = loss(None)
+    torch.testing.assert_close(plain, loss(torch.ones(4)), rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(plain, loss(torch.tensor([3.0, 0.5, 0.25, 0.25])))
+
+
+def test_stored_mode_weights_come_from_masks_and_the_model_tokens():
+    backbone, _ = tiny_vit()
+    model = GenViewModel.from_backbone(backbone, method="mocov3", **HEADS)
+    masks = torch.rand(4, 32, 32)
+    output = model(**batch(), masks_1=masks, masks_2=masks.flip(-1), quality_gamma=1.0)
+    assert output.weights.shape == (4,) and torch.allclose(output.weights.mean(), torch.tensor(1.0))
+    assert not output.weights.requires_grad
+
+
+def test_momentum_update_is_an_exponential_moving_average():
+    backbone, _ = tiny_resnet()
+    model = GenViewModel.from_backbone(backbone, method="byol", **HEADS)
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(1.0)
+    online = [p.clone() for p in model.backbone.parameters()]
+    target = [p.clone() for p in model.momentum_backbone.parameters()]
+    model.momentum_update(0.75)
+    for o, t, new in zip(online, target, model.momentum_backbone.parameters()):
+        torch.testing.assert_close(new, 0.75 * t + 0.25 * o)
+
+
+def test_bad_batches_fail_before_the_loss():
+    backbone, _ = tiny_vit()
+    model = GenViewModel.from_backbone(backbone, method="leoclr", **HEADS)
+    one = batch(n=1)
+    with pytest.raises(ValueError, match="at least 2"):
+        model(**one)
+    inputs = batch()
+    inputs.pop("pixel_values_orig")
+    with pytest.raises(ValueError, match="pixel_values_orig"):
+        model(**inputs)
+    inputs = batch()
+    inputs["pixel_values_2"] = inputs["pixel_values_2"][:3]
+    with pytest.raises(ValueError, match="differ"):
+        model(**inputs)
+
+
+def test_queue_is_a_ring_buffer_of_keys():
+    backbone, _ = tiny_vit()
+    model = GenViewModel.from_backbone(backbone, method="mocov2", **dict(HEADS, queue_size=6))
+    model._enqueue(torch.ones(4, 16))
+    model._enqueue(2 * torch.ones(4, 16))
+    assert int(model.queue_ptr) == 2
+    assert torch.equal(model.queue[:2], 2 * torch.ones(2, 16)) and torch.equal(
+        model.queue[2:4], torch.ones(2, 16)
+    )
+
+
+def test_clip_wrapper_loss_equals_transformers_clip_loss_and_slip_adds_ssl():
+    clip, _ = tiny_clip()
+    model = GenViewCLIPModel.from_clip(clip, method="clip")
+    ids = torch.randint(3, 500, (4, 8))
+    ids[:, -1] = 1
+    pixels = torch.randn(4, 3, 32, 32)
+    ours = model(input_ids=ids, pixel_values=pixels).loss
+    reference = clip(input_ids=ids, pixel_values=pixels, return_loss=True).loss
+    torch.testing.assert_close(ours, reference)
+    slip = GenViewCLIPModel.from_clip(clip, method="slip", ssl_hidden_dim=32, ssl_dim=16)
+    with pytest.raises(ValueError, match="pixel_values_1"):
+        slip(input_ids=ids, pixel_values=pixels)
+    loss = slip(
+        input_ids=ids, pixel_values=pixels, pixel_values_1=pixels, pixel_values_2=pixels.flip(-1)
+    ).loss
+    assert loss > ours

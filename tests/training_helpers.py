@@ -1,0 +1,74 @@
+"""Shared pieces of the trainer tests: tiny arguments, models and trainers on hand-made batches."""
+
+from __future__ import annotations
+
+import torch
+
+from genview_hf.testing.training_data import SyntheticViews
+from genview_hf.training import GenViewTrainer, GenViewTrainingArguments
+from genview_hf.training.run import build_model
+
+
+def make_args(output_dir, method: str = "mocov3", **overrides) -> GenViewTrainingArguments:
+    settings = dict(
+        output_dir=str(output_dir),
+        method=method,
+        model_name_or_path="tiny-clip" if method in ("clip", "slip") else "tiny-vit",
+        proj_hidden_dim=32,
+        proj_dim=16,
+        pred_hidden_dim=32,
+        queue_size=32,
+        ssl_hidden_dim=None,
+        quality_mode="off",
+        quality_model="tiny-clip",
+        per_device_train_batch_size=4,
+        max_steps=3,
+        learning_rate=1e-2,
+        weight_decay=0.0,
+        warmup_steps=0,
+        lr_scheduler_type="constant",
+        momentum=0.9,
+        momentum_schedule="constant",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        data_seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        image_size=32,
+    )
+    settings.pop("ssl_hidden_dim")
+    settings.update(overrides)
+    return GenViewTrainingArguments(**settings)
+
+
+def make_trainer(
+    args: GenViewTrainingArguments, length: int = 16, callbacks=None, trainer_class=GenViewTrainer
+):
+    torch.manual_seed(args.seed)
+    model, processor = build_model(args)
+    kind = "ssl" if not args.is_clip else args.method
+    quality_model = None
+    if args.quality_mode == "frozen" and not args.is_clip:
+        from genview_hf.training.run import build_quality_model
+
+        quality_model = build_quality_model(args)
+    return trainer_class(
+        model,
+        args,
+        train_dataset=SyntheticViews(length=length, kind=kind),
+        eval_dataset=SyntheticViews(length=8, kind=kind),
+        processing_class=processor,
+        quality_model=quality_model,
+        callbacks=callbacks,
+    )
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: t.detach().clone() for name, t in model.state_dict().items()}
