@@ -1,0 +1,88 @@
+"""Settings of a view-generation run: one dataclass, parsed by ``genview_hf.config.parse_config``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..data import schema
+from .policies import DEFAULT_COMPLEXITY_EDGES, DEFAULT_FG_EDGES, DEFAULT_GUIDANCE, DEFAULT_NOISE_LEVELS
+
+TINY = "tiny"  # model id value meaning "genview_hf.testing's tiny offline components"
+
+
+@dataclass
+class ViewGenerationConfig:
+    """Everything a generation run needs; defaults are the papers' settings."""
+
+    output_dir: str = field(default="outputs/views", metadata={"help": "Folder for shards, card and artifacts."})
+    # -- input ---------------------------------------------------------------------------
+    dataset: str = field(
+        default="sample:shapes",
+        metadata={"help": "Hub id or local folder for load_dataset, a saved dataset folder, or sample:NAME."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "load_dataset config name."})
+    split: str = field(default="train", metadata={"help": "Split to read."})
+    image_column: str = schema.IMAGE
+    caption_column: str = schema.CAPTION
+    max_rows: int | None = field(default=None, metadata={"help": "Only the first N rows (trials)."})
+    # -- what to generate ----------------------------------------------------------------
+    modes: list[str] = field(default_factory=lambda: ["ic"], metadata={"help": "Any of ic, tc, itc."})
+    unclip_model: str = field(
+        default="stabilityai/stable-diffusion-2-1-unclip",
+        metadata={"help": "StableUnCLIPImg2ImgPipeline id/folder for ic and itc ('tiny': offline tiny pipeline)."},
+    )
+    text2img_model: str = field(
+        default="stabilityai/stable-diffusion-2-1",
+        metadata={"help": "StableDiffusionPipeline id/folder for tc, run with DPM-Solver ('tiny' allowed)."},
+    )
+    scorer_model: str | None = field(
+        default=None,
+        metadata={"help": "CLIP vision model for the foreground scorer; default: the unCLIP image encoder."},
+    )
+    model_revision: str | None = None
+    num_inference_steps: int = field(default=20, metadata={"help": "Denoising steps (paper: 20)."})
+    ic_guidance_scale: float = field(default=10.0, metadata={"help": "unCLIP guidance for ic (paper: 10)."})
+    height: int | None = field(default=None, metadata={"help": "View height (default: the model's, 768 for SD 2.1)."})
+    width: int | None = None
+    # -- policies ------------------------------------------------------------------------
+    fg_share: float = field(default=0.4, metadata={"help": "Share of sample tokens above the threshold (40%)."})
+    fg_sample_size: int = field(default=10_000, metadata={"help": "Rows used to fit the foreground direction."})
+    foreground_artifacts: str | None = field(
+        default=None, metadata={"help": "Folder with a fitted foreground.json/.safetensors to reuse."}
+    )
+    noise_fg_edges: list[float] = field(default_factory=lambda: list(DEFAULT_FG_EDGES))
+    noise_levels: list[int] = field(default_factory=lambda: list(DEFAULT_NOISE_LEVELS))
+    guidance_scales: list[float] = field(default_factory=lambda: list(DEFAULT_GUIDANCE))
+    complexity_edges: list[int] = field(default_factory=lambda: list(DEFAULT_COMPLEXITY_EDGES))
+    complexity_scorer: str = field(
+        default="heuristic", metadata={"help": "'heuristic' (offline) or a local causal LM id/folder."}
+    )
+    # -- execution -----------------------------------------------------------------------
+    seed: int = field(default=0, metadata={"help": "Global seed; each row's seed is derived from (seed, row id)."})
+    batch_size: int = field(default=8, metadata={"help": "Rows per map batch (one pipeline call per group)."})
+    shard_size: int = field(default=512, metadata={"help": "Rows per parquet shard (the unit of resume)."})
+    writer_batch_size: int = 64
+    mixed_precision: str = field(default="bf16", metadata={"help": "no, fp16 or bf16 (GPU only; CPU runs fp32)."})
+    grid_rows: int = field(default=6, metadata={"help": "Rows shown in the card's preview grid."})
+    # -- publishing ----------------------------------------------------------------------
+    push_to_hub: str | None = field(default=None, metadata={"help": "user/name of the dataset repo to push."})
+    private: bool = False
+    revision: str | None = field(default=None, metadata={"help": "Hub branch to push to."})
+    commit_message: str | None = None
+
+    def __post_init__(self):
+        self.modes = [m.strip() for m in (self.modes.split(",") if isinstance(self.modes, str) else self.modes)]
+        for mode in self.modes:
+            schema.view_column(mode)
+        if not self.modes or len(set(self.modes)) != len(self.modes):
+            raise ValueError(f"modes must be a non-empty list of distinct modes, got {self.modes}")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        for name in ("batch_size", "shard_size", "num_inference_steps", "fg_sample_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ValueError(f"max_rows must be >= 1, got {self.max_rows}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,183 @@
+"""Foreground scorer: the first principal direction of CLIP patch tokens, thresholded.
+
+Fit (once per dataset, on a sample): patch tokens after the final layer norm, CLS dropped, are
+projected on the first principal component ``v`` of the sample's tokens (no centring: the top
+eigenvector of ``X^T X``). ``v``'s sign is fixed so that the centre of the token grid projects
+higher than its border ring (objects sit in the middle more often than at the edges). The
+threshold ``alpha`` is the ``1 - fg_share`` quantile of all sample projections, so about
+``fg_share`` (default 40%) of the tokens are foreground.
+
+Per image: token k is foreground when ``tokens[k] @ v > alpha``; ``fg_ratio`` is the share of
+foreground tokens. The artifacts (``v``, ``alpha``, ``fg_share``, the token grid) are saved as
+``foreground.json`` + ``foreground.safetensors`` beside the dataset and reused for other splits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ARTIFACT_JSON = "foreground.json"
+ARTIFACT_TENSORS = "foreground.safetensors"
+DEFAULT_FG_SHARE = 0.4  # GenView: about 40% of tokens are foreground
+
+
+class ClipTokenEncoder:
+    """Patch tokens (after ``post_layernorm``, CLS dropped) and image embeddings in one forward.
+
+    Wraps a ``CLIPVisionModel(WithProjection)`` and its ``CLIPImageProcessor``: the unCLIP
+    generator's own image encoder, so the scorer and the generator share a single forward pass.
+    """
+
+    def __init__(self, model, processor):
+        self.model = model.eval()
+        self.processor = processor
+        config = model.config
+        side = config.image_size // config.patch_size
+        self.grid = (side, side)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
+        return self.processor(images=images, return_tensors="pt").pixel_values
+
+    @torch.no_grad()
+    def __call__(self, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        pixels = self.pixel_values(images).to(self.device, self.dtype)
+        out = self.model(pixel_values=pixels)
+        tokens = self.model.vision_model.post_layernorm(out.last_hidden_state[:, 1:])
+        return tokens.float(), getattr(out, "image_embeds", None)
+
+
+def border_ring(grid: tuple[int, int]) -> torch.Tensor:
+    """Boolean (h*w,) mask of the outermost ring of a token grid."""
+    h, w = grid
+    ring = torch.zeros(h, w, dtype=torch.bool)
+    ring[0, :] = ring[-1, :] = ring[:, 0] = ring[:, -1] = True
+    return ring.flatten()
+
+
+@dataclass
+class ForegroundScorer:
+    """The fitted foreground direction and threshold; turns token maps into masks and ratios."""
+
+    direction: torch.Tensor  # (D,) unit vector
+    threshold: float
+    fg_share: float = DEFAULT_FG_SHARE
+    grid: tuple[int, int] = (16, 16)
+    num_fit_images: int = 0
+
+    @classmethod
+    def fit(
+        cls,
+        encode: Callable[[object], torch.Tensor],
+        batches: Callable[[], Iterable[object]],
+        grid: tuple[int, int],
+        fg_share: float = DEFAULT_FG_SHARE,
+    ) -> ForegroundScorer:
+        """Fit on a sample: ``batches()`` yields batches (twice), ``encode(batch)`` -> (B, T, D) tokens."""
+        if not 0.0 < fg_share < 1.0:
+            raise ValueError(f"fg_share must be in (0, 1), got {fg_share}")
+        gram, count = None, 0
+        for batch in batches():  # pass 1: uncentred second moment -> first principal direction
+            tokens = _check_tokens(encode(batch), grid).double()
+            flat = tokens.reshape(-1, tokens.shape[-1])
+            gram = flat.T @ flat if gram is None else gram + flat.T @ flat
+            count += tokens.shape[0]
+        if gram is None:
+            raise ValueError("cannot fit the foreground scorer: the sample has no decodable image")
+        _, vectors = torch.linalg.eigh(gram)
+        direction = vectors[:, -1].float()
+        projections, ring = [], border_ring(grid)
+        centre_minus_border = 0.0
+        for batch in batches():  # pass 2: projections -> sign and threshold
+            proj = _check_tokens(encode(batch), grid) @ direction
+            centre_minus_border += float((proj[:, ~ring].mean(1) - proj[:, ring].mean(1)).sum()) if (~ring).any() else 0.0
+            projections.append(proj.flatten().numpy())
+        if centre_minus_border < 0:
+            direction = -direction
+        all_proj = np.concatenate(projections) * (-1.0 if centre_minus_border < 0 else 1.0)
+        threshold = float(np.quantile(all_proj, 1.0 - fg_share))
+        return cls(direction=direction, threshold=threshold, fg_share=fg_share, grid=tuple(grid), num_fit_images=count)
+
+    def token_masks(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) tokens -> (B, T) boolean foreground masks."""
+        tokens = _check_tokens(tokens, self.grid)
+        return (tokens @ self.direction.to(tokens.device)) > self.threshold
+
+    def fg_ratio(self, masks: torch.Tensor) -> list[float]:
+        return masks.float().mean(dim=1).tolist()
+
+    def mask_images(self, masks: torch.Tensor) -> list[Image.Image]:
+        """(B, T) masks -> mode-L images at token resolution (0 background, 255 foreground)."""
+        h, w = self.grid
+        arrays = (masks.reshape(-1, h, w).to(torch.uint8) * 255).cpu().numpy()
+        return [Image.fromarray(array, mode="L") for array in arrays]
+
+    def save(self, folder: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({"direction": self.direction.contiguous().cpu()}, str(folder / ARTIFACT_TENSORS))
+        meta = {
+            "threshold": self.threshold,
+            "fg_share": self.fg_share,
+            "percentile": 100.0 * (1.0 - self.fg_share),
+            "grid": list(self.grid),
+            "num_fit_images": self.num_fit_images,
+            "dim": int(self.direction.numel()),
+        }
+        (folder / ARTIFACT_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ForegroundScorer:
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / ARTIFACT_JSON).exists():
+            raise FileNotFoundError(f"{folder} has no {ARTIFACT_JSON}: fit the foreground scorer first")
+        meta = json.loads((folder / ARTIFACT_JSON).read_text())
+        direction = load_file(str(folder / ARTIFACT_TENSORS))["direction"]
+        return cls(
+            direction=direction,
+            threshold=float(meta["threshold"]),
+            fg_share=float(meta["fg_share"]),
+            grid=tuple(meta["grid"]),
+            num_fit_images=int(meta.get("num_fit_images", 0)),
+        )
+
+    @staticmethod
+    def exists(folder: str | Path) -> bool:
+        return (Path(folder) / ARTIFACT_JSON).exists() and (Path(folder) / ARTIFACT_TENSORS).exists()
+
+
+def _check_tokens(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    tokens = tokens.float().cpu()
+    if tokens.ndim != 3 or tokens.shape[1] != grid[0] * grid[1]:
+        raise ValueError(
+            f"expected (batch, {grid[0]}*{grid[1]} tokens, dim) patch tokens, got shape {tuple(tokens.shape)}"
+        )
+    if not torch.isfinite(tokens).all():
+        raise ValueError("patch tokens contain NaN or inf")
+    return tokens
+
+
+def grid_from_tokens(num_tokens: int) -> tuple[int, int]:
+    side = math.isqrt(num_tokens)
+    if side * side != num_tokens:
+        raise ValueError(f"{num_tokens} patch tokens do not form a square grid")
+    return side, side

@@ -1,0 +1,231 @@
+"""The batched map function: foreground masks, adaptive policies and generated views for a batch.
+
+``ViewGenerator(...)`` is called by ``datasets.Dataset.map(batched=True, with_indices=True)``.
+Per batch it:
+
+1. decodes every image itself (the image column is read with ``Image(decode=False)``), so one
+   corrupt row becomes a null row with a reason instead of stopping the job; greyscale, RGBA,
+   palette and CMYK images are converted to RGB;
+2. runs the CLIP image encoder once: patch tokens -> ``mask`` + ``fg_ratio`` (foreground scorer),
+   image embeddings -> unCLIP conditioning (no second forward inside the pipeline);
+3. picks per row ``noise_level`` (from fg_ratio), ``caption_complexity`` and ``guidance_scale``;
+4. for each mode, groups rows by (noise level, guidance) and makes one pipeline call per group,
+   with one ``torch.Generator`` per row seeded from (global seed, row id): a row's view does not
+   depend on the batch it lands in, the batch size or the number of processes;
+5. scores the generated views with the same encoder: ``mask_<mode>``.
+
+The reason a row or one of its modes failed goes to the ``_failure`` column, which the driver
+moves to the failures file.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data import schema
+from .foreground import ClipTokenEncoder, ForegroundScorer
+from .policies import GuidancePolicy, NoisePolicy, caption_complexity
+
+FAILURE = "_failure"  # temporary column: "" when the row is whole; removed by the driver
+
+
+def row_seed(seed: int, row_id: int) -> int:
+    """The generator seed of a row: a hash of (global seed, row id), in [0, 2**63)."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(seed) >> 32, int(row_id)]).generate_state(2, np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+
+
+def decode_image(value) -> Image.Image:
+    """A stored image value (PIL, ``{"bytes", "path"}`` dict, or path) -> RGB PIL image, or ValueError."""
+    if value is None:
+        raise ValueError("image is missing (null)")
+    try:
+        if isinstance(value, Image.Image):
+            image = value
+        elif isinstance(value, dict) and value.get("bytes"):
+            image = Image.open(io.BytesIO(value["bytes"]))
+        elif isinstance(value, dict) and value.get("path"):
+            image = Image.open(value["path"])
+        elif isinstance(value, str):
+            image = Image.open(value)
+        else:
+            raise ValueError(f"unsupported image value of type {type(value).__name__}")
+        image.load()
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ValueError(f"image cannot be decoded: {error}") from None
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"image has no pixels ({image.width}x{image.height})")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+@dataclass
+class ViewGenerator:
+    """Callable for ``Dataset.map(batched=True, with_indices=True)``; see the module docstring.
+
+    ``row_offset`` turns the map's indices (relative to the shard) into global row ids.
+    """
+
+    encoder: ClipTokenEncoder
+    scorer: ForegroundScorer
+    modes: tuple[str, ...] = ("ic",)
+    unclip: object = None  # StableUnCLIPImg2ImgPipeline, for ic / itc
+    text2img: object = None  # StableDiffusionPipeline, for tc
+    noise_policy: NoisePolicy = field(default_factory=NoisePolicy)
+    guidance_policy: GuidancePolicy = field(default_factory=GuidancePolicy)
+    complexity: Callable[[list[str]], list[int]] | None = None  # default: offline heuristic
+    seed: int = 0
+    num_inference_steps: int = 20  # paper: 20 steps
+    ic_guidance_scale: float = 10.0  # GenView: unCLIP guidance 10, empty prompt
+    height: int | None = None
+    width: int | None = None
+    image_column: str = schema.IMAGE
+    caption_column: str = schema.CAPTION
+    row_offset: int = 0
+
+    def __post_init__(self):
+        for mode in self.modes:
+            schema.view_column(mode)  # validates the name
+        if ("ic" in self.modes or "itc" in self.modes) and self.unclip is None:
+            raise ValueError("modes ic/itc need an unCLIP img2img pipeline")
+        if "tc" in self.modes and self.text2img is None:
+            raise ValueError("mode tc needs a text-to-image pipeline")
+
+    # -- per-row choices -------------------------------------------------------------------
+    def _complexities(self, captions: list[str]) -> list[int]:
+        if self.complexity is not None:
+            return [int(c) for c in self.complexity(captions)]
+        return [caption_complexity(c) for c in captions]
+
+    @staticmethod
+    def _generators(seeds: list[int]) -> list[torch.Generator]:
+        # CPU generators: diffusers draws the noise on the CPU and moves it, so a row's view is
+        # the same on any device count (and close across hardware).
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    def _to_rank_device(self, rank: int | None) -> None:
+        """Under ``map(num_proc=k, with_rank=True)`` on a multi-GPU host: process ``rank`` uses GPU ``rank``."""
+        if rank is None or not torch.cuda.is_available():
+            return
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+        if self.encoder.device != device:
+            for pipe in (self.unclip, self.text2img):
+                if pipe is not None:
+                    pipe.to(device)
+            self.encoder.model.to(device)
+
+    # -- the map function -------------------------------------------------------------------
+    def __call__(self, batch: dict[str, list], indices: list[int], rank: int | None = None) -> dict[str, list]:
+        self._to_rank_device(rank)
+        n = len(indices)
+        row_ids = [self.row_offset + int(i) for i in indices]
+        failures: list[list[str]] = [[] for _ in range(n)]
+        out: dict[str, list] = {
+            schema.MASK: [None] * n,
+            schema.FG_RATIO: [None] * n,
+            schema.NOISE_LEVEL: [None] * n,
+            schema.GUIDANCE_SCALE: [None] * n,
+            schema.CAPTION_COMPLEXITY: [None] * n,
+            schema.SEED: [row_seed(self.seed, r) for r in row_ids],
+        }
+        for mode in self.modes:
+            out[schema.view_column(mode)] = [None] * n
+            out[schema.mask_column(mode)] = [None] * n
+
+        images: dict[int, Image.Image] = {}
+        for i, value in enumerate(batch[self.image_column]):
+            try:
+                images[i] = decode_image(value)
+            except ValueError as error:
+                failures[i].append(f"{self.image_column}: {error}")
+        ok = sorted(images)
+        embeds = None
+        if ok:
+            tokens, embeds = self.encoder([images[i] for i in ok])
+            masks = self.scorer.token_masks(tokens)
+            for j, (i, ratio, mask) in enumerate(
+                zip(ok, self.scorer.fg_ratio(masks), self.scorer.mask_images(masks))
+            ):
+                out[schema.MASK][i] = mask
+                out[schema.FG_RATIO][i] = ratio
+                out[schema.NOISE_LEVEL][i] = self.noise_policy(ratio)
+                if "ic" in self.modes and not any(m in self.modes for m in ("tc", "itc")):
+                    out[schema.GUIDANCE_SCALE][i] = self.ic_guidance_scale
+            embeds = {i: embeds[j] for j, i in enumerate(ok)} if embeds is not None else None
+
+        text_ok: list[int] = []
+        if "tc" in self.modes or "itc" in self.modes:
+            captions = batch.get(self.caption_column)
+            if captions is None:
+                raise KeyError(f"modes tc/itc need a {self.caption_column!r} column")
+            for i, caption in enumerate(captions):
+                if not isinstance(caption, str) or not caption.strip():
+                    failures[i].append(f"{self.caption_column}: empty caption, no text-conditioned view")
+                else:
+                    text_ok.append(i)
+            for i, c in zip(text_ok, self._complexities([captions[i] for i in text_ok])):
+                out[schema.CAPTION_COMPLEXITY][i] = c
+                out[schema.GUIDANCE_SCALE][i] = self.guidance_policy(c)
+
+        for mode in self.modes:
+            if mode == "ic":
+                rows = ok
+                key = lambda i: (out[schema.NOISE_LEVEL][i], self.ic_guidance_scale)  # noqa: E731
+            elif mode == "tc":
+                rows = text_ok
+                key = lambda i: (None, out[schema.GUIDANCE_SCALE][i])  # noqa: E731
+            else:
+                rows = [i for i in ok if i in set(text_ok)]
+                key = lambda i: (out[schema.NOISE_LEVEL][i], out[schema.GUIDANCE_SCALE][i])  # noqa: E731
+            views = self._generate(mode, rows, key, batch, embeds, out[schema.SEED])
+            for i, view in views.items():
+                out[schema.view_column(mode)][i] = view
+            if views:
+                order = sorted(views)
+                view_tokens, _ = self.encoder([views[i] for i in order])
+                for i, mask in zip(order, self.scorer.mask_images(self.scorer.token_masks(view_tokens))):
+                    out[schema.mask_column(mode)][i] = mask
+        out[FAILURE] = ["; ".join(f) for f in failures]
+        return out
+
+    def _generate(self, mode, rows, key, batch, embeds, seeds) -> dict[int, Image.Image]:
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i in rows:
+            groups[key(i)].append(i)
+        views: dict[int, Image.Image] = {}
+        for (noise_level, guidance), members in sorted(groups.items(), key=lambda kv: str(kv[0])):
+            common = {
+                "num_inference_steps": self.num_inference_steps,
+                "guidance_scale": float(guidance),
+                "height": self.height,
+                "width": self.width,
+                "output_type": "pil",
+            }
+            if mode == "tc":
+                pipe = self.text2img
+                prompts = [batch[self.caption_column][i] for i in members]
+                result = pipe(prompt=prompts, generator=self._generators([seeds[i] for i in members]), **common)
+            else:
+                pipe = self.unclip
+                prompts = [batch[self.caption_column][i] for i in members] if mode == "itc" else [""] * len(members)
+                image_embeds = torch.stack([embeds[i] for i in members]).to(pipe.device, pipe.unet.dtype)
+                result = pipe(
+                    image_embeds=image_embeds,
+                    prompt=prompts,
+                    noise_level=int(noise_level),
+                    generator=self._generators([seeds[i] for i in members]),
+                    **common,
+                )
+            views.update(zip(members, result.images))
+        return views

@@ -1,0 +1,282 @@
+"""Quality-driven pair weights (GenView image-image; GenView++ multi-view and image-text).
+
+Inputs are token maps of a frozen encoder: ``tokens`` (N, T, C), T patch tokens of C channels
+(CLS dropped; a CNN feature map (N, C, H, W) becomes ``fmap.flatten(2).transpose(1, 2)``).
+A soft foreground map per image comes either from projecting the tokens on a fitted
+``direction`` (C,) (the first principal component of tokens, fitted by the generation code)
+with min-max normalisation within the image, or from given masks (N, T) in [0, 1] (e.g. the
+stored dataset masks, cropped with the view's augmentation). Background = 1 - foreground; each
+map is normalised to sum 1 and pools the tokens into a foreground and a background feature.
+
+- GenView (image-image, two views): q = cos(z1_fg, z2_fg) - cos(z1_bg, z2_bg) per pair and
+  w = N * softmax(gamma * q) over the N local pairs (gamma 1; mean 1). See :func:`quality_weights`.
+- GenView++ image-image (several views): s_ab = exp(gamma * q_ab) for each ordered pair of
+  views of a sample, normalised to mean 1 over those pairs (gamma 2). See
+  :func:`multi_view_quality_weights`.
+- GenView++ image-text: s = exp(gamma * [cos(e_view, u_caption) - cos(z_view_bg, z_real_bg)]),
+  e and u frozen CLIP image and text embeddings, z_real_bg the background feature of the
+  unaugmented real image; normalised to mean 1 over the (view, caption) pairs (gamma 2). See
+  :func:`image_text_quality_weights`.
+
+Every weight function runs under ``torch.no_grad`` and returns detached weights on the tokens'
+device, in float32 (float64 for float64 inputs): bf16 / fp16 tokens are cast to float32 first.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "foreground_maps",
+    "image_text_quality_weights",
+    "multi_view_quality_weights",
+    "pair_quality",
+    "pool_foreground_background",
+    "quality_weights",
+]
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """float16 / bfloat16 -> float32; float32 and float64 are kept."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _shape(x: torch.Tensor) -> str:
+    return "(" + ", ".join(str(s) for s in x.shape) + (",)" if x.dim() == 1 else ")")
+
+
+def _check_tokens(name: str, tokens: torch.Tensor, rank: int = 3, layout: str = "(N, T, C)") -> None:
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tokens).__name__}")
+    if tokens.dim() != rank:
+        raise ValueError(
+            f"{name} must have shape {layout}, got shape {_shape(tokens)} "
+            "(a CNN feature map (N, C, H, W) becomes fmap.flatten(2).transpose(1, 2))"
+        )
+    if not tokens.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {tokens.dtype}")
+    if tokens.shape[0] == 0 or tokens.shape[-2] == 0:
+        raise ValueError(f"{name} is empty (shape {_shape(tokens)})")
+
+
+def _check_direction(direction: torch.Tensor | None, tokens: torch.Tensor, name: str) -> torch.Tensor:
+    if direction is None:
+        raise ValueError(f"direction is None but no masks were given for {name}: pass one or the other")
+    direction = torch.as_tensor(direction)
+    if direction.dim() != 1 or direction.shape[0] != tokens.shape[-1]:
+        raise ValueError(
+            f"direction has shape {_shape(direction)} but {name} has shape {_shape(tokens)}: "
+            f"expected ({tokens.shape[-1]},), one value per channel"
+        )
+    return direction.to(device=tokens.device, dtype=_compute_dtype(tokens))
+
+
+def _check_masks(masks: torch.Tensor, tokens: torch.Tensor, mask_name: str, token_name: str) -> torch.Tensor:
+    if not isinstance(masks, torch.Tensor):
+        raise TypeError(f"{mask_name} must be a torch.Tensor, got {type(masks).__name__}")
+    if tuple(masks.shape) != tuple(tokens.shape[:-1]):
+        raise ValueError(
+            f"{mask_name} has shape {_shape(masks)} but {token_name} has shape {_shape(tokens)}: "
+            f"expected {_shape(tokens[..., 0])}, one value per token"
+        )
+    if not masks.is_floating_point():
+        raise TypeError(
+            f"{mask_name} must be a float tensor in [0, 1], got dtype {masks.dtype} "
+            "(stored masks are 0-255 images: divide by 255)"
+        )
+    masks = masks.to(device=tokens.device, dtype=_compute_dtype(tokens))
+    if bool((masks < 0).any() or (masks > 1).any()) or not bool(torch.isfinite(masks).all()):
+        raise ValueError(
+            f"{mask_name} must hold values in [0, 1], got min {masks.min().item():g}, max {masks.max().item():g}"
+        )
+    return masks
+
+
+def foreground_maps(tokens: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """Soft foreground maps (N, T) in [0, 1]: projection on ``direction``, min-max normalised per image.
+
+    An image whose projections are all equal (min == max, e.g. a constant token map) gets the
+    uniform map 0.5 everywhere (foreground and background then pool to the same feature),
+    never NaN. Extra leading dimensions are allowed: (..., T, C) -> (..., T).
+    """
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() < 2:
+        raise ValueError(f"tokens must have shape (N, T, C), got {getattr(tokens, 'shape', type(tokens))}")
+    direction = _check_direction(direction, tokens, "tokens")
+    with torch.no_grad():
+        projection = _upcast(tokens) @ direction  # (..., T)
+        low = projection.amin(dim=-1, keepdim=True)
+        high = projection.amax(dim=-1, keepdim=True)
+        span = high - low
+        constant = span <= 1e-6 * (high.abs() + low.abs())
+        scaled = (projection - low) / torch.where(constant, torch.ones_like(span), span)
+        return torch.where(constant, torch.full_like(scaled, 0.5), scaled).clamp_(0.0, 1.0)
+
+
+def pool_foreground_background(
+    tokens: torch.Tensor, fg_map: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Foreground and background features (N, C) each, pooled with maps normalised to sum 1.
+
+    ``fg_map`` (N, T) in [0, 1]; background = 1 - fg_map. A map that sums to zero (e.g. a mask
+    that is foreground everywhere has no background) pools to the zero vector, whose cosine
+    with anything is 0. Extra leading dimensions are allowed: (..., T, C) and (..., T).
+    """
+    if tuple(fg_map.shape) != tuple(tokens.shape[:-1]):
+        raise ValueError(
+            f"fg_map has shape {_shape(fg_map)} but tokens has shape {_shape(tokens)}: "
+            f"expected {_shape(tokens[..., 0])}"
+        )
+    with torch.no_grad():
+        tokens = _upcast(tokens)
+        fg = fg_map.to(device=tokens.device, dtype=tokens.dtype)
+        bg = 1.0 - fg
+        fg = fg / fg.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        bg = bg / bg.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        z_fg = (fg.unsqueeze(-2) @ tokens).squeeze(-2)
+        z_bg = (bg.unsqueeze(-2) @ tokens).squeeze(-2)
+        return z_fg, z_bg
+
+
+def _maps(tokens, direction, masks, token_name, mask_name) -> torch.Tensor:
+    if masks is not None:
+        return _check_masks(masks, tokens, mask_name, token_name)
+    return foreground_maps(tokens, _check_direction(direction, tokens, token_name))
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (F.normalize(a, dim=-1) * F.normalize(b, dim=-1)).sum(dim=-1)
+
+
+def pair_quality(
+    tokens1: torch.Tensor,
+    tokens2: torch.Tensor,
+    direction: torch.Tensor | None = None,
+    masks1: torch.Tensor | None = None,
+    masks2: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Quality score per pair (N,): q = cos(z1_fg, z2_fg) - cos(z1_bg, z2_bg), in [-2, 2].
+
+    High when the views share their foreground and differ in background. ``direction`` may be
+    None when both masks are given. The two views may have different token counts T.
+    """
+    _check_tokens("tokens1", tokens1)
+    _check_tokens("tokens2", tokens2)
+    if tokens1.shape[0] != tokens2.shape[0] or tokens1.shape[2] != tokens2.shape[2]:
+        raise ValueError(
+            f"tokens1 has shape {_shape(tokens1)} but tokens2 has shape {_shape(tokens2)}: "
+            "the batch size N and channels C must match"
+        )
+    with torch.no_grad():
+        fg1 = _maps(tokens1, direction, masks1, "tokens1", "masks1")
+        fg2 = _maps(tokens2, direction, masks2, "tokens2", "masks2")
+        z1_fg, z1_bg = pool_foreground_background(tokens1, fg1)
+        z2_fg, z2_bg = pool_foreground_background(tokens2, fg2)
+        return _cos(z1_fg, z2_fg) - _cos(z1_bg, z2_bg)
+
+
+def quality_weights(
+    tokens1: torch.Tensor,
+    tokens2: torch.Tensor,
+    direction: torch.Tensor | None,
+    gamma: float = 1.0,
+    masks1: torch.Tensor | None = None,
+    masks2: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """GenView's pair weights (N,): ``N * softmax(gamma * q)`` over the local pairs (detached, mean 1).
+
+    ``tokens1``, ``tokens2`` (N, T, C): the two views' token maps from a frozen encoder;
+    ``direction`` (C,): the fitted principal direction (None when both masks are given);
+    ``masks1``, ``masks2`` (N, T) in [0, 1]: optional foreground maps replacing the projection.
+    ``gamma`` 1.0 is GenView's default. A batch of one gets weight 1.
+    """
+    q = pair_quality(tokens1, tokens2, direction, masks1, masks2)
+    with torch.no_grad():
+        return q.shape[0] * torch.softmax(gamma * q, dim=0)
+
+
+def _mean_one(scores: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """exp(scores) normalised to mean 1 over the kept entries (stable: shifted by the max); others 0."""
+    if keep is None:
+        shifted = scores - scores.max()
+        s = shifted.exp()
+        return s / s.mean()
+    shifted = scores - scores[keep].max()
+    s = torch.where(keep, shifted.exp(), torch.zeros_like(shifted))
+    return s / s[keep].mean()
+
+
+def multi_view_quality_weights(
+    view_tokens: torch.Tensor,
+    direction: torch.Tensor | None,
+    gamma: float = 2.0,
+    view_masks: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """GenView++ image-image weights (N, V, V) for :func:`genview_hf.losses.multi_positive_loss`.
+
+    ``view_tokens`` (N, V, T, C): token maps of the V views of each sample; ``view_masks``
+    (N, V, T) optional. For views a != b of sample i: s = exp(gamma * q_ab), q as in
+    :func:`pair_quality`; normalised to mean 1 over all N V (V-1) ordered pairs; the diagonal is 0.
+    ``gamma`` 2.0 is GenView++'s default.
+    """
+    _check_tokens("view_tokens", view_tokens, 4, "(N, V, T, C)")
+    n, v = view_tokens.shape[:2]
+    if v < 2:
+        raise ValueError(f"view_tokens has shape {_shape(view_tokens)}: need V >= 2 views per sample")
+    with torch.no_grad():
+        fg = _maps(view_tokens, direction, view_masks, "view_tokens", "view_masks")
+        z_fg, z_bg = pool_foreground_background(view_tokens, fg)  # (N, V, C)
+        z_fg, z_bg = F.normalize(z_fg, dim=-1), F.normalize(z_bg, dim=-1)
+        q = z_fg @ z_fg.transpose(1, 2) - z_bg @ z_bg.transpose(1, 2)  # (N, V, V)
+        off_diagonal = ~torch.eye(v, dtype=torch.bool, device=q.device).expand(n, v, v)
+        return _mean_one(gamma * q, off_diagonal)
+
+
+def image_text_quality_weights(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    view_tokens: torch.Tensor,
+    real_tokens: torch.Tensor,
+    direction: torch.Tensor | None,
+    gamma: float = 2.0,
+    view_masks: torch.Tensor | None = None,
+    real_masks: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """GenView++ image-text weights (N, V) for :func:`genview_hf.losses.multi_positive_clip_loss`.
+
+    ``image_embeds`` (N, V, E): frozen CLIP image embeddings of the V views; ``text_embeds``
+    (N, E): frozen CLIP text embeddings of the captions; ``view_tokens`` (N, V, T, C) and
+    ``real_tokens`` (N, T', C): token maps of the views and of the unaugmented real image.
+    s = exp(gamma * [cos(e_view, u_caption) - cos(z_view_bg, z_real_bg)]), normalised to mean 1
+    over the N V pairs. ``gamma`` 2.0 is GenView++'s default.
+    """
+    _check_tokens("view_tokens", view_tokens, 4, "(N, V, T, C)")
+    _check_tokens("real_tokens", real_tokens)
+    n, v = view_tokens.shape[:2]
+    if image_embeds.dim() != 3 or tuple(image_embeds.shape[:2]) != (n, v):
+        raise ValueError(
+            f"image_embeds has shape {_shape(image_embeds)} but view_tokens has shape {_shape(view_tokens)}: "
+            f"expected ({n}, {v}, E)"
+        )
+    if text_embeds.dim() != 2 or text_embeds.shape != (n, image_embeds.shape[2]):
+        raise ValueError(
+            f"text_embeds has shape {_shape(text_embeds)} but image_embeds has shape {_shape(image_embeds)}: "
+            f"expected ({n}, {image_embeds.shape[2]})"
+        )
+    if real_tokens.shape[0] != n or real_tokens.shape[2] != view_tokens.shape[3]:
+        raise ValueError(
+            f"real_tokens has shape {_shape(real_tokens)} but view_tokens has shape {_shape(view_tokens)}: "
+            "the batch size N and channels C must match"
+        )
+    with torch.no_grad():
+        alignment = _cos(_upcast(image_embeds), _upcast(text_embeds).unsqueeze(1))  # (N, V)
+        view_fg = _maps(view_tokens, direction, view_masks, "view_tokens", "view_masks")
+        real_fg = _maps(real_tokens, direction, real_masks, "real_tokens", "real_masks")
+        _, view_bg = pool_foreground_background(view_tokens, view_fg)  # (N, V, C)
+        _, real_bg = pool_foreground_background(real_tokens, real_fg)  # (N, C)
+        background_similarity = _cos(view_bg, real_bg.unsqueeze(1))  # (N, V)
+        return _mean_one(gamma * (alignment - background_similarity))

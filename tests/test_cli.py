@@ -1,0 +1,87 @@
+import subprocess
+import sys
+from importlib.metadata import entry_points
+
+import pytest
+from PIL import Image
+
+from genview_hf import cli
+
+
+@pytest.fixture
+def command_modules(tmp_path, monkeypatch):
+    """Two throwaway command modules on sys.path: one that works, one whose import fails inside."""
+    (tmp_path / "fake_command.py").write_text(
+        "received = []\n\ndef main(argv):\n    received.append(list(argv))\n    return 3\n"
+    )
+    (tmp_path / "fake_broken_command.py").write_text("import no_such_dependency_xyz  # noqa: F401\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    for name in ("fake_command", "fake_broken_command"):
+        sys.modules.pop(name, None)
+
+
+def test_help_lists_the_subcommands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("generate", "train", "evaluate", "demo"):
+        assert name in out
+
+
+def test_missing_or_unknown_subcommand_exits_2(capsys):
+    for argv in ([], ["bogus"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2
+
+
+def test_the_rest_of_the_command_line_goes_to_the_subcommand(command_modules, monkeypatch):
+    monkeypatch.setitem(cli.COMMANDS, "train", ("fake_command", "fake"))
+    assert cli.main(["train", "--config", "x.yaml", "--help"]) == 3
+    assert sys.modules["fake_command"].received == [["--config", "x.yaml", "--help"]]
+
+
+def test_a_subcommand_not_written_yet_is_a_one_line_error(monkeypatch, capsys):
+    monkeypatch.setitem(cli.COMMANDS, "generate", ("genview_hf.not_written_yet.run", "fake"))
+    assert cli.main(["generate", "--anything"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not available yet" in err and "generate" in err
+
+
+def test_a_missing_dependency_is_not_reported_as_not_written_yet(command_modules, monkeypatch):
+    monkeypatch.setitem(cli.COMMANDS, "evaluate", ("fake_broken_command", "fake"))
+    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):
+        cli.main(["evaluate"])
+
+
+def test_console_script_and_lazy_imports():
+    scripts = {entry.name: entry.value for entry in entry_points(group="console_scripts")}
+    assert scripts.get("genview") == "genview_hf.cli:main"
+    code = "import sys, genview_hf.cli; print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"  # `genview --help` imports none of the heavy libraries
+
+
+def test_demo_writes_the_preview(tmp_path, capsys):
+    output_dir = tmp_path / "demo"
+    assert cli.main(["demo", "--output-dir", str(output_dir)]) == 0
+    preview = output_dir / "samples.png"
+    with Image.open(preview) as image:
+        assert image.format == "PNG" and image.width > 256 and image.height > 128
+    out = capsys.readouterr().out
+    assert str(preview) in out and "ground-truth masks" in out
+
+
+def test_demo_on_a_set_without_masks(tmp_path, capsys):
+    assert cli.main(["demo", "--output-dir", str(tmp_path), "--sample", "photos"]) == 0
+    assert (tmp_path / "samples.png").exists()
+    assert "no ground-truth masks" in capsys.readouterr().out
+
+
+def test_demo_rejects_an_unknown_sample_set(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["demo", "--output-dir", str(tmp_path), "--sample", "imagenet"])
+    assert exit_info.value.code == 2
+    assert "digits" in capsys.readouterr().err

@@ -1,0 +1,107 @@
+"""Foreground scorer: fitted on shapes with an encoder whose tokens separate foreground from background."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from genview_hf.data.samples import shapes
+from genview_hf.generation import ForegroundScorer
+
+GRID = 8
+SIZE = 64
+
+
+class ChromaEncoder:
+    """Test encoder: one token per 8x8 patch, [1, mean chroma, 0.5] scaled; shapes' objects are chromatic.
+
+    The scorer is not told which component matters: it must find the direction (uncentred PCA),
+    its sign (centre vs border) and the threshold (percentile) by itself.
+    """
+
+    grid = (GRID, GRID)
+
+    def __call__(self, images):
+        arrays = np.stack([np.asarray(im.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR), np.float32) for im in images])
+        chroma = (arrays.max(-1) - arrays.min(-1)) / 255.0  # (B, H, W)
+        patch = SIZE // GRID
+        pooled = chroma.reshape(len(images), GRID, patch, GRID, patch).mean((2, 4)).reshape(len(images), -1)
+        pooled = torch.from_numpy(pooled)
+        tokens = torch.stack([torch.ones_like(pooled), 3 * pooled, 0.5 * torch.ones_like(pooled)], dim=-1)
+        return tokens, None
+
+
+def truth_tokens(masks):
+    """Ground-truth token masks: a token is foreground when most of its pixels are."""
+    out = []
+    for mask in masks:
+        m = np.asarray(mask.resize((SIZE, SIZE), Image.NEAREST), np.float32) / 255.0
+        patch = SIZE // GRID
+        out.append(m.reshape(GRID, patch, GRID, patch).mean((1, 3)).reshape(-1) > 0.5)
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    data = shapes(num_rows=48, image_size=SIZE)
+    images, truth = list(data["image"]), truth_tokens(data["mask"])
+    encoder = ChromaEncoder()
+    share = float(truth.mean())  # the percentile is configurable: set it to the set's true share
+    batches = lambda: (images[i : i + 16] for i in range(0, len(images), 16))  # noqa: E731
+    scorer = ForegroundScorer.fit(lambda b: encoder(b)[0], batches, encoder.grid, fg_share=share)
+    return scorer, encoder, images, truth
+
+
+def test_masks_match_ground_truth(fitted):
+    scorer, encoder, images, truth = fitted
+    masks = scorer.token_masks(encoder(images)[0]).numpy()
+    iou = (masks & truth).sum() / (masks | truth).sum()
+    assert iou > 0.8, iou
+    per_image = [(m & t).sum() / max((m | t).sum(), 1) for m, t in zip(masks, truth)]
+    assert np.median(per_image) > 0.8
+
+
+def test_fg_ratio_follows_truth(fitted):
+    scorer, encoder, images, truth = fitted
+    ratios = np.array(scorer.fg_ratio(scorer.token_masks(encoder(images)[0])))
+    true_ratio = truth.mean(1)
+    assert np.corrcoef(ratios, true_ratio)[0, 1] > 0.9
+    assert np.abs(ratios - true_ratio).mean() < 0.08
+
+
+def test_sign_is_fixed_by_centre_not_by_chance(fitted):
+    scorer, encoder, images, _ = fitted
+    # Foreground tokens must project higher: the chroma component of the direction is positive.
+    assert scorer.direction[1] * scorer.direction[0] > 0
+    flipped = ForegroundScorer.fit(
+        lambda b: -encoder(b)[0], lambda: iter([images]), encoder.grid, fg_share=scorer.fg_share
+    )
+    same = scorer.token_masks(encoder(images)[0]) == flipped.token_masks(-encoder(images)[0])
+    assert same.float().mean() > 0.99
+
+
+def test_mask_images_and_artifacts_round_trip(fitted, tmp_path):
+    scorer, encoder, images, _ = fitted
+    masks = scorer.token_masks(encoder(images[:3])[0])
+    pictures = scorer.mask_images(masks)
+    assert pictures[0].mode == "L" and pictures[0].size == (GRID, GRID)
+    assert set(np.unique(np.asarray(pictures[0]))) <= {0, 255}
+    scorer.save(tmp_path)
+    loaded = ForegroundScorer.load(tmp_path)
+    assert torch.equal(loaded.direction, scorer.direction)
+    assert (loaded.threshold, loaded.fg_share, loaded.grid) == (scorer.threshold, scorer.fg_share, scorer.grid)
+    assert torch.equal(loaded.token_masks(encoder(images[:3])[0]), masks)
+
+
+def test_bad_input_is_named(fitted, tmp_path):
+    scorer, *_ = fitted
+    with pytest.raises(ValueError, match="tokens"):
+        scorer.token_masks(torch.zeros(2, 5, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        scorer.token_masks(torch.full((1, GRID * GRID, 3), float("nan")))
+    with pytest.raises(ValueError, match="fg_share"):
+        ForegroundScorer.fit(lambda b: b, lambda: iter([]), (GRID, GRID), fg_share=1.5)
+    with pytest.raises(ValueError, match="no decodable image"):
+        ForegroundScorer.fit(lambda b: b, lambda: iter([]), (GRID, GRID))
+    with pytest.raises(FileNotFoundError, match="foreground.json"):
+        ForegroundScorer.load(tmp_path / "missing")
