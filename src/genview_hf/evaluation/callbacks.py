@@ -18,7 +18,15 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from .features import Encoder, _split_processor, check_column, labels_of, pixel_values, unwrap_encoder, encode_pixels
+from .features import (
+    Encoder,
+    _split_processor,
+    check_column,
+    encode_pixels,
+    labels_of,
+    pixel_values,
+    unwrap_encoder,
+)
 from .knn import KNN_K, KNN_TEMPERATURE, knn_predict
 
 
@@ -53,7 +61,9 @@ class KNNMonitorCallback(TrainerCallback):
         labels_of(dataset, label_column, "the kNN monitor")
         if query_dataset is None:
             if len(dataset) < 2:
-                raise ValueError("the kNN monitor needs at least 2 labelled examples to split into bank and queries")
+                raise ValueError(
+                    "the kNN monitor needs at least 2 labelled examples to split into bank and queries"
+                )
             split = dataset.train_test_split(test_size=query_fraction, seed=seed)
             dataset, query_dataset = split["train"], split["test"]
         self.bank_labels = labels_of(dataset, label_column, "the kNN monitor (bank)")

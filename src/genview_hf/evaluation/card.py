@@ -24,13 +24,15 @@ TABLE_START = "<!-- genview-eval:start -->"
 TABLE_END = "<!-- genview-eval:end -->"
 RESULTS_FILE = "eval_results.json"
 
-# protocol prefix -> (task_type, task_name)
+# protocol prefix -> (task_type, task_name, label prefixed to metric names). The Hub's model-index
+# groups results by task type and dataset, keeping one task name per group: the protocol goes
+# into the metric name so kNN and linear (or the two retrieval directions) stay apart.
 PROTOCOLS = {
-    "knn": ("image-classification", "kNN classification (frozen features)"),
-    "linear": ("image-classification", "Linear probe (frozen features)"),
-    "zero_shot": ("zero-shot-image-classification", "Zero-shot classification"),
-    "i2t": ("image-text-retrieval", "Image-to-text retrieval"),
-    "t2i": ("image-text-retrieval", "Text-to-image retrieval"),
+    "knn": ("image-classification", "Image classification (frozen features)", "kNN"),
+    "linear": ("image-classification", "Image classification (frozen features)", "linear probe"),
+    "zero_shot": ("zero-shot-image-classification", "Zero-shot image classification", "zero-shot"),
+    "i2t": ("image-text-retrieval", "Image-text retrieval", "image-to-text"),
+    "t2i": ("image-text-retrieval", "Image-text retrieval", "text-to-image"),
 }
 # metric suffix -> (metric_type, metric_name); suffixes not listed stay out of model-index (table only)
 METRICS = {
@@ -67,8 +69,9 @@ def eval_results_from_dict(
         parts = split_key(key)
         if parts is None or parts[1] not in METRICS or not isinstance(value, (int, float)):
             continue
-        task_type, task_name = PROTOCOLS[parts[0]]
+        task_type, task_name, label = PROTOCOLS[parts[0]]
         metric_type, metric_name = METRICS[parts[1]]
+        metric_name = f"{label} {metric_name}"
         entries.append(
             EvalResult(
                 task_type=task_type,

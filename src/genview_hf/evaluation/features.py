@@ -115,7 +115,9 @@ def _has_cls_token(model: nn.Module) -> bool:
     embeddings = getattr(model, "embeddings", None)
     if embeddings is None:  # e.g. CLIPVisionModel keeps them under vision_model
         embeddings = getattr(getattr(model, "vision_model", None), "embeddings", None)
-    return embeddings is not None and (hasattr(embeddings, "cls_token") or hasattr(embeddings, "class_embedding"))
+    return embeddings is not None and (
+        hasattr(embeddings, "cls_token") or hasattr(embeddings, "class_embedding")
+    )
 
 
 def _split_processor(processor: Any) -> tuple[Any, Any]:
@@ -175,7 +177,9 @@ def load_encoder(
                     f"{type(module).__name__} was not loaded from a folder: pass its image processor (processor=...)"
                 )
     else:
-        raise TypeError(f"model must be a folder, a Hub id, an nn.Module or an Encoder; got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a folder, a Hub id, an nn.Module or an Encoder; got {type(model).__name__}"
+        )
     if image_processor is None:
         raise ValueError(f"no image processor found for {source or type(module).__name__}")
     if device is not None:
@@ -210,7 +214,9 @@ class _ImageBatches(torch.utils.data.Dataset):
         return pixel_values(images, self.image_processor, column=self.column, first_row=start)
 
 
-def pixel_values(images: list, image_processor: Any, *, column: str = "image", first_row: int = 0) -> torch.Tensor:
+def pixel_values(
+    images: list, image_processor: Any, *, column: str = "image", first_row: int = 0
+) -> torch.Tensor:
     """Pixel values of a list of PIL images (greyscale and RGBA converted to RGB); bad rows named."""
     from PIL import Image
 
@@ -232,7 +238,9 @@ def autocast(device: torch.device):
 
 
 @torch.no_grad()
-def encode_pixels(encoder: Encoder, batches, *, progress: bool = False, desc: str = "features") -> torch.Tensor:
+def encode_pixels(
+    encoder: Encoder, batches, *, progress: bool = False, desc: str = "features"
+) -> torch.Tensor:
     """Features (float32, CPU) of an iterable of pixel-value batches; the model's mode is restored."""
     model = encoder.model
     was_training = model.training
@@ -310,7 +318,9 @@ def weights_digest(model: nn.Module) -> str:
 def feature_cache_key(encoder: Encoder, dataset, image_column: str) -> str:
     """Key of a feature file: model weights + dataset fingerprint + everything else that changes features."""
     processor = encoder.image_processor
-    processor_settings = processor.to_json_string() if hasattr(processor, "to_json_string") else repr(processor)
+    processor_settings = (
+        processor.to_json_string() if hasattr(processor, "to_json_string") else repr(processor)
+    )
     parts = {
         "model_class": type(encoder.model).__name__,
         "weights": weights_digest(encoder.model),
@@ -334,7 +344,9 @@ def labels_of(dataset, label_column: str, purpose: str) -> torch.Tensor:
             f"(columns: {', '.join(dataset.column_names)}); set label_column"
         )
     values = list(dataset[label_column])
-    bad = [row for row, value in enumerate(values) if value is None or not isinstance(value, int) or value < 0]
+    bad = [
+        row for row, value in enumerate(values) if value is None or not isinstance(value, int) or value < 0
+    ]
     if bad:
         raise ValueError(
             f"{purpose} needs a non-negative integer label on every row; column {label_column!r} "

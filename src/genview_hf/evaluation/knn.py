@@ -70,6 +70,7 @@ def knn_evaluate(
     prefix: str = "knn_",
 ) -> dict[str, float]:
     """``{knn_top1, knn_top5, knn_mean_per_class_accuracy}`` (fractions; top5 when there are >= 5 classes)."""
+    _check_features(train_features, train_labels, "kNN train set")
     _check_features(test_features, test_labels, "kNN test set")
     test_labels = torch.as_tensor(test_labels, dtype=torch.long)
     num_classes = int(max(int(torch.as_tensor(train_labels).max()), int(test_labels.max()))) + 1

@@ -58,7 +58,9 @@ def train_linear_heads(
             bias.requires_grad_(True)
             logits = torch.einsum("nd,ldc->lnc", x, weight) + bias[:, None, :]
             # Summing the heads' mean losses gives each head exactly its own gradient.
-            loss = F.cross_entropy(logits.reshape(-1, num_classes), y.repeat(heads), reduction="sum") / len(index)
+            loss = F.cross_entropy(logits.reshape(-1, num_classes), y.repeat(heads), reduction="sum") / len(
+                index
+            )
             grad_w, grad_b = torch.autograd.grad(loss, (weight, bias))
             with torch.no_grad():
                 weight, bias = weight.detach(), bias.detach()
@@ -125,10 +127,14 @@ def linear_probe(
         return lambda x: (x - mean) / std
 
     norm = standardise(fit_x)
-    options = dict(num_classes=num_classes, epochs=epochs, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
+    options = dict(
+        num_classes=num_classes, epochs=epochs, batch_size=batch_size, weight_decay=weight_decay, seed=seed
+    )
     weights, biases = train_linear_heads(norm(fit_x), fit_y, list(lrs), **options)
     val_n = norm(val_x)
-    held_out = [float((_ranked(val_n, w, b, 1)[:, 0] == val_y.cpu()).float().mean()) for w, b in zip(weights, biases)]
+    held_out = [
+        float((_ranked(val_n, w, b, 1)[:, 0] == val_y.cpu()).float().mean()) for w, b in zip(weights, biases)
+    ]
     best = max(range(len(lrs)), key=lambda i: (held_out[i], -i))  # ties: the smaller learning rate
 
     if val_features is None:  # refit on the whole training set with the chosen learning rate

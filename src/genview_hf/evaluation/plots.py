@@ -13,6 +13,8 @@ import numpy as np
 
 # Log-history key under which per-step quality weights (a list of floats) may be logged.
 WEIGHTS_LOG_KEY = "quality_weights"
+# Scalar summaries GenViewTrainer logs at each logging step (weights since the previous log).
+QUANTILE_LOG_KEYS = ("weight_min", "weight_q10", "weight_q50", "weight_q90", "weight_max", "weight_mean")
 KNN_LOG_KEY = "knn_top1"
 
 
@@ -32,7 +34,10 @@ def _as_array(values: Any) -> np.ndarray:
 
 
 def weights_per_step(
-    weights: Sequence[Any] | Mapping[int, Any], steps: Sequence[int] | None = None, *, key: str = WEIGHTS_LOG_KEY
+    weights: Sequence[Any] | Mapping[int, Any],
+    steps: Sequence[int] | None = None,
+    *,
+    key: str = WEIGHTS_LOG_KEY,
 ) -> tuple[list[int], list[np.ndarray]]:
     """(steps, weight arrays) from a list of per-step tensors/arrays, a ``{step: weights}`` mapping,
     or a Trainer ``log_history`` (dicts holding ``key`` and ``step``)."""
@@ -66,7 +71,14 @@ def plot_weight_histograms(
     key: str = WEIGHTS_LOG_KEY,
 ) -> Path:
     """Quality-weight distribution over training: a step x weight heat map (with the mean) and the
-    first and last histograms overlaid. Weights have mean 1 by construction (N * softmax)."""
+    first and last histograms overlaid. Weights have mean 1 by construction (N * softmax).
+
+    A Trainer ``log_history`` without raw weights under ``key`` but with the trainer's quantile
+    summaries (``weight_q10``, ``weight_q50``, ...) is drawn by :func:`plot_weight_quantiles`.
+    """
+    is_log = not isinstance(weights, Mapping) and len(weights) and isinstance(weights[0], Mapping)
+    if is_log and not any(key in entry for entry in weights) and any("weight_q50" in e for e in weights):
+        return plot_weight_quantiles(weights, path)
     steps, arrays = weights_per_step(weights, steps, key=key)
     everything = np.concatenate(arrays)
     low, high = float(everything.min()), float(everything.max())
@@ -97,6 +109,35 @@ def plot_weight_histograms(
     overlay.set_xlabel("quality weight")
     overlay.set_ylabel("pairs")
     overlay.legend()
+    return _save(figure, path)
+
+
+def plot_weight_quantiles(log_history: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Fan chart of the logged weight distribution: min-max and 10-90% bands, median and mean per step."""
+    entries = [entry for entry in log_history if "weight_q50" in entry and "step" in entry]
+    if not entries:
+        raise ValueError("no log entry holds weight quantiles (weight_q10, weight_q50, weight_q90)")
+    steps = [entry["step"] for entry in entries]
+
+    def series(name: str) -> list[float] | None:
+        return [float(entry[name]) for entry in entries] if all(name in entry for entry in entries) else None
+
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4))
+    low, high = series("weight_min"), series("weight_max")
+    if low and high:
+        axis.fill_between(steps, low, high, alpha=0.2, color="C0", label="min-max")
+    q10, q90 = series("weight_q10"), series("weight_q90")
+    if q10 and q90:
+        axis.fill_between(steps, q10, q90, alpha=0.4, color="C0", label="10-90%")
+    axis.plot(steps, series("weight_q50"), color="C0", label="median")
+    mean = series("weight_mean")
+    if mean:
+        axis.plot(steps, mean, color="C1", ls="--", label="mean")
+    axis.set_xlabel("step")
+    axis.set_ylabel("quality weight")
+    axis.set_title("Quality-weight distribution over training")
+    axis.legend()
     return _save(figure, path)
 
 
@@ -145,7 +186,9 @@ def plot_pair_grid(
             top, bottom = axes[2 * block, column], axes[2 * block + 1, column]
             top.imshow(_as_image(first_views[index]), cmap="gray")
             bottom.imshow(_as_image(second_views[index]), cmap="gray")
-            top.set_title(f"{name}\nw={weights[index]:.2f}" if column == 0 else f"w={weights[index]:.2f}", fontsize=9)
+            top.set_title(
+                f"{name}\nw={weights[index]:.2f}" if column == 0 else f"w={weights[index]:.2f}", fontsize=9
+            )
     for axis in axes.flat:
         axis.axis("off")
     figure.suptitle("Highest- (top) and lowest-weighted (bottom) positive pairs")
@@ -155,7 +198,9 @@ def plot_pair_grid(
 def knn_points(history: Sequence[Any], *, key: str = KNN_LOG_KEY) -> tuple[list[int], list[float]]:
     """(steps, values) from ``[(step, value), ...]`` or a Trainer ``log_history``."""
     if history and isinstance(history[0], Mapping):
-        pairs = [(int(entry["step"]), float(entry[key])) for entry in history if key in entry and "step" in entry]
+        pairs = [
+            (int(entry["step"]), float(entry[key])) for entry in history if key in entry and "step" in entry
+        ]
     else:
         pairs = [(int(step), float(value)) for step, value in history]
     if not pairs:

@@ -61,7 +61,9 @@ def evaluate_encoder(
     needs_train = [name for name in protocols if name in ("knn", "linear")]
     if needs_train:
         if train_dataset is None:
-            raise ValueError(f"{' and '.join(needs_train)} need a labelled train_dataset (the memory bank / probe data)")
+            raise ValueError(
+                f"{' and '.join(needs_train)} need a labelled train_dataset (the memory bank / probe data)"
+            )
         train_labels = labels_of(train_dataset, label_column, f"{needs_train[0]} (train split)")
         test_labels = labels_of(test_dataset, label_column, f"{needs_train[0]} (test split)")
     if "zero_shot" in protocols:
@@ -75,14 +77,18 @@ def evaluate_encoder(
                 f"(columns: {', '.join(test_dataset.column_names)})"
             )
 
-    shared = dict(image_column=image_column, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir)
+    shared = dict(
+        image_column=image_column, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir
+    )
     results: dict[str, float] = {}
     if needs_train:
         train_features = extract_features(encoder, train_dataset, progress=progress, **shared)
         test_features = extract_features(encoder, test_dataset, progress=progress, **shared)
         if "knn" in protocols:
             results.update(
-                knn_evaluate(train_features, train_labels, test_features, test_labels, k=k, temperature=temperature)
+                knn_evaluate(
+                    train_features, train_labels, test_features, test_labels, k=k, temperature=temperature
+                )
             )
         if "linear" in protocols:
             results.update(
@@ -110,5 +116,9 @@ def evaluate_encoder(
             )
         )
     if "retrieval" in protocols:
-        results.update(retrieval_evaluate(encoder, test_dataset, caption_column=caption_column, progress=progress, **shared))
+        results.update(
+            retrieval_evaluate(
+                encoder, test_dataset, caption_column=caption_column, progress=progress, **shared
+            )
+        )
     return results

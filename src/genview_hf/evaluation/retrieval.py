@@ -87,7 +87,9 @@ def captions_of(dataset, caption_column: str) -> tuple[list[str], torch.Tensor]:
             raise ValueError(f"row {row}, column {caption_column!r}: no caption")
         for caption in captions:
             if not isinstance(caption, str) or not caption.strip():
-                raise ValueError(f"row {row}, column {caption_column!r}: empty or non-text caption {caption!r}")
+                raise ValueError(
+                    f"row {row}, column {caption_column!r}: empty or non-text caption {caption!r}"
+                )
             texts.append(caption)
             owner.append(row)
     return texts, torch.tensor(owner, dtype=torch.long)

@@ -23,13 +23,19 @@ from .protocols import PROTOCOLS, check_protocols, evaluate_encoder
 
 @dataclass
 class EvaluateArguments:
-    checkpoint: str = field(metadata={"help": "Encoder folder (a training output root) or Hub id, loadable with AutoModel"})
+    checkpoint: str = field(
+        metadata={"help": "Encoder folder (a training output root) or Hub id, loadable with AutoModel"}
+    )
     dataset: str = field(
         default="sample:digits",
-        metadata={"help": "load_dataset path or Hub id, a folder (save_to_disk or data files), or sample:NAME"},
+        metadata={
+            "help": "load_dataset path or Hub id, a folder (save_to_disk or data files), or sample:NAME"
+        },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "load_dataset configuration name"})
-    train_split: str = field(default="train", metadata={"help": "Split for the kNN bank and the linear probe"})
+    train_split: str = field(
+        default="train", metadata={"help": "Split for the kNN bank and the linear probe"}
+    )
     test_split: str = field(default="test", metadata={"help": "Split that is scored"})
     protocols: list[str] = field(
         default_factory=lambda: ["knn", "linear"], metadata={"help": f"Any of {', '.join(PROTOCOLS)}"}
@@ -39,21 +45,32 @@ class EvaluateArguments:
     label_column: str = "label"
     caption_column: str = "caption"
     templates: list[str] | None = field(
-        default=None, metadata={"help": "Zero-shot prompt templates with {} for the class (default: CLIP's 7)"}
+        default=None,
+        metadata={"help": "Zero-shot prompt templates with {} for the class (default: CLIP's 7)"},
     )
     k: int = field(default=KNN_K, metadata={"help": "kNN neighbours (InstDisc/DINO: 20)"})
-    temperature: float = field(default=KNN_TEMPERATURE, metadata={"help": "kNN vote temperature (InstDisc/DINO: 0.07)"})
-    linear_lrs: list[float] = field(default_factory=lambda: list(LINEAR_LRS), metadata={"help": "Linear-probe sweep"})
+    temperature: float = field(
+        default=KNN_TEMPERATURE, metadata={"help": "kNN vote temperature (InstDisc/DINO: 0.07)"}
+    )
+    linear_lrs: list[float] = field(
+        default_factory=lambda: list(LINEAR_LRS), metadata={"help": "Linear-probe sweep"}
+    )
     linear_epochs: int = field(default=LINEAR_EPOCHS, metadata={"help": "Linear-probe epochs (DINO: 100)"})
-    pooling: str = field(default="auto", metadata={"help": "auto, cls or mean (see genview_hf.evaluation.features)"})
+    pooling: str = field(
+        default="auto", metadata={"help": "auto, cls or mean (see genview_hf.evaluation.features)"}
+    )
     batch_size: int = 64
     num_workers: int = 0
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N train rows"})
     max_test_samples: int | None = field(default=None, metadata={"help": "Keep the first N test rows"})
-    cache_dir: str | None = field(default=None, metadata={"help": "Feature cache (default: OUTPUT_DIR/feature_cache)"})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Feature cache (default: OUTPUT_DIR/feature_cache)"}
+    )
     no_cache: bool = field(default=False, metadata={"help": "Do not read or write cached features"})
     update_card: bool = field(default=False, metadata={"help": "Add the results to CHECKPOINT/README.md"})
-    device: str | None = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available)"})
+    device: str | None = field(
+        default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available)"}
+    )
     seed: int = 0
 
 
@@ -92,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     (args,) = parse_config((EvaluateArguments,), argv)
     protocols = check_protocols(args.protocols)
     needs_train = any(name in ("knn", "linear") for name in protocols)
-    train = load_split(args.dataset, args.train_split, args.dataset_config, args.max_train_samples) if needs_train else None
+    train = (
+        load_split(args.dataset, args.train_split, args.dataset_config, args.max_train_samples)
+        if needs_train
+        else None
+    )
     test = load_split(args.dataset, args.test_split, args.dataset_config, args.max_test_samples)
     cache_dir = None if args.no_cache else (args.cache_dir or os.path.join(args.output_dir, "feature_cache"))
     options = {"templates": args.templates} if args.templates else {}

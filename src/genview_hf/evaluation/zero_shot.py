@@ -35,7 +35,9 @@ def require_clip(encoder: Encoder, purpose: str) -> None:
 
 
 @torch.no_grad()
-def encode_texts(encoder: Encoder, texts: list[str], *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+def encode_texts(
+    encoder: Encoder, texts: list[str], *, batch_size: int = 256, progress: bool = False
+) -> torch.Tensor:
     """L2-normalised text embeddings (float32, CPU), batched; every text must be a non-empty string."""
     require_clip(encoder, "text encoding")
     for row, text in enumerate(texts):
@@ -46,7 +48,9 @@ def encode_texts(encoder: Encoder, texts: list[str], *, batch_size: int = 256, p
     model.eval()
     chunks = []
     try:
-        for start in tqdm(range(0, len(texts), batch_size), desc="text features", disable=not progress, leave=False):
+        for start in tqdm(
+            range(0, len(texts), batch_size), desc="text features", disable=not progress, leave=False
+        ):
             with autocast(encoder.device):
                 chunks.append(encoder.text_features(list(texts[start : start + batch_size])).float().cpu())
     finally:
@@ -55,7 +59,11 @@ def encode_texts(encoder: Encoder, texts: list[str], *, batch_size: int = 256, p
 
 
 def zero_shot_classifier(
-    model, class_names: list[str], templates: tuple[str, ...] | list[str] = DEFAULT_TEMPLATES, *, processor=None
+    model,
+    class_names: list[str],
+    templates: tuple[str, ...] | list[str] = DEFAULT_TEMPLATES,
+    *,
+    processor=None,
 ) -> torch.Tensor:
     """``(C, D)`` class embeddings: per class, the normalised mean of normalised template embeddings."""
     encoder = load_encoder(model, processor)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 METRICS_DIR = Path(__file__).parent
 METRIC_NAMES = ("classification", "retrieval")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_metric(name: str):
     """``evaluate.load`` of ``metrics/<name>/<name>.py``; a Hub metric name would fail offline."""
     import evaluate

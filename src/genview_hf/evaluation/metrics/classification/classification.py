@@ -42,7 +42,10 @@ class Classification(evaluate.Metric):
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
-                {"predictions": datasets.Sequence(datasets.Value("int64")), "references": datasets.Value("int64")}
+                {
+                    "predictions": datasets.Sequence(datasets.Value("int64")),
+                    "references": datasets.Value("int64"),
+                }
             ),
         )
 
@@ -60,5 +63,7 @@ class Classification(evaluate.Metric):
         if width >= 5:
             result["top5"] = float((ranked[:, :5] == references[:, None]).any(axis=1).mean())
         classes = np.unique(references)
-        result["mean_per_class_accuracy"] = float(np.mean([correct1[references == c].mean() for c in classes]))
+        result["mean_per_class_accuracy"] = float(
+            np.mean([correct1[references == c].mean() for c in classes])
+        )
         return result
