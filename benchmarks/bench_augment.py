@@ -30,13 +30,19 @@ def make_batch(batch_size: int, device: str, seed: int = 0):
     for index in range(batch_size):
         height, width = sizes[index % len(sizes)]
         images.append(torch.randint(0, 256, (3, height, width), generator=g, dtype=torch.uint8).to(device))
-        masks.append(torch.randint(0, 256, (height // 25, width // 25), generator=g, dtype=torch.uint8).to(device))
+        masks.append(
+            torch.randint(0, 256, (height // 25, width // 25), generator=g, dtype=torch.uint8).to(device)
+        )
     return images, masks
 
 
 def views_of(method: str):
     augmentations = method_augmentations(method)
-    return [aug for aug in (augmentations.view_1, augmentations.view_2, augmentations.original, augmentations.image) if aug]
+    return [
+        aug
+        for aug in (augmentations.view_1, augmentations.view_2, augmentations.original, augmentations.image)
+        if aug
+    ]
 
 
 def run_once(images, masks, views, size: int, generator, device: str) -> float:
@@ -51,7 +57,9 @@ def run_once(images, masks, views, size: int, generator, device: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -63,7 +71,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     images, masks = make_batch(args.batch_size, args.device)
     generator = torch.Generator().manual_seed(0)
-    hardware = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
+    hardware = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else platform.processor() or platform.machine()
+    )
     print(
         f"# {datetime.now(timezone.utc):%Y-%m-%d} {args.device} ({hardware}), torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {args.image_size} px, batch {args.batch_size}, median of {args.runs}"
@@ -73,7 +85,9 @@ def main() -> None:
     for method in args.methods:
         views = views_of(method)
         run_once(images, masks, views, args.image_size, generator, args.device)  # warm-up
-        times = [run_once(images, masks, views, args.image_size, generator, args.device) for _ in range(args.runs)]
+        times = [
+            run_once(images, masks, views, args.image_size, generator, args.device) for _ in range(args.runs)
+        ]
         median = statistics.median(times)
         print(f"| {method} | {len(views)} | {args.batch_size / median:,.0f} | {median * 1000:,.0f} |")
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
-from kornia.color import hsv_to_rgb, rgb_to_hsv
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -235,41 +234,56 @@ def _as_float_image(image: torch.Tensor) -> torch.Tensor:
     return image.float()
 
 
-def _mask_at(mask: torch.Tensor, height: int, width: int, device: torch.device) -> torch.Tensor:
-    """A (1, H, W) float mask in [0, 1], bilinearly resized from token resolution when needed."""
-    mask = _as_float_image(mask.to(device))
+def _mask_like(mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """The mask as a (1, H, W) channel of ``image``'s size and dtype (bilinear from token resolution)."""
+    mask = mask.to(image.device)
     if mask.dim() == 3:
         mask = mask[0]
-    if tuple(mask.shape) != (height, width):
-        mask = F.interpolate(mask[None, None], size=(height, width), mode="bilinear", align_corners=False)[
-            0, 0
-        ]
+    size = tuple(image.shape[-2:])
+    if tuple(mask.shape) != size:
+        mask = F.interpolate(
+            _as_float_image(mask)[None, None], size=size, mode="bilinear", align_corners=False
+        )[0, 0]
+    if image.dtype == torch.uint8:
+        if mask.dtype != torch.uint8:
+            mask = mask.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+    else:
+        mask = _as_float_image(mask)
     return mask[None]
 
 
 def crop_resize_flip(
     images: Sequence[torch.Tensor],
     boxes: torch.Tensor,
-    flips: torch.Tensor,
+    flips: Sequence[bool],
     out_size: tuple[int, int],
     masks: Sequence[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Crop each image (and its mask, as an extra channel) to its box, resize, flip where asked.
 
-    Returns (N, 3, H, W) float images in [0, 1] and (N, H, W) masks in [0, 1] (or None).
+    Returns (N, 3, H, W) float images in [0, 1] and (N, H, W) masks in [0, 1] (or None). uint8
+    inputs on the CPU are resampled in uint8, channels-last (torch's vectorised kernel, several
+    times faster than float), as torchvision does; float inputs stay float.
     """
     out_images, out_masks = [], []
     for index, image in enumerate(images):
         top, left, height, width = boxes[index].tolist()
-        crop = _as_float_image(image[:, top : top + height, left : left + width])
+        crop = image[:, top : top + height, left : left + width]
         if masks is not None:
-            full = _mask_at(masks[index], image.shape[-2], image.shape[-1], image.device)
-            crop = torch.cat([crop, full[:, top : top + height, left : left + width]], 0)
+            crop = torch.cat(
+                [crop, _mask_like(masks[index], image)[:, top : top + height, left : left + width]], 0
+            )
         if (height, width) != out_size:
             antialias = height > out_size[0] or width > out_size[1]
+            batch = crop[None]
+            if batch.dtype == torch.uint8 and batch.device.type == "cpu":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            else:
+                batch = _as_float_image(batch)
             crop = F.interpolate(
-                crop[None], size=out_size, mode="bilinear", align_corners=False, antialias=antialias
+                batch, size=out_size, mode="bilinear", align_corners=False, antialias=antialias
             )[0]
+        crop = _as_float_image(crop)
         if flips[index]:
             crop = crop.flip(-1)
         out_images.append(crop[:3])
@@ -296,9 +310,30 @@ def _jitter_op(op: int, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
         return _blend(x, _gray(x).mean((1, 2, 3), keepdim=True), factor)
     if op == 2:  # saturation: blend with the grey image
         return _blend(x, _gray(x), factor)
-    hsv = rgb_to_hsv(x)  # hue channel in [0, 2 pi]
-    hue = torch.remainder(hsv[:, 0:1] + factor.view(-1, 1, 1, 1) * (2 * math.pi), 2 * math.pi)
-    return hsv_to_rgb(torch.cat([hue, hsv[:, 1:]], 1)).clamp_(0, 1)
+    return _shift_hue(x, factor)
+
+
+def _shift_hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Rotate the HSV hue by ``factor`` turns (torchvision's adjust_hue), keeping value and saturation.
+
+    Straight from max, min and chroma, without building the HSV image: hue in sixths of a turn,
+    then each channel is ``max - chroma * clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6 h) mod 6``.
+    """
+    r, g, b = x.unbind(1)
+    high, low = x.amax(1), x.amin(1)
+    chroma = high - low
+    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
+    hue = torch.where(
+        high == r,
+        ((g - b) / safe).remainder(6),
+        torch.where(high == g, (b - r) / safe + 2, (r - g) / safe + 4),
+    )
+    hue = (hue + 6 * factor.view(-1, 1, 1)).remainder(6)
+    channels = []
+    for n in (5.0, 3.0, 1.0):  # R, G, B
+        k = (hue + n).remainder(6)
+        channels.append(high - chroma * torch.minimum(k, 4 - k).clamp(0, 1))
+    return torch.stack(channels, 1).clamp_(0, 1)
 
 
 def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
