@@ -62,6 +62,16 @@ def test_image_modes_are_converted_to_rgb():
     assert load_image(solid(10), "row 0", mode="L").mode == "L"
 
 
+def test_image_paths_and_bytes_are_decoded(tmp_path):
+    path = tmp_path / "a.png"
+    noise(1).save(path)
+    assert load_image(str(path), "row 0").size == (32, 32)
+    assert load_image({"bytes": None, "path": str(path)}, "row 0").size == (32, 32)
+    assert load_image(png_bytes(noise(2)), "row 0").mode == "RGB"
+    with pytest.raises(ValueError, match="row 5: cannot decode the image .*got int"):
+        load_image(3, "row 5")
+
+
 def test_bad_images_are_named():
     with pytest.raises(ValueError, match=r"row 4, column 'image': cannot decode"):
         load_image({"bytes": b"not a png", "path": None}, "row 4, column 'image'")

@@ -49,8 +49,12 @@ def load_image(value: Any, where: str, mode: str = "RGB") -> Image.Image:
             image = Image.open(source)
         elif isinstance(value, bytes | bytearray):
             image = Image.open(io.BytesIO(value))
+        elif isinstance(value, str):  # a local file path
+            image = Image.open(value)
         else:
-            raise TypeError(f"expected a PIL image or {{'bytes', 'path'}}, got {type(value).__name__}")
+            raise TypeError(
+                f"expected a PIL image, {{'bytes', 'path'}}, bytes or a path, got {type(value).__name__}"
+            )
         image.load()
     except Exception as error:  # PIL raises many types for a corrupt file
         raise ValueError(f"{where}: cannot decode the image ({type(error).__name__}: {error})") from error
