@@ -15,10 +15,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer
+from transformers.trainer import TRAINING_ARGS_NAME
 
 from .. import hub
 from ..modeling.modeling_genview import GenViewCLIPModel, GenViewModel, encode_image, vision_tower
@@ -26,7 +28,9 @@ from ..quality import quality_weights
 from .arguments import GenViewTrainingArguments
 from .callbacks import MomentumCallback
 
-MASK_KEYS = ("masks_1", "masks_2")
+PAIR_MASK_KEYS = ("masks_1", "masks_2")  # what the stored mode reads
+MASK_KEYS = PAIR_MASK_KEYS + ("masks_orig", "masks_real")
+CHECKPOINT_WEIGHTS = "model.safetensors"
 # Files at the output root that are not the exported encoder (kept out of the Hub push).
 PUSH_IGNORE = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.pth", "*.bin", "*.pt"]
 
@@ -159,7 +163,7 @@ class GenViewTrainer(Trainer):
             for key in MASK_KEYS:
                 inputs.pop(key, None)
         elif mode == "stored":
-            missing = [key for key in MASK_KEYS if inputs.get(key) is None]
+            missing = [key for key in PAIR_MASK_KEYS if inputs.get(key) is None]
             if missing:
                 raise ValueError(
                     f"quality_mode='stored' needs {' and '.join(missing)} in the batch: the dataset has no mask "
@@ -229,6 +233,36 @@ class GenViewTrainer(Trainer):
             writer = getattr(callback, "tb_writer", None)
             if writer is not None:
                 writer.add_histogram("train/quality_weights", weights.numpy(), self.state.global_step)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """A ``checkpoint-*``: the wrapper's config and its full state dict under its own names.
+
+        ``save_pretrained`` would rename submodule weights to their legacy layout (transformers 5
+        conversions), which a plain ``load_state_dict`` on resume no longer matches; the raw
+        state dict (heads, momentum encoder, queue included) resumes exactly.
+        """
+        if not self.args.should_save:
+            return
+        output_dir = Path(output_dir or self.args.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        model = self.unwrapped()
+        model.config.save_pretrained(output_dir)
+        state_dict = model.state_dict() if state_dict is None else state_dict
+        tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in state_dict.items()}
+        safetensors.torch.save_file(tensors, str(output_dir / CHECKPOINT_WEIGHTS), metadata={"format": "pt"})
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, output_dir / TRAINING_ARGS_NAME)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        path = Path(resume_from_checkpoint) / CHECKPOINT_WEIGHTS
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{resume_from_checkpoint} has no {CHECKPOINT_WEIGHTS}: not a GenView checkpoint"
+            )
+        state_dict = safetensors.torch.load_file(str(path))
+        self.unwrapped().load_state_dict(state_dict, strict=True)
 
     # ------------------------------------------------------------------ export and push
     def unwrapped(self) -> GenViewModel | GenViewCLIPModel:
