@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from genview_hf import cli
+from genview_hf.demo import DemoArguments, DemoRun, load_data, write_preview
 
 
 @pytest.fixture
@@ -74,10 +75,12 @@ def test_demo_writes_the_preview(tmp_path, capsys):
     assert str(preview) in out and "ground-truth masks" in out
 
 
-def test_demo_on_a_set_without_masks(tmp_path, capsys):
-    assert cli.main(["demo", "--output-dir", str(tmp_path), "--sample", "photos"]) == 0
-    assert (tmp_path / "samples.png").exists()
-    assert "no ground-truth masks" in capsys.readouterr().out
+def test_demo_preview_of_a_set_without_masks(tmp_path):
+    run = DemoRun(args=DemoArguments(sample="photos"), output_dir=tmp_path)
+    load_data(run)
+    assert "no ground-truth masks" in write_preview(run)
+    with Image.open(tmp_path / "samples.png") as image:
+        assert image.format == "PNG"
 
 
 def test_demo_rejects_an_unknown_sample_set(tmp_path, capsys):

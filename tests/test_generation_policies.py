@@ -9,7 +9,18 @@ from genview_hf.generation.policies import complexity_from_count
 
 @pytest.mark.parametrize(
     "ratio, level",
-    [(0.0, 0), (0.2, 0), (0.21, 100), (0.4, 100), (0.5, 200), (0.6, 200), (0.7, 300), (0.8, 300), (0.81, 400), (1.0, 400)],
+    [
+        (0.0, 0),
+        (0.2, 0),
+        (0.21, 100),
+        (0.4, 100),
+        (0.5, 200),
+        (0.6, 200),
+        (0.7, 300),
+        (0.8, 300),
+        (0.81, 400),
+        (1.0, 400),
+    ],
 )
 def test_noise_level_table(ratio, level):
     assert NoisePolicy()(ratio) == level
@@ -40,7 +51,9 @@ def test_complexity_buckets():
     assert [complexity_from_count(n) for n in (0, 1, 3, 4, 6, 7, 20)] == [1, 2, 2, 3, 3, 4, 4]
     assert caption_complexity("a dog") == 1
     assert caption_complexity("two red wooden chairs beside a table") >= 2
-    long = "a large red striped cat sitting on a blue wooden chair next to two small shiny glass vases at sunset"
+    long = (
+        "a large red striped cat sitting on a blue wooden chair next to two small shiny glass vases at sunset"
+    )
     assert caption_complexity(long) == 4
     assert count_constraints("a dog") == 0
 

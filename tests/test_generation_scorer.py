@@ -22,7 +22,9 @@ class ChromaEncoder:
     grid = (GRID, GRID)
 
     def __call__(self, images):
-        arrays = np.stack([np.asarray(im.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR), np.float32) for im in images])
+        arrays = np.stack(
+            [np.asarray(im.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR), np.float32) for im in images]
+        )
         chroma = (arrays.max(-1) - arrays.min(-1)) / 255.0  # (B, H, W)
         patch = SIZE // GRID
         pooled = chroma.reshape(len(images), GRID, patch, GRID, patch).mean((2, 4)).reshape(len(images), -1)
@@ -89,7 +91,11 @@ def test_mask_images_and_artifacts_round_trip(fitted, tmp_path):
     scorer.save(tmp_path)
     loaded = ForegroundScorer.load(tmp_path)
     assert torch.equal(loaded.direction, scorer.direction)
-    assert (loaded.threshold, loaded.fg_share, loaded.grid) == (scorer.threshold, scorer.fg_share, scorer.grid)
+    assert (loaded.threshold, loaded.fg_share, loaded.grid) == (
+        scorer.threshold,
+        scorer.fg_share,
+        scorer.grid,
+    )
     assert torch.equal(loaded.token_masks(encoder(images[:3])[0]), masks)
 
 

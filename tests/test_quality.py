@@ -157,6 +157,17 @@ def test_bf16_tokens_work_on_cpu():
     assert torch.allclose(w, reference, rtol=1e-5)
 
 
+def test_weights_stay_float32_under_autocast():
+    t1, t2, direction = torch.randn(4, 9, 6), torch.randn(4, 9, 6), torch.randn(6)
+    plain = quality_weights(t1, t2, direction)
+    views = torch.randn(3, 2, 9, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        w = quality_weights(t1, t2, direction)
+        wv = multi_view_quality_weights(views, direction)
+    assert w.dtype == torch.float32 and wv.dtype == torch.float32
+    assert torch.equal(w, plain)
+
+
 def test_pair_quality_is_in_range():
     q = pair_quality(_tokens(), _tokens(), torch.randn(6, dtype=torch.float64))
     assert q.shape == (5,) and (q.abs() <= 2 + 1e-9).all()
@@ -257,3 +268,15 @@ def test_genview_plus_bad_shapes():
             torch.randn(4, 9, 6),
             torch.randn(6),
         )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_quality_weights_on_cuda_match_cpu():
+    t1, t2, direction = torch.randn(8, 49, 64), torch.randn(8, 49, 64), torch.randn(64)
+    cpu = quality_weights(t1, t2, direction)
+    cuda = quality_weights(t1.cuda(), t2.cuda(), direction.cuda())
+    assert cuda.device.type == "cuda"
+    assert torch.allclose(cuda.cpu(), cpu, rtol=1e-4, atol=1e-5)
+    bf16 = quality_weights(t1.cuda().bfloat16(), t2.cuda().bfloat16(), direction.cuda())
+    assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()

@@ -116,7 +116,7 @@ def write_preview(run: DemoRun) -> str:
 
     font = ImageFont.load_default(size=11)
     cell_width = PREVIEW_TILE * (2 if has_mask else 1)
-    text_height = 44
+    text_height = 56  # four lines of caption
     columns = min(PREVIEW_COLUMNS, len(images))
     grid_rows = -(-len(images) // columns)
     gap = 6
@@ -133,7 +133,7 @@ def write_preview(run: DemoRun) -> str:
         grid.paste(_tile(image.convert("RGB")), (left, top))
         if mask is not None:
             grid.paste(_tile(mask.convert("RGB")), (left + PREVIEW_TILE, top))
-        lines = textwrap.wrap(caption, wrap)[:3]
+        lines = textwrap.wrap(caption, wrap, max_lines=4, placeholder=" ...")
         draw.multiline_text(
             (left, top + PREVIEW_TILE + 2), "\n".join(lines), fill="black", font=font, spacing=1
         )

@@ -5,8 +5,11 @@ every function here:
 
 - **Embeddings are L2-normalised inside the loss** (``F.normalize``, so a zero vector stays zero
   and never produces NaN). Passing already-normalised embeddings is fine.
-- **float32 accumulation**: bf16 / fp16 inputs are cast to float32 (float64 stays float64) and
-  the loss is computed with autocast disabled; gradients flow back in the input's dtype.
+- **float32 where it matters**: bf16 / fp16 inputs are cast to float32 (float64 stays float64)
+  before normalisation; softmax, log-sum-exp and every reduction run in float32; gradients
+  flow back in the input's dtype. Under autocast only the similarity products follow the
+  autocast dtype (tensor cores, float32 accumulation; see ``_similarity``); outside autocast
+  everything is float32.
 - **Weights** are per positive pair, shape ``(N,)`` (``(N, V, V)`` or ``(N, V)`` for the
   multi-positive forms). The weighted loss is ``mean(w * per_pair_loss)``; weights are
   detached inside the loss (no gradient ever reaches them) and are not renormalised, so
@@ -94,9 +97,14 @@ def _normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return F.normalize(x.to(dtype), dim=-1)
 
 
-def _float32(device: torch.device):
-    """Disable autocast so logits and log-softmax are computed in float32."""
-    return torch.autocast(device_type=device.type, enabled=False)
+def _similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b.T in the compute dtype of ``a``.
+
+    Under autocast the product runs in the autocast dtype (bf16 / fp16 tensor cores, float32
+    accumulation), as in the official MoCo v3 and open_clip code under AMP; its result is cast
+    back so that softmax, log-sum-exp and reductions always run in float32 (or float64).
+    """
+    return (a @ b.T).to(a.dtype)
 
 
 def _should_gather(gather: bool | None) -> bool:
@@ -151,29 +159,28 @@ def info_nce_loss(
     n = query.shape[0]
     if weights is not None:
         weights = _prepare_weights(weights, (n,), f"one per pair; query has shape {_shape(query)}", query)
-    with _float32(query.device):
-        dtype = _compute_dtype(query)
-        q = _normalize(query, dtype)
-        k = _normalize(keys, dtype)
-        if queue is not None:
-            _check_rank("queue", queue, 2, "(K, D)")
-            if queue.shape[1] != query.shape[1]:
-                raise ValueError(
-                    f"queue has shape {_shape(queue)} but query has shape {_shape(query)}: "
-                    "the embedding sizes (last dimension) must match"
-                )
-            negatives = _normalize(queue.detach(), dtype)
-            positive = (q * k).sum(dim=-1, keepdim=True)
-            logits = torch.cat([positive, q @ negatives.T], dim=1) / temperature
-            labels = torch.zeros(n, dtype=torch.long, device=query.device)
+    dtype = _compute_dtype(query)
+    q = _normalize(query, dtype)
+    k = _normalize(keys, dtype)
+    if queue is not None:
+        _check_rank("queue", queue, 2, "(K, D)")
+        if queue.shape[1] != query.shape[1]:
+            raise ValueError(
+                f"queue has shape {_shape(queue)} but query has shape {_shape(query)}: "
+                "the embedding sizes (last dimension) must match"
+            )
+        negatives = _normalize(queue.detach(), dtype)
+        positive = (q * k).sum(dim=-1, keepdim=True)
+        logits = torch.cat([positive, _similarity(q, negatives)], dim=1) / temperature
+        labels = torch.zeros(n, dtype=torch.long, device=query.device)
+    else:
+        if _should_gather(gather):
+            all_keys, offset = gather_with_offset(k, with_grad=k.requires_grad)
         else:
-            if _should_gather(gather):
-                all_keys, offset = gather_with_offset(k, with_grad=k.requires_grad)
-            else:
-                all_keys, offset = k, 0
-            logits = q @ all_keys.T / temperature
-            labels = torch.arange(n, device=query.device) + offset
-        return _cross_entropy(logits, labels, weights)
+            all_keys, offset = k, 0
+        logits = _similarity(q, all_keys) / temperature
+        labels = torch.arange(n, device=query.device) + offset
+    return _cross_entropy(logits, labels, weights)
 
 
 def nt_xent_loss(
@@ -198,29 +205,26 @@ def nt_xent_loss(
     n = z1.shape[0]
     if weights is not None:
         weights = _prepare_weights(weights, (n,), f"one per pair; z1 has shape {_shape(z1)}", z1)
-    with _float32(z1.device):
-        dtype = _compute_dtype(z1)
-        a = _normalize(z1, dtype)
-        b = _normalize(z2, dtype)
-        if _should_gather(gather):
-            all_a, offset = gather_with_offset(a, with_grad=True)
-            all_b, _ = gather_with_offset(b, with_grad=True)
-        else:
-            all_a, all_b, offset = a, b, 0
-        total = all_a.shape[0]
-        rows = torch.cat([a, b], dim=0)  # (2n, D)
-        logits = rows @ torch.cat([all_a, all_b], dim=0).T / temperature  # (2n, 2 total)
-        local = torch.arange(n, device=z1.device) + offset
-        self_index = torch.cat([local, local + total])
-        labels = torch.cat([local + total, local])
-        self_mask = torch.zeros_like(logits, dtype=torch.bool)
-        self_mask[torch.arange(2 * n, device=z1.device), self_index] = True
-        logits = logits.masked_fill(self_mask, float("-inf"))
-        if weights is None:
-            return F.cross_entropy(logits, labels)
-        per_row = F.cross_entropy(logits, labels, reduction="none")
-        per_pair = (per_row[:n] + per_row[n:]) / 2
-        return (per_pair * weights).mean()
+    dtype = _compute_dtype(z1)
+    a = _normalize(z1, dtype)
+    b = _normalize(z2, dtype)
+    if _should_gather(gather):
+        all_a, offset = gather_with_offset(a, with_grad=True)
+        all_b, _ = gather_with_offset(b, with_grad=True)
+    else:
+        all_a, all_b, offset = a, b, 0
+    total = all_a.shape[0]
+    rows = torch.cat([a, b], dim=0)  # (2n, D)
+    logits = _similarity(rows, torch.cat([all_a, all_b], dim=0)) / temperature  # (2n, 2 total)
+    local = torch.arange(n, device=z1.device) + offset
+    self_index = torch.cat([local, local + total])
+    labels = torch.cat([local + total, local])
+    logits[torch.arange(2 * n, device=z1.device), self_index] = float("-inf")  # never oneself
+    if weights is None:
+        return F.cross_entropy(logits, labels)
+    per_row = F.cross_entropy(logits, labels, reduction="none")
+    per_pair = (per_row[:n] + per_row[n:]) / 2
+    return (per_pair * weights).mean()
 
 
 def negative_cosine_loss(
@@ -235,12 +239,11 @@ def negative_cosine_loss(
     _check_same_shape("p", p, "z", z)
     if weights is not None:
         weights = _prepare_weights(weights, (p.shape[0],), f"one per pair; p has shape {_shape(p)}", p)
-    with _float32(p.device):
-        dtype = _compute_dtype(p)
-        per_pair = -(_normalize(p, dtype) * _normalize(z.detach(), dtype)).sum(dim=-1)
-        if weights is None:
-            return per_pair.mean()
-        return (per_pair * weights).mean()
+    dtype = _compute_dtype(p)
+    per_pair = -(_normalize(p, dtype) * _normalize(z.detach(), dtype)).sum(dim=-1)
+    if weights is None:
+        return per_pair.mean()
+    return (per_pair * weights).mean()
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -253,12 +256,11 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor, weights: torch.Tensor | None = N
     _check_same_shape("p", p, "z", z)
     if weights is not None:
         weights = _prepare_weights(weights, (p.shape[0],), f"one per pair; p has shape {_shape(p)}", p)
-    with _float32(p.device):
-        dtype = _compute_dtype(p)
-        per_pair = 2 - 2 * (_normalize(p, dtype) * _normalize(z.detach(), dtype)).sum(dim=-1)
-        if weights is None:
-            return per_pair.mean()
-        return (per_pair * weights).mean()
+    dtype = _compute_dtype(p)
+    per_pair = 2 - 2 * (_normalize(p, dtype) * _normalize(z.detach(), dtype)).sum(dim=-1)
+    if weights is None:
+        return per_pair.mean()
+    return (per_pair * weights).mean()
 
 
 def leoclr_loss(
@@ -316,28 +318,27 @@ def clip_loss(
         weights = _prepare_weights(
             weights, (n,), f"one per pair; image_embeds has shape {_shape(image_embeds)}", image_embeds
         )
-    with _float32(device):
-        dtype = _compute_dtype(image_embeds)
-        image = _normalize(image_embeds, dtype)
-        text = _normalize(text_embeds, dtype)
-        scale = _scale_tensor(logit_scale, image)
-        if _should_gather(gather):
-            all_text, offset = gather_with_offset(text, with_grad=True)
-            all_image, _ = gather_with_offset(image, with_grad=True)
-            logits_per_image = scale * image @ all_text.T
-            logits_per_text = scale * text @ all_image.T
-        else:
-            offset = 0
-            logits_per_image = scale * image @ text.T
-            logits_per_text = logits_per_image.T
-        labels = torch.arange(n, device=device) + offset
-        if weights is None:
-            return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
-        per_pair = (
-            F.cross_entropy(logits_per_image, labels, reduction="none")
-            + F.cross_entropy(logits_per_text, labels, reduction="none")
-        ) / 2
-        return (per_pair * weights).mean()
+    dtype = _compute_dtype(image_embeds)
+    image = _normalize(image_embeds, dtype)
+    text = _normalize(text_embeds, dtype)
+    scale = _scale_tensor(logit_scale, image)
+    if _should_gather(gather):
+        all_text, offset = gather_with_offset(text, with_grad=True)
+        all_image, _ = gather_with_offset(image, with_grad=True)
+        logits_per_image = scale * _similarity(image, all_text)
+        logits_per_text = scale * _similarity(text, all_image)
+    else:
+        offset = 0
+        logits_per_image = scale * _similarity(image, text)
+        logits_per_text = logits_per_image.T
+    labels = torch.arange(n, device=device) + offset
+    if weights is None:
+        return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
+    per_pair = (
+        F.cross_entropy(logits_per_image, labels, reduction="none")
+        + F.cross_entropy(logits_per_text, labels, reduction="none")
+    ) / 2
+    return (per_pair * weights).mean()
 
 
 def slip_loss(
@@ -398,27 +399,25 @@ def multi_positive_loss(
         weights = _prepare_weights(
             weights, (n, v, v), f"one per ordered view pair; views has shape {_shape(views)}", views
         )
-    with _float32(device):
-        rows = _normalize(views.reshape(n * v, d), _compute_dtype(views))
-        if _should_gather(gather):
-            candidates, offset = gather_with_offset(rows, with_grad=True)
-        else:
-            candidates, offset = rows, 0
-        logits = rows @ candidates.T / temperature  # (nV, total V)
-        row_index = torch.arange(n * v, device=device)
-        self_mask = torch.zeros_like(logits, dtype=torch.bool)
-        self_mask[row_index, row_index + offset] = True
-        log_prob = torch.log_softmax(logits.masked_fill(self_mask, float("-inf")), dim=1)
-        # positives of row (i, a): columns offset + i V + b for b != a
-        view_a = torch.arange(v, device=device)
-        others = torch.stack([torch.cat([view_a[:a], view_a[a + 1 :]]) for a in range(v)])  # (V, V-1)
-        sample_start = (torch.arange(n, device=device) * v).view(n, 1, 1)
-        positive_columns = (offset + sample_start + others.unsqueeze(0)).reshape(n * v, v - 1)
-        positive_log_prob = log_prob.gather(1, positive_columns)  # (nV, V-1)
-        if weights is None:
-            return -positive_log_prob.mean()
-        pair_weights = weights.gather(2, others.unsqueeze(0).expand(n, v, v - 1)).reshape(n * v, v - 1)
-        return -(pair_weights * positive_log_prob).mean()
+    rows = _normalize(views.reshape(n * v, d), _compute_dtype(views))
+    if _should_gather(gather):
+        candidates, offset = gather_with_offset(rows, with_grad=True)
+    else:
+        candidates, offset = rows, 0
+    logits = _similarity(rows, candidates) / temperature  # (nV, total V)
+    row_index = torch.arange(n * v, device=device)
+    logits[row_index, row_index + offset] = float("-inf")  # never oneself
+    log_prob = torch.log_softmax(logits, dim=1)
+    # positives of row (i, a): columns offset + i V + b for b != a
+    view_a = torch.arange(v, device=device)
+    others = torch.stack([torch.cat([view_a[:a], view_a[a + 1 :]]) for a in range(v)])  # (V, V-1)
+    sample_start = (torch.arange(n, device=device) * v).view(n, 1, 1)
+    positive_columns = (offset + sample_start + others.unsqueeze(0)).reshape(n * v, v - 1)
+    positive_log_prob = log_prob.gather(1, positive_columns)  # (nV, V-1)
+    if weights is None:
+        return -positive_log_prob.mean()
+    pair_weights = weights.gather(2, others.unsqueeze(0).expand(n, v, v - 1)).reshape(n * v, v - 1)
+    return -(pair_weights * positive_log_prob).mean()
 
 
 def multi_positive_clip_loss(
@@ -454,25 +453,24 @@ def multi_positive_clip_loss(
             f"one per (view, caption) pair; image_embeds has shape {_shape(image_embeds)}",
             image_embeds,
         )
-    with _float32(device):
-        dtype = _compute_dtype(image_embeds)
-        image = _normalize(image_embeds.reshape(n * v, d), dtype)
-        text = _normalize(text_embeds, dtype)
-        scale = _scale_tensor(logit_scale, image)
-        if _should_gather(gather):
-            all_text, offset = gather_with_offset(text, with_grad=True)
-            all_image, image_offset = gather_with_offset(image, with_grad=True)
-        else:
-            all_text, all_image, offset, image_offset = text, image, 0, 0
-        logits_per_image = scale * image @ all_text.T  # (nV, total N)
-        logits_per_text = scale * text @ all_image.T  # (n, total N V)
-        image_labels = torch.arange(n, device=device).repeat_interleave(v) + offset
-        text_positive = image_offset + torch.arange(n * v, device=device).view(n, v)
-        text_log_prob = torch.log_softmax(logits_per_text, dim=1).gather(1, text_positive)  # (n, V)
-        if weights is None:
-            return (F.cross_entropy(logits_per_image, image_labels) - text_log_prob.mean()) / 2
-        image_side = (
-            F.cross_entropy(logits_per_image, image_labels, reduction="none") * weights.reshape(n * v)
-        ).mean()
-        text_side = -(text_log_prob * weights).mean()
-        return (image_side + text_side) / 2
+    dtype = _compute_dtype(image_embeds)
+    image = _normalize(image_embeds.reshape(n * v, d), dtype)
+    text = _normalize(text_embeds, dtype)
+    scale = _scale_tensor(logit_scale, image)
+    if _should_gather(gather):
+        all_text, offset = gather_with_offset(text, with_grad=True)
+        all_image, image_offset = gather_with_offset(image, with_grad=True)
+    else:
+        all_text, all_image, offset, image_offset = text, image, 0, 0
+    logits_per_image = scale * _similarity(image, all_text)  # (nV, total N)
+    logits_per_text = scale * _similarity(text, all_image)  # (n, total N V)
+    image_labels = torch.arange(n, device=device).repeat_interleave(v) + offset
+    text_positive = image_offset + torch.arange(n * v, device=device).view(n, v)
+    text_log_prob = torch.log_softmax(logits_per_text, dim=1).gather(1, text_positive)  # (n, V)
+    if weights is None:
+        return (F.cross_entropy(logits_per_image, image_labels) - text_log_prob.mean()) / 2
+    image_side = (
+        F.cross_entropy(logits_per_image, image_labels, reduction="none") * weights.reshape(n * v)
+    ).mean()
+    text_side = -(text_log_prob * weights).mean()
+    return (image_side + text_side) / 2

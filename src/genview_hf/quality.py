@@ -18,11 +18,13 @@ map is normalised to sum 1 and pools the tokens into a foreground and a backgrou
   unaugmented real image; normalised to mean 1 over the (view, caption) pairs (gamma 2). See
   :func:`image_text_quality_weights`.
 
-Every weight function runs under ``torch.no_grad`` and returns detached weights on the tokens'
+Every weight function runs under ``torch.no_grad`` with autocast off and returns detached weights on the tokens'
 device, in float32 (float64 for float64 inputs): bf16 / fp16 tokens are cast to float32 first.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +42,13 @@ __all__ = [
 def _upcast(x: torch.Tensor) -> torch.Tensor:
     """float16 / bfloat16 -> float32; float32 and float64 are kept."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+@contextlib.contextmanager
+def _exact(like: torch.Tensor):
+    """No gradient, and autocast off: the weights are computed in float32 even inside an AMP step."""
+    with torch.no_grad(), torch.autocast(device_type=like.device.type, enabled=False):
+        yield
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -107,7 +116,7 @@ def foreground_maps(tokens: torch.Tensor, direction: torch.Tensor) -> torch.Tens
     if not isinstance(tokens, torch.Tensor) or tokens.dim() < 2:
         raise ValueError(f"tokens must have shape (N, T, C), got {getattr(tokens, 'shape', type(tokens))}")
     direction = _check_direction(direction, tokens, "tokens")
-    with torch.no_grad():
+    with _exact(tokens):
         projection = _upcast(tokens) @ direction  # (..., T)
         low = projection.amin(dim=-1, keepdim=True)
         high = projection.amax(dim=-1, keepdim=True)
@@ -131,7 +140,7 @@ def pool_foreground_background(
             f"fg_map has shape {_shape(fg_map)} but tokens has shape {_shape(tokens)}: "
             f"expected {_shape(tokens[..., 0])}"
         )
-    with torch.no_grad():
+    with _exact(tokens):
         tokens = _upcast(tokens)
         fg = fg_map.to(device=tokens.device, dtype=tokens.dtype)
         bg = 1.0 - fg
@@ -171,7 +180,7 @@ def pair_quality(
             f"tokens1 has shape {_shape(tokens1)} but tokens2 has shape {_shape(tokens2)}: "
             "the batch size N and channels C must match"
         )
-    with torch.no_grad():
+    with _exact(tokens1):
         fg1 = _maps(tokens1, direction, masks1, "tokens1", "masks1")
         fg2 = _maps(tokens2, direction, masks2, "tokens2", "masks2")
         z1_fg, z1_bg = pool_foreground_background(tokens1, fg1)
@@ -195,7 +204,7 @@ def quality_weights(
     ``gamma`` 1.0 is GenView's default. A batch of one gets weight 1.
     """
     q = pair_quality(tokens1, tokens2, direction, masks1, masks2)
-    with torch.no_grad():
+    with _exact(q):
         return q.shape[0] * torch.softmax(gamma * q, dim=0)
 
 
@@ -227,7 +236,7 @@ def multi_view_quality_weights(
     n, v = view_tokens.shape[:2]
     if v < 2:
         raise ValueError(f"view_tokens has shape {_shape(view_tokens)}: need V >= 2 views per sample")
-    with torch.no_grad():
+    with _exact(view_tokens):
         fg = _maps(view_tokens, direction, view_masks, "view_tokens", "view_masks")
         z_fg, z_bg = pool_foreground_background(view_tokens, fg)  # (N, V, C)
         z_fg, z_bg = F.normalize(z_fg, dim=-1), F.normalize(z_bg, dim=-1)
@@ -272,7 +281,7 @@ def image_text_quality_weights(
             f"real_tokens has shape {_shape(real_tokens)} but view_tokens has shape {_shape(view_tokens)}: "
             "the batch size N and channels C must match"
         )
-    with torch.no_grad():
+    with _exact(view_tokens):
         alignment = _cos(_upcast(image_embeds), _upcast(text_embeds).unsqueeze(1))  # (N, V)
         view_fg = _maps(view_tokens, direction, view_masks, "view_tokens", "view_masks")
         real_fg = _maps(real_tokens, direction, real_masks, "real_tokens", "real_masks")

@@ -31,13 +31,19 @@ def front_matter(views: Dataset, pretty_name: str) -> str:
     meta = {
         "pretty_name": pretty_name,
         "tags": ["genview", "synthetic", "contrastive-learning", "image"],
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
-        "dataset_info": {**info, "splits": [{"name": "train", "num_examples": len(views)}]},
+        "configs": [
+            {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}
+        ],
+        "dataset_info": {
+            **info,
+            "splits": [{"name": "train", "num_bytes": int(views.data.nbytes), "num_examples": len(views)}],
+        },
     }
     return yaml.safe_dump(meta, sort_keys=False).strip()
 
 
-def render_dataset_card(views: Dataset, config: ViewGenerationConfig, scorer, failures: list[dict], components, num_shards: int
+def render_dataset_card(
+    views: Dataset, config: ViewGenerationConfig, scorer, failures: list[dict], components, num_shards: int
 ) -> str:
     repo_id = config.push_to_hub or "path/to/views"
     pretty_name = f"{config.dataset} generated views ({', '.join(config.modes)})"
@@ -59,14 +65,19 @@ def render_dataset_card(views: Dataset, config: ViewGenerationConfig, scorer, fa
         {"setting": "scorer encoder", "value": f"`{config.scorer_model or config.unclip_model}`"},
         {"setting": "inference steps", "value": config.num_inference_steps},
         {"setting": "ic guidance scale", "value": config.ic_guidance_scale},
-        {"setting": "view size", "value": f"{config.height or 'model default'} x {config.width or 'model default'}"},
+        {
+            "setting": "view size",
+            "value": f"{config.height or 'model default'} x {config.width or 'model default'}",
+        },
     ]
     edges = [0.0, *config.noise_fg_edges, 1.0]
     noise = ", ".join(
         f"({lo:g}, {hi:g}] -> {level}" for lo, hi, level in zip(edges[:-1], edges[1:], config.noise_levels)
     )
     guidance = ", ".join(f"{c} -> {g:g}" for c, g in enumerate(config.guidance_scales, start=1))
-    settings = {k: v for k, v in config.to_dict().items() if k not in ("push_to_hub", "private", "commit_message")}
+    settings = {
+        k: v for k, v in config.to_dict().items() if k not in ("push_to_hub", "private", "commit_message")
+    }
     return render_card(
         "dataset_card",
         front_matter=front_matter(views, pretty_name),

@@ -14,7 +14,9 @@ TINY = "tiny"  # model id value meaning "genview_hf.testing's tiny offline compo
 class ViewGenerationConfig:
     """Everything a generation run needs; defaults are the papers' settings."""
 
-    output_dir: str = field(default="outputs/views", metadata={"help": "Folder for shards, card and artifacts."})
+    output_dir: str = field(
+        default="outputs/views", metadata={"help": "Folder for shards, card and artifacts."}
+    )
     # -- input ---------------------------------------------------------------------------
     dataset: str = field(
         default="sample:shapes",
@@ -29,7 +31,9 @@ class ViewGenerationConfig:
     modes: list[str] = field(default_factory=lambda: ["ic"], metadata={"help": "Any of ic, tc, itc."})
     unclip_model: str = field(
         default="stabilityai/stable-diffusion-2-1-unclip",
-        metadata={"help": "StableUnCLIPImg2ImgPipeline id/folder for ic and itc ('tiny': offline tiny pipeline)."},
+        metadata={
+            "help": "StableUnCLIPImg2ImgPipeline id/folder for ic and itc ('tiny': offline tiny pipeline)."
+        },
     )
     text2img_model: str = field(
         default="stabilityai/stable-diffusion-2-1",
@@ -42,11 +46,17 @@ class ViewGenerationConfig:
     model_revision: str | None = None
     num_inference_steps: int = field(default=20, metadata={"help": "Denoising steps (paper: 20)."})
     ic_guidance_scale: float = field(default=10.0, metadata={"help": "unCLIP guidance for ic (paper: 10)."})
-    height: int | None = field(default=None, metadata={"help": "View height (default: the model's, 768 for SD 2.1)."})
+    height: int | None = field(
+        default=None, metadata={"help": "View height (default: the model's, 768 for SD 2.1)."}
+    )
     width: int | None = None
     # -- policies ------------------------------------------------------------------------
-    fg_share: float = field(default=0.4, metadata={"help": "Share of sample tokens above the threshold (40%)."})
-    fg_sample_size: int = field(default=10_000, metadata={"help": "Rows used to fit the foreground direction."})
+    fg_share: float = field(
+        default=0.4, metadata={"help": "Share of sample tokens above the threshold (40%)."}
+    )
+    fg_sample_size: int = field(
+        default=10_000, metadata={"help": "Rows used to fit the foreground direction."}
+    )
     foreground_artifacts: str | None = field(
         default=None, metadata={"help": "Folder with a fitted foreground.json/.safetensors to reuse."}
     )
@@ -58,11 +68,15 @@ class ViewGenerationConfig:
         default="heuristic", metadata={"help": "'heuristic' (offline) or a local causal LM id/folder."}
     )
     # -- execution -----------------------------------------------------------------------
-    seed: int = field(default=0, metadata={"help": "Global seed; each row's seed is derived from (seed, row id)."})
+    seed: int = field(
+        default=0, metadata={"help": "Global seed; each row's seed is derived from (seed, row id)."}
+    )
     batch_size: int = field(default=8, metadata={"help": "Rows per map batch (one pipeline call per group)."})
     shard_size: int = field(default=512, metadata={"help": "Rows per parquet shard (the unit of resume)."})
     writer_batch_size: int = 64
-    mixed_precision: str = field(default="bf16", metadata={"help": "no, fp16 or bf16 (GPU only; CPU runs fp32)."})
+    mixed_precision: str = field(
+        default="bf16", metadata={"help": "no, fp16 or bf16 (GPU only; CPU runs fp32)."}
+    )
     grid_rows: int = field(default=6, metadata={"help": "Rows shown in the card's preview grid."})
     # -- publishing ----------------------------------------------------------------------
     push_to_hub: str | None = field(default=None, metadata={"help": "user/name of the dataset repo to push."})
@@ -71,7 +85,9 @@ class ViewGenerationConfig:
     commit_message: str | None = None
 
     def __post_init__(self):
-        self.modes = [m.strip() for m in (self.modes.split(",") if isinstance(self.modes, str) else self.modes)]
+        self.modes = [
+            m.strip() for m in (self.modes.split(",") if isinstance(self.modes, str) else self.modes)
+        ]
         for mode in self.modes:
             schema.view_column(mode)
         if not self.modes or len(set(self.modes)) != len(self.modes):

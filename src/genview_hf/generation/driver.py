@@ -30,7 +30,13 @@ from ..data import schema
 from .components import Components, load_components
 from .config import ViewGenerationConfig
 from .foreground import ForegroundScorer
-from .policies import GuidancePolicy, LMComplexityScorer, NoisePolicy, complexity_from_count, count_constraints
+from .policies import (
+    GuidancePolicy,
+    LMComplexityScorer,
+    NoisePolicy,
+    complexity_from_count,
+    count_constraints,
+)
 from .views import FAILURE, ViewGenerator, decode_image
 
 logger = logging.getLogger(__name__)
@@ -81,17 +87,29 @@ def prepare_source(dataset: Dataset, config: ViewGenerationConfig) -> Dataset:
     """Check columns, apply ``max_rows``, rename colliding source columns, read images undecoded."""
     columns = dataset.column_names
     if config.image_column not in columns:
-        raise KeyError(f"the dataset has no image column {config.image_column!r} (columns: {', '.join(columns)})")
+        raise KeyError(
+            f"the dataset has no image column {config.image_column!r} (columns: {', '.join(columns)})"
+        )
     if not isinstance(dataset.features[config.image_column], Image):
         raise TypeError(f"column {config.image_column!r} must be a datasets.Image feature")
     if ("tc" in config.modes or "itc" in config.modes) and config.caption_column not in columns:
-        raise KeyError(f"modes tc/itc need a caption column {config.caption_column!r} (columns: {', '.join(columns)})")
+        raise KeyError(
+            f"modes tc/itc need a caption column {config.caption_column!r} (columns: {', '.join(columns)})"
+        )
     if config.max_rows is not None and config.max_rows < len(dataset):
         dataset = dataset.select(range(config.max_rows))
     if len(dataset) == 0:
         raise ValueError("the dataset is empty")
-    produced = {schema.MASK, schema.FG_RATIO, schema.NOISE_LEVEL, schema.GUIDANCE_SCALE, schema.CAPTION_COMPLEXITY}
-    produced |= {schema.SEED, FAILURE} | {f(m) for m in config.modes for f in (schema.view_column, schema.mask_column)}
+    produced = {
+        schema.MASK,
+        schema.FG_RATIO,
+        schema.NOISE_LEVEL,
+        schema.GUIDANCE_SCALE,
+        schema.CAPTION_COMPLEXITY,
+    }
+    produced |= {schema.SEED, FAILURE} | {
+        f(m) for m in config.modes for f in (schema.view_column, schema.mask_column)
+    }
     renames = {c: SOURCE_PREFIX + c for c in columns if c in produced}
     if renames:
         logger.warning("renaming source columns that the views contract uses: %s", renames)
@@ -160,7 +178,9 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def build_generator(components: Components, scorer: ForegroundScorer, config: ViewGenerationConfig) -> ViewGenerator:
+def build_generator(
+    components: Components, scorer: ForegroundScorer, config: ViewGenerationConfig
+) -> ViewGenerator:
     complexity = None
     if config.complexity_scorer != "heuristic":
         complexity = LMComplexityScorer(config.complexity_scorer, device=str(components.encoder.device))
@@ -211,7 +231,8 @@ def generate_views(
     num_rows = len(source)
     num_shards = math.ceil(num_rows / config.shard_size)
     if components is None:
-        components = load_components(config, state.device)
+        with state.main_process_first():  # the first load may write a cache (tiny components, Hub files)
+            components = load_components(config, state.device)
 
     if state.is_main_process:
         for folder in (data_dir, work):
@@ -225,7 +246,9 @@ def generate_views(
     state.wait_for_everyone()
     scorer = ForegroundScorer.load(fg_dir)  # every process reads the same saved artifacts
     if tuple(scorer.grid) != tuple(components.encoder.grid):
-        raise ValueError(f"foreground artifacts are for a {scorer.grid} token grid, the encoder has {components.encoder.grid}")
+        raise ValueError(
+            f"foreground artifacts are for a {scorer.grid} token grid, the encoder has {components.encoder.grid}"
+        )
 
     generator = build_generator(components, scorer, config)
     features = output_features(source.features, config.modes, config.image_column)
@@ -234,7 +257,9 @@ def generate_views(
     for stale in data_dir.glob(f".tmp-*-p{state.process_index}-*"):
         stale.unlink()
     todo = [k for k in range(first, last) if not (data_dir / _shard_name(k, num_shards)).exists()]
-    bar = tqdm(todo, desc=f"shards (process {state.process_index})", position=state.process_index, disable=not todo)
+    bar = tqdm(
+        todo, desc=f"shards (process {state.process_index})", position=state.process_index, disable=not todo
+    )
     for k in bar:
         write_shard(source, k, num_shards, generator, features, config, data_dir, work, state.process_index)
     state.wait_for_everyone()
@@ -284,9 +309,7 @@ def write_shard(
         new_fingerprint=f"genview-shard-{index}-of-{num_shards}-{config.seed}",
         desc=f"shard {index + 1}/{num_shards}",
     )
-    failures = [
-        {"row": start + i, "reason": reason} for i, reason in enumerate(shard[FAILURE]) if reason
-    ]
+    failures = [{"row": start + i, "reason": reason} for i, reason in enumerate(shard[FAILURE]) if reason]
     shard = shard.remove_columns(FAILURE).cast_column(config.image_column, Image())
     final = data_dir / _shard_name(index, num_shards)
     tmp = data_dir / f".tmp-{final.name}-p{process_index}-{os.getpid()}"
@@ -297,7 +320,9 @@ def write_shard(
 
 
 # -- assembling the folder ------------------------------------------------------------------
-def assemble(out: Path, config: ViewGenerationConfig, num_shards: int, components: Components, scorer) -> None:
+def assemble(
+    out: Path, config: ViewGenerationConfig, num_shards: int, components: Components, scorer
+) -> None:
     """Check every shard is there; write failures.jsonl, preview.png and the README card."""
     from datasets import load_dataset
 
@@ -324,7 +349,9 @@ def write_preview(views: Dataset, path: Path, modes: list[str], rows: int, cell:
     """A PNG grid: per row the original, its mask, then each mode's view and mask."""
     from PIL import Image as PILImage
 
-    columns = [schema.IMAGE, schema.MASK] + [c for m in modes for c in (schema.view_column(m), schema.mask_column(m))]
+    columns = [schema.IMAGE, schema.MASK] + [
+        c for m in modes for c in (schema.view_column(m), schema.mask_column(m))
+    ]
     picked = []
     for row in views.select_columns([c for c in columns if c in views.column_names]):
         if all(row.get(c) is not None for c in columns):
@@ -339,4 +366,3 @@ def write_preview(views: Dataset, path: Path, modes: list[str], rows: int, cell:
     tmp = path.with_name(f".tmp-{path.name}")
     grid.save(tmp, format="PNG")
     os.replace(tmp, path)
-

@@ -105,13 +105,21 @@ class ForegroundScorer:
         centre_minus_border = 0.0
         for batch in batches():  # pass 2: projections -> sign and threshold
             proj = _check_tokens(encode(batch), grid) @ direction
-            centre_minus_border += float((proj[:, ~ring].mean(1) - proj[:, ring].mean(1)).sum()) if (~ring).any() else 0.0
+            centre_minus_border += (
+                float((proj[:, ~ring].mean(1) - proj[:, ring].mean(1)).sum()) if (~ring).any() else 0.0
+            )
             projections.append(proj.flatten().numpy())
         if centre_minus_border < 0:
             direction = -direction
         all_proj = np.concatenate(projections) * (-1.0 if centre_minus_border < 0 else 1.0)
         threshold = float(np.quantile(all_proj, 1.0 - fg_share))
-        return cls(direction=direction, threshold=threshold, fg_share=fg_share, grid=tuple(grid), num_fit_images=count)
+        return cls(
+            direction=direction,
+            threshold=threshold,
+            fg_share=fg_share,
+            grid=tuple(grid),
+            num_fit_images=count,
+        )
 
     def token_masks(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T, D) tokens -> (B, T) boolean foreground masks."""

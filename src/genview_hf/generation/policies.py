@@ -35,7 +35,9 @@ class NoisePolicy:
         object.__setattr__(self, "edges", tuple(float(e) for e in self.edges))
         object.__setattr__(self, "levels", tuple(int(v) for v in self.levels))
         if len(self.levels) != len(self.edges) + 1:
-            raise ValueError(f"noise policy: {len(self.edges)} edges need {len(self.edges) + 1} levels, got {len(self.levels)}")
+            raise ValueError(
+                f"noise policy: {len(self.edges)} edges need {len(self.edges) + 1} levels, got {len(self.levels)}"
+            )
         if list(self.edges) != sorted(self.edges) or not all(0.0 <= e <= 1.0 for e in self.edges):
             raise ValueError(f"noise policy: edges must be increasing and within [0, 1], got {self.edges}")
         bad = [v for v in self.levels if not 0 <= v <= MAX_NOISE_LEVEL]

@@ -14,6 +14,7 @@ Per batch it:
    depend on the batch it lands in, the batch size or the number of processes;
 5. scores the generated views with the same encoder: ``mask_<mode>``.
 
+A source image that cannot be decoded is replaced by null (its bytes would break every reader).
 The reason a row or one of its modes failed goes to the ``_failure`` column, which the driver
 moves to the failures file.
 """
@@ -38,7 +39,9 @@ FAILURE = "_failure"  # temporary column: "" when the row is whole; removed by t
 
 def row_seed(seed: int, row_id: int) -> int:
     """The generator seed of a row: a hash of (global seed, row id), in [0, 2**63)."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(seed) >> 32, int(row_id)]).generate_state(2, np.uint32)
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(seed) >> 32, int(row_id)]).generate_state(
+        2, np.uint32
+    )
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
@@ -126,7 +129,9 @@ class ViewGenerator:
             self.encoder.model.to(device)
 
     # -- the map function -------------------------------------------------------------------
-    def __call__(self, batch: dict[str, list], indices: list[int], rank: int | None = None) -> dict[str, list]:
+    def __call__(
+        self, batch: dict[str, list], indices: list[int], rank: int | None = None
+    ) -> dict[str, list]:
         self._to_rank_device(rank)
         n = len(indices)
         row_ids = [self.row_offset + int(i) for i in indices]
@@ -150,9 +155,14 @@ class ViewGenerator:
             except ValueError as error:
                 failures[i].append(f"{self.image_column}: {error}")
         ok = sorted(images)
-        embeds = None
+        # An undecodable source image becomes null, so the views dataset always iterates cleanly.
+        out[self.image_column] = [
+            value if i in images else None for i, value in enumerate(batch[self.image_column])
+        ]
+        embeds: dict[int, torch.Tensor] = {}
+        text_modes = "tc" in self.modes or "itc" in self.modes
         if ok:
-            tokens, embeds = self.encoder([images[i] for i in ok])
+            tokens, image_embeds = self.encoder([images[i] for i in ok])
             masks = self.scorer.token_masks(tokens)
             for j, (i, ratio, mask) in enumerate(
                 zip(ok, self.scorer.fg_ratio(masks), self.scorer.mask_images(masks))
@@ -160,12 +170,13 @@ class ViewGenerator:
                 out[schema.MASK][i] = mask
                 out[schema.FG_RATIO][i] = ratio
                 out[schema.NOISE_LEVEL][i] = self.noise_policy(ratio)
-                if "ic" in self.modes and not any(m in self.modes for m in ("tc", "itc")):
+                if not text_modes:  # ic only: the fixed unCLIP guidance is the row's guidance
                     out[schema.GUIDANCE_SCALE][i] = self.ic_guidance_scale
-            embeds = {i: embeds[j] for j, i in enumerate(ok)} if embeds is not None else None
+                if image_embeds is not None:
+                    embeds[i] = image_embeds[j]
 
         text_ok: list[int] = []
-        if "tc" in self.modes or "itc" in self.modes:
+        if text_modes:
             captions = batch.get(self.caption_column)
             if captions is None:
                 raise KeyError(f"modes tc/itc need a {self.caption_column!r} column")
@@ -179,6 +190,7 @@ class ViewGenerator:
                 out[schema.GUIDANCE_SCALE][i] = self.guidance_policy(c)
 
         for mode in self.modes:
+            # Rows a mode can serve, and the (noise level, guidance) that groups them into pipeline calls.
             if mode == "ic":
                 rows = ok
                 key = lambda i: (out[schema.NOISE_LEVEL][i], self.ic_guidance_scale)  # noqa: E731
@@ -186,7 +198,7 @@ class ViewGenerator:
                 rows = text_ok
                 key = lambda i: (None, out[schema.GUIDANCE_SCALE][i])  # noqa: E731
             else:
-                rows = [i for i in ok if i in set(text_ok)]
+                rows = sorted(set(ok) & set(text_ok))
                 key = lambda i: (out[schema.NOISE_LEVEL][i], out[schema.GUIDANCE_SCALE][i])  # noqa: E731
             views = self._generate(mode, rows, key, batch, embeds, out[schema.SEED])
             for i, view in views.items():
@@ -215,10 +227,14 @@ class ViewGenerator:
             if mode == "tc":
                 pipe = self.text2img
                 prompts = [batch[self.caption_column][i] for i in members]
-                result = pipe(prompt=prompts, generator=self._generators([seeds[i] for i in members]), **common)
+                result = pipe(
+                    prompt=prompts, generator=self._generators([seeds[i] for i in members]), **common
+                )
             else:
                 pipe = self.unclip
-                prompts = [batch[self.caption_column][i] for i in members] if mode == "itc" else [""] * len(members)
+                prompts = (
+                    [batch[self.caption_column][i] for i in members] if mode == "itc" else [""] * len(members)
+                )
                 image_embeds = torch.stack([embeds[i] for i in members]).to(pipe.device, pipe.unet.dtype)
                 result = pipe(
                     image_embeds=image_embeds,

@@ -66,11 +66,15 @@ def _tiny_text_encoder():
 def tiny_unclip_img2img(folder: str | os.PathLike | None = None, seed: int = 0):
     """A tiny ``StableUnCLIPImg2ImgPipeline`` (64 px views, v-prediction DDIM, 2-block VAE)."""
     from diffusers import DDIMScheduler, DDPMScheduler, StableUnCLIPImg2ImgPipeline
-    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
+        StableUnCLIPImageNormalizer,
+    )
 
     folder = _folder("unclip-img2img", folder)
     if not (Path(folder) / "model_index.json").exists():
-        image_encoder, feature_extractor = tiny_clip_vision_with_projection(image_size=TINY_DIFFUSION_IMAGE_SIZE)
+        image_encoder, feature_extractor = tiny_clip_vision_with_projection(
+            image_size=TINY_DIFFUSION_IMAGE_SIZE
+        )
         embed_dim = image_encoder.config.projection_dim
         torch.manual_seed(seed)
         tokenizer, text_encoder = _tiny_text_encoder()

@@ -1,0 +1,114 @@
+"""The batched map function on its own: decoding, bad rows, grouping by noise level and guidance."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genview_hf.data.samples import shapes
+from genview_hf.generation import ForegroundScorer, NoisePolicy, ViewGenerator, decode_image, row_seed
+from genview_hf.generation.components import load_components
+from genview_hf.generation.config import ViewGenerationConfig
+from genview_hf.generation.views import FAILURE
+
+
+def png_bytes(image, fmt="PNG"):
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return {"bytes": buffer.getvalue(), "path": None}
+
+
+class Spy:
+    """Wraps a pipeline and records each call's batch size, noise level and guidance."""
+
+    def __init__(self, pipe):
+        self.pipe, self.calls = pipe, []
+
+    def __getattr__(self, name):
+        return getattr(self.pipe, name)
+
+    def __call__(self, **kwargs):
+        size = len(kwargs["prompt"])
+        self.calls.append((size, kwargs.get("noise_level"), kwargs["guidance_scale"]))
+        return self.pipe(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def generator():
+    config = ViewGenerationConfig(
+        unclip_model="tiny", text2img_model="tiny", modes=["ic", "tc", "itc"], mixed_precision="no"
+    )
+    components = load_components(config)
+    grid = components.encoder.grid
+    dim = components.encoder.model.config.hidden_size
+    # A fixed scorer (not fitted) whose threshold puts rows in several noise bins.
+    direction = np.zeros(dim, np.float32)
+    direction[0] = 1.0
+    import torch
+
+    scorer = ForegroundScorer(direction=torch.from_numpy(direction), threshold=0.0, grid=grid)
+    return ViewGenerator(
+        encoder=components.encoder,
+        scorer=scorer,
+        modes=("ic", "tc", "itc"),
+        unclip=Spy(components.unclip),
+        text2img=Spy(components.text2img),
+        num_inference_steps=2,
+        height=32,
+        width=32,
+    )
+
+
+def test_decode_converts_modes_and_rejects_garbage():
+    rgb = Image.new("RGB", (12, 10), (10, 200, 30))
+    for mode in ("L", "RGBA", "P", "CMYK", "LA", "I;16"):
+        assert decode_image(png_bytes(rgb.convert(mode), "TIFF" if mode == "CMYK" else "PNG")).mode == "RGB"
+    rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert decode_image(rgba).getpixel((0, 0)) == (255, 255, 255)  # transparent -> white, not black
+    with pytest.raises(ValueError, match="cannot be decoded"):
+        decode_image({"bytes": b"not an image", "path": None})
+    with pytest.raises(ValueError, match="missing"):
+        decode_image(None)
+
+
+def test_batch_groups_rows_and_names_bad_rows(generator):
+    data = shapes(num_rows=4, image_size=32)
+    images = [png_bytes(im) for im in data["image"]]
+    captions = list(data["caption"])
+    images += [{"bytes": b"\x89PNG broken", "path": None}, png_bytes(Image.new("L", (4, 4), 90))]
+    captions += ["a red circle", ""]
+    generator.unclip.calls.clear()
+    generator.text2img.calls.clear()
+    out = generator({"image": images, "caption": captions}, list(range(6)))
+
+    assert out["view_ic"][4] is None and out["mask"][4] is None and "cannot be decoded" in out[FAILURE][4]
+    assert out["view_tc"][4] is not None  # the caption is fine: text-only view still made
+    assert out["view_ic"][5].size == (32, 32)  # tiny greyscale image: upscaled for the encoder, converted
+    assert out["view_tc"][5] is None and out["view_itc"][5] is None and "empty caption" in out[FAILURE][5]
+    assert out[FAILURE][0] == ""
+    for i in (0, 1, 2, 3, 5):
+        assert out["noise_level"][i] == NoisePolicy()(out["fg_ratio"][i])
+        assert out["mask"][i].mode == "L" and out["mask"][i].size == (8, 8)
+        assert out["mask_ic"][i].mode == "L"
+    assert out["seed"] == [row_seed(0, i) for i in range(6)]
+
+    # One pipeline call per (noise level, guidance) group, covering each eligible row once.
+    ic_calls = [c for c in generator.unclip.calls if c[2] == 10.0]
+    levels = [out["noise_level"][i] for i in (0, 1, 2, 3, 5)]
+    assert sorted(c[1] for c in ic_calls) == sorted(set(levels))
+    assert sum(c[0] for c in ic_calls) == 5
+    tc_groups = {out["guidance_scale"][i] for i in range(5)}
+    assert sorted(c[2] for c in generator.text2img.calls) == sorted(tc_groups)
+
+
+def test_rows_do_not_depend_on_their_batch(generator):
+    data = shapes(num_rows=3, image_size=32)
+    batch = {"image": [png_bytes(im) for im in data["image"]], "caption": list(data["caption"])}
+    whole = generator(batch, [0, 1, 2])
+    generator.row_offset = 2
+    alone = generator({k: v[2:] for k, v in batch.items()}, [0])
+    generator.row_offset = 0
+    for column in ("view_ic", "view_tc", "view_itc"):
+        a, b = np.asarray(whole[column][2], np.int16), np.asarray(alone[column][0], np.int16)
+        assert np.abs(a - b).max() <= 2, column

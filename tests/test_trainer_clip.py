@@ -1,0 +1,93 @@
+"""CLIP / SLIP through GenViewTrainer; the exported root serves transformers' zero-shot pipeline."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from training_helpers import make_args, make_trainer, trainable_state
+from transformers import CLIPModel
+
+
+@pytest.mark.parametrize("method", ["clip", "slip"])
+def test_clip_and_slip_move_every_trainable_parameter_and_log_the_logit_scale(tmp_path, method):
+    trainer = make_trainer(make_args(tmp_path, method, max_steps=2, learning_rate=1e-3))
+    before = trainable_state(trainer.model)
+    trainer.train()
+    after = trainable_state(trainer.model)
+    assert not [name for name in before if torch.equal(before[name], after[name])]
+    if method == "slip":
+        assert any(name.startswith("ssl_head") for name in before)
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert logs and all(0 < entry["logit_scale"] <= 100 for entry in logs)
+
+
+PIPELINE_CHECK = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from PIL import Image
+    from transformers import pipeline
+
+    classifier = pipeline("zero-shot-image-classification", model=sys.argv[1], device="cpu")
+    image = Image.fromarray((np.random.default_rng(0).random((40, 40, 3)) * 255).astype("uint8"))
+    result = classifier(image, candidate_labels=["a red circle", "a blue square"])
+    assert sorted(r["label"] for r in result) == ["a blue square", "a red circle"], result
+    assert abs(sum(r["score"] for r in result) - 1) < 1e-4
+    assert not any(name.startswith("genview_hf") for name in sys.modules), "genview_hf was imported"
+    print("ok")
+    """
+)
+
+
+def test_clip_root_serves_the_zero_shot_pipeline_without_genview_hf(tmp_path):
+    trainer = make_trainer(make_args(tmp_path, "slip", max_steps=1))
+    trainer.train()
+    root = trainer.save_encoder()
+    config = json.loads((root / "config.json").read_text())
+    assert config["model_type"] == "clip" and (root / "model.safetensors").exists()
+    assert not list(root.glob("*.bin")) and (root / "processor_config.json").exists() or (root / "preprocessor_config.json").exists()
+    loaded = CLIPModel.from_pretrained(root)
+    for name, value in trainer.model.clip.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+    script = tmp_path / "check.py"
+    script.write_text(PIPELINE_CHECK)
+    done = subprocess.run([sys.executable, str(script), str(root)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("ok")
+
+
+def test_lora_on_clip_trains_adapters_and_the_logit_scale_and_saves_merged(tmp_path):
+    trainer = make_trainer(make_args(tmp_path, "clip", max_steps=2, use_peft=True, lora_r=4, learning_rate=1e-2))
+    trainable = [name for name, p in trainer.model.named_parameters() if p.requires_grad]
+    assert any("lora_" in name for name in trainable) and any(name.endswith("logit_scale") for name in trainable)
+    assert not any("q_proj.base_layer" in name for name in trainable)
+    before = trainable_state(trainer.model)
+    trainer.train()
+    after = trainable_state(trainer.model)
+    assert not [name for name in before if torch.equal(before[name], after[name])]
+    root = trainer.save_encoder()
+    merged = CLIPModel.from_pretrained(root)
+    assert not any("lora" in name for name in merged.state_dict())
+    ids = torch.randint(3, 500, (2, 8))
+    ids[:, -1] = 1
+    pixels = torch.randn(2, 3, 32, 32)
+    trainer.model.eval()
+    with torch.no_grad():
+        expected = trainer.model.clip(input_ids=ids, pixel_values=pixels).logits_per_image
+        got = merged(input_ids=ids, pixel_values=pixels).logits_per_image
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_lora_on_a_vit_backbone_keeps_the_momentum_encoder_in_step(tmp_path):
+    trainer = make_trainer(make_args(tmp_path, "mocov3", max_steps=2, use_peft=True, lora_r=4))
+    model = trainer.model
+    assert len(list(model.backbone.parameters())) == len(list(model.momentum_backbone.parameters()))
+    trainer.train()
+    root = trainer.save_encoder()
+    from transformers import AutoModel
+
+    plain = AutoModel.from_pretrained(root)
+    assert type(plain).__name__ == "ViTModel" and not any("lora" in name for name in plain.state_dict())
