@@ -48,7 +48,8 @@ def test_clip_root_serves_the_zero_shot_pipeline_without_genview_hf(tmp_path):
     root = trainer.save_encoder()
     config = json.loads((root / "config.json").read_text())
     assert config["model_type"] == "clip" and (root / "model.safetensors").exists()
-    assert not list(root.glob("*.bin")) and (root / "processor_config.json").exists() or (root / "preprocessor_config.json").exists()
+    assert not list(root.glob("*.bin"))
+    assert (root / "processor_config.json").exists() or (root / "preprocessor_config.json").exists()
     loaded = CLIPModel.from_pretrained(root)
     for name, value in trainer.model.clip.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name

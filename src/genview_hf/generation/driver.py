@@ -257,6 +257,10 @@ def generate_views(
     for stale in data_dir.glob(f".tmp-*-p{state.process_index}-*"):
         stale.unlink()
     todo = [k for k in range(first, last) if not (data_dir / _shard_name(k, num_shards)).exists()]
+    logger.info(
+        "process %d of %d: shards %d-%d of %d, %d to do",
+        state.process_index, state.num_processes, first, last - 1, num_shards, len(todo),
+    )  # fmt: skip
     bar = tqdm(
         todo, desc=f"shards (process {state.process_index})", position=state.process_index, disable=not todo
     )

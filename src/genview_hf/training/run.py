@@ -82,6 +82,7 @@ def build_model(args: GenViewTrainingArguments) -> tuple[GenViewModel | GenViewC
             method=args.method,
             proj_hidden_dim=args.proj_hidden_dim,
             proj_dim=args.proj_dim,
+            proj_layers=args.proj_layers,
             pred_hidden_dim=args.pred_hidden_dim,
             pooling=args.pooling,
             queue_size=args.queue_size,
