@@ -242,6 +242,18 @@ def test_features_of_a_folder_a_wrapper_and_batches_agree(tmp_path):
     by_wrapper = extract_features(Wrapper(), dataset, processor=processor, batch_size=7, progress=False)
     torch.testing.assert_close(by_folder, by_wrapper, rtol=1e-4, atol=1e-5)
 
+    clip, clip_processor_ = tiny_clip()
+
+    class CLIPWrapper(nn.Module):  # GenViewCLIPModel keeps its CLIPModel under .clip
+        def __init__(self):
+            super().__init__()
+            self.clip = clip
+
+    by_clip_wrapper = extract_features(CLIPWrapper(), dataset, processor=clip_processor_, progress=False)
+    by_clip = extract_features(clip, dataset, processor=clip_processor_, progress=False)
+    torch.testing.assert_close(by_clip_wrapper, by_clip)
+    assert load_encoder(CLIPWrapper(), clip_processor_).is_clip
+
 
 def test_feature_cache_is_keyed_by_weights_and_dataset(tmp_path):
     vit, processor = tiny_vit()
@@ -310,6 +322,13 @@ def test_zero_shot_bad_input_is_named(clip_processor):
     plain_labels = cell_dataset([0, 1], labels=[0, 1])
     with pytest.raises(ValueError, match="class names"):
         zero_shot_evaluate(cell_clip(clip_processor), plain_labels)
+    with pytest.raises(ValueError, match="class names"):  # checked before the kNN features are computed
+        evaluate_encoder(
+            cell_clip(clip_processor),
+            plain_labels,
+            train_dataset=plain_labels,
+            protocols=["knn", "zero_shot"],
+        )
     with pytest.raises(ValueError, match="'{}'"):
         zero_shot_evaluate(cell_clip(clip_processor), dataset, templates=["no slot"])
 

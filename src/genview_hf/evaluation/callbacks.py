@@ -1,7 +1,8 @@
 """A kNN monitor for ``transformers.Trainer``: kNN top-1 on a small labelled split every N steps.
 
-The encoder is ``getattr(model, "backbone", model)`` (the GenView SSL wrapper keeps its
-encoder there), or the vision side (``get_image_features``) of a CLIP-type model. The split's
+The encoder is the vision side (``get_image_features``) of a CLIP-type model (or of the one a
+wrapper keeps under ``clip``, as GenViewCLIPModel does), else ``getattr(model, "backbone", model)``
+(the GenView SSL wrapper keeps its encoder there). The split's
 pixel values are computed once; each check encodes them with the current weights (eval mode,
 no grad, bf16 on GPU), runs the weighted kNN of :mod:`.knn` and logs ``knn_top1``.
 
@@ -9,6 +10,9 @@ Attach it with ``KNNMonitorCallback(...).attach(trainer)`` so the value goes thr
 ``Trainer.log`` (log history, TensorBoard, W&B, ...). Passed as a plain callback instead
 (``Trainer(callbacks=[...])``), it asks the trainer to log at that step and adds the value to
 that log entry (``state.log_history``); reporting callbacks that run before it do not see it.
+
+It runs on the main process only, with the unsharded model the Trainer hands to callbacks:
+fine for single-GPU and DDP runs, not for FSDP or DeepSpeed ZeRO-3, where parameters are sharded.
 """
 
 from __future__ import annotations

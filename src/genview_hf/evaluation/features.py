@@ -132,9 +132,13 @@ def _split_processor(processor: Any) -> tuple[Any, Any]:
 
 
 def unwrap_encoder(model: nn.Module) -> nn.Module:
-    """The encoder inside a training wrapper: a CLIP-type model as is, else ``model.backbone`` if any."""
+    """The encoder inside a training wrapper: a CLIP-type model as is, the CLIP model a wrapper
+    keeps under ``clip`` (GenViewCLIPModel), else ``model.backbone`` (GenViewModel) if any."""
     if hasattr(model, "get_image_features"):
         return model
+    clip = getattr(model, "clip", None)
+    if clip is not None and hasattr(clip, "get_image_features"):
+        return clip
     return getattr(model, "backbone", model)
 
 

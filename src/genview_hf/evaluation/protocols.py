@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from .features import Encoder, extract_features, labels_of, load_encoder
+from .features import Encoder, class_names_of, extract_features, labels_of, load_encoder
 from .knn import KNN_K, KNN_TEMPERATURE, knn_evaluate
 from .linear import LINEAR_EPOCHS, LINEAR_LRS, linear_probe
 from .retrieval import retrieval_evaluate
@@ -69,6 +69,11 @@ def evaluate_encoder(
     if "zero_shot" in protocols:
         require_clip(encoder, "zero-shot classification")
         labels_of(test_dataset, label_column, "zero-shot classification")
+        if not (class_names or class_names_of(test_dataset, label_column)):
+            raise ValueError(
+                f"zero-shot classification needs class names: column {label_column!r} is not a ClassLabel; "
+                "pass class_names"
+            )
     if "retrieval" in protocols:
         require_clip(encoder, "retrieval")
         if caption_column not in test_dataset.column_names:
