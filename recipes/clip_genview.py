@@ -1,7 +1,7 @@
 """GenView(++) image-text training (CLIP, SLIP) through GenViewTrainer.
 
-    accelerate launch recipes/clip_genview.py --config recipes/configs/slip_vitb16_cc3m.yaml
-    accelerate launch recipes/clip_genview.py --config recipes/configs/tiny_clip_shapes.yaml --max_steps 5
+accelerate launch recipes/clip_genview.py --config recipes/configs/slip_vitb16_cc3m.yaml
+accelerate launch recipes/clip_genview.py --config recipes/configs/tiny_clip_shapes.yaml --max_steps 5
 """
 
 import sys

@@ -1,7 +1,7 @@
 """GenView image SSL (MoCo v2/v3, SimSiam, BYOL, SimCLR, LeOCLR) through GenViewTrainer.
 
-    accelerate launch recipes/ssl_genview.py --config recipes/configs/mocov3_vitb16_imagenet.yaml
-    accelerate launch recipes/ssl_genview.py --config recipes/configs/tiny_mocov3_shapes.yaml --max_steps 5
+accelerate launch recipes/ssl_genview.py --config recipes/configs/mocov3_vitb16_imagenet.yaml
+accelerate launch recipes/ssl_genview.py --config recipes/configs/tiny_mocov3_shapes.yaml --max_steps 5
 """
 
 import sys

@@ -7,8 +7,9 @@ import textwrap
 
 import pytest
 import torch
-from training_helpers import make_args, make_trainer, trainable_state
 from transformers import CLIPModel
+
+from training_helpers import make_args, make_trainer, trainable_state
 
 
 @pytest.mark.parametrize("method", ["clip", "slip"])
@@ -55,15 +56,21 @@ def test_clip_root_serves_the_zero_shot_pipeline_without_genview_hf(tmp_path):
         assert torch.equal(loaded.state_dict()[name], value), name
     script = tmp_path / "check.py"
     script.write_text(PIPELINE_CHECK)
-    done = subprocess.run([sys.executable, str(script), str(root)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), str(root)], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("ok")
 
 
 def test_lora_on_clip_trains_adapters_and_the_logit_scale_and_saves_merged(tmp_path):
-    trainer = make_trainer(make_args(tmp_path, "clip", max_steps=2, use_peft=True, lora_r=4, learning_rate=1e-2))
+    trainer = make_trainer(
+        make_args(tmp_path, "clip", max_steps=2, use_peft=True, lora_r=4, learning_rate=1e-2)
+    )
     trainable = [name for name, p in trainer.model.named_parameters() if p.requires_grad]
-    assert any("lora_" in name for name in trainable) and any(name.endswith("logit_scale") for name in trainable)
+    assert any("lora_" in name for name in trainable) and any(
+        name.endswith("logit_scale") for name in trainable
+    )
     assert not any("q_proj.base_layer" in name for name in trainable)
     before = trainable_state(trainer.model)
     trainer.train()

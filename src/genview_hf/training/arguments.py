@@ -51,7 +51,8 @@ class GenViewTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "Embedding size (None: the method's paper value)"}
     )
     proj_layers: int | None = field(
-        default=None, metadata={"help": "Projector depth (None: paper value; MoCo v3 ResNet-50 uses 2, ViT 3)"}
+        default=None,
+        metadata={"help": "Projector depth (None: paper value; MoCo v3 ResNet-50 uses 2, ViT 3)"},
     )
     pred_hidden_dim: int | None = field(
         default=None, metadata={"help": "Predictor width (None: paper value; 0: none)"}

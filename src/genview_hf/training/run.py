@@ -189,7 +189,13 @@ def view_columns(args: GenViewTrainingArguments, column_names: list[str]) -> lis
 def build_data_collator(args: GenViewTrainingArguments, processor: Any, train_dataset):
     columns = view_columns(args, list(train_dataset.column_names))
     masks = args.quality_mode == "stored" and not args.is_clip
-    validate_views_dataset(train_dataset, args.method, view_columns=columns, masks=masks, max_rows=64)
+    try:
+        validate_views_dataset(train_dataset, args.method, view_columns=columns, masks=masks, max_rows=64)
+    except ValueError as error:
+        context = f"method {args.method!r}" + (", quality_mode='stored'" if masks else "")
+        raise ValueError(
+            f"{args.dataset_name} ({args.train_split}) cannot train {context}: {error}"
+        ) from error
     kwargs: dict[str, Any] = dict(
         image_size=args.image_size, generated_view_prob=args.generated_view_prob, view_columns=columns
     )
