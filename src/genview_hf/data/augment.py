@@ -234,17 +234,18 @@ def _as_float_image(image: torch.Tensor) -> torch.Tensor:
     return image.float()
 
 
-def _mask_like(mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """The mask as a (1, H, W) channel of ``image``'s size and dtype (bilinear from token resolution)."""
-    mask = mask.to(image.device)
+def _mask_like(
+    mask: torch.Tensor, size: tuple[int, int], dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """The mask as a (1, H, W) channel of the image's size and dtype (bilinear from token resolution)."""
+    mask = mask.to(device)
     if mask.dim() == 3:
         mask = mask[0]
-    size = tuple(image.shape[-2:])
     if tuple(mask.shape) != size:
         mask = F.interpolate(
             _as_float_image(mask)[None, None], size=size, mode="bilinear", align_corners=False
         )[0, 0]
-    if image.dtype == torch.uint8:
+    if dtype == torch.uint8:
         if mask.dtype != torch.uint8:
             mask = mask.mul(255).round_().clamp_(0, 255).to(torch.uint8)
     else:
@@ -263,23 +264,21 @@ def crop_resize_flip(
 
     Returns (N, 3, H, W) float images in [0, 1] and (N, H, W) masks in [0, 1] (or None). uint8
     inputs on the CPU are resampled in uint8, channels-last (torch's vectorised kernel, several
-    times faster than float), as torchvision does; float inputs stay float.
+    times faster than float), as torchvision does; on a GPU, and for float inputs, in float.
     """
     out_images, out_masks = [], []
     for index, image in enumerate(images):
         top, left, height, width = boxes[index].tolist()
         crop = image[:, top : top + height, left : left + width]
+        uint8_path = crop.dtype == torch.uint8 and crop.device.type == "cpu"
+        if not uint8_path:
+            crop = _as_float_image(crop)
         if masks is not None:
-            crop = torch.cat(
-                [crop, _mask_like(masks[index], image)[:, top : top + height, left : left + width]], 0
-            )
+            full = _mask_like(masks[index], tuple(image.shape[-2:]), crop.dtype, crop.device)
+            crop = torch.cat([crop, full[:, top : top + height, left : left + width]], 0)
         if (height, width) != out_size:
             antialias = height > out_size[0] or width > out_size[1]
-            batch = crop[None]
-            if batch.dtype == torch.uint8 and batch.device.type == "cpu":
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            else:
-                batch = _as_float_image(batch)
+            batch = crop[None].contiguous(memory_format=torch.channels_last) if uint8_path else crop[None]
             crop = F.interpolate(
                 batch, size=out_size, mode="bilinear", align_corners=False, antialias=antialias
             )[0]

@@ -224,7 +224,11 @@ def generate_views(
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
-    state = PartialState()
+    import torch
+
+    # Without a GPU, cpu=True is what makes a multi-process launch initialise gloo (else every
+    # process would believe it runs alone).
+    state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(config.output_dir)
     data_dir, work, fg_dir = out / DATA_DIR, out / WORK_DIR, out / FOREGROUND_DIR
     source = prepare_source(dataset, config)

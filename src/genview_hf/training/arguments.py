@@ -7,7 +7,10 @@ Defaults quote the papers beside the number.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+
+import torch
 
 from transformers import TrainingArguments
 
@@ -173,6 +176,12 @@ class GenViewTrainingArguments(TrainingArguments):
             )
         if self.label_names is None:
             self.label_names = []  # eval loss without labels
+        if self.ddp_find_unused_parameters is None:
+            self.ddp_find_unused_parameters = False  # every trainable parameter takes part in each loss
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available() and not self.use_cpu:
+            # Under `accelerate launch --multi_gpu` on a machine without CUDA the Trainer would run
+            # each process on its own (no DDP); use_cpu makes it a real multi-CPU (gloo) run.
+            self.use_cpu = True
         super().__post_init__()
 
     @property

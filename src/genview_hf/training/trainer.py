@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,11 @@ class GenViewTrainer(Trainer):
         if args.sync_batchnorm and args.world_size > 1 and torch.cuda.is_available():
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
+        if args.world_size == 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise RuntimeError(
+                f"launched with WORLD_SIZE={os.environ['WORLD_SIZE']} but the Trainer is not distributed "
+                f"({self.accelerator.distributed_type}): each process would train alone. On CPU pass --use_cpu."
+            )
         # transformers 5 with a custom loss: no loss kwargs, the Trainer divides by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False

@@ -1,0 +1,36 @@
+"""Two real CPU processes (``accelerate launch --multi_gpu --num_processes 2``, gloo) keep identical replicas."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+
+SCRIPT = Path(__file__).with_name("distributed_train.py")
+
+
+@pytest.mark.parametrize("method", ["mocov2", "mocov3"])
+def test_two_processes_keep_replicas_in_sync(tmp_path, method):
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29500 + os.getpid() % 1000),
+        str(SCRIPT), str(tmp_path), method,
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    states = [safetensors.torch.load_file(str(tmp_path / f"state-rank{rank}.safetensors")) for rank in (0, 1)]
+    assert int(states[0]["__world_size__"]) == 2, "accelerate ran a single process"
+    assert set(states[0]) == set(states[1])
+    # Batch-norm running statistics follow each process's local batches between DDP's buffer
+    # broadcasts (SyncBatchNorm, on CUDA, makes them global); everything else must be identical.
+    local_stats = ("running_mean", "running_var", "num_batches_tracked")
+    compared = [name for name in states[0] if not name.endswith(local_stats)]
+    assert any(name.startswith("momentum_") for name in compared)
+    assert method != "mocov2" or "queue" in compared
+    for name in compared:
+        torch.testing.assert_close(states[1][name], states[0][name], rtol=0, atol=0, msg=name)
