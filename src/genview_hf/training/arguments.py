@@ -11,7 +11,6 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-
 from transformers import TrainingArguments
 
 from ..modeling.configuration_genview import CLIP_METHODS, SSL_METHODS, check_choice
