@@ -5,7 +5,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from _views_fixtures import noise, solid, token_mask, views_dataset, views_rows
-from genview_hf.data.augment import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, SSL_METHODS
+from genview_hf.data.augment import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SSL_METHODS,
+    augment_views,
+    method_augmentations,
+)
 from genview_hf.data.collators import (
     CLIPCollator,
     MultiPositiveCollator,
@@ -242,3 +250,24 @@ def test_collators_read_a_datasets_dataset():
     dataset = views_dataset(views_rows(n=4))
     batch = SSLCollator("leoclr", SIZE, seed=0)([dataset[i] for i in range(4)])
     assert batch["pixel_values_orig"].shape == (4, 3, SIZE, SIZE)
+
+
+def test_shapes_sample_masks_stay_on_the_objects():
+    from genview_hf.data.samples import load_sample
+    from genview_hf.data.views import validate_views_dataset
+
+    dataset = load_sample("shapes", num_rows=16)
+    info = validate_views_dataset(dataset, "mocov3")
+    assert info.has_masks and info.view_columns == ()
+    batch = SSLCollator("mocov3", SIZE, seed=0)([dataset[i] for i in range(len(dataset))])
+    assert batch["masks_1"].shape == (16, SIZE, SIZE)
+    # geometry only: the objects are saturated, the backgrounds grey, so chroma tells where the mask must be
+    images = [torch.from_numpy(np.array(row["image"])).permute(2, 0, 1) for row in dataset]
+    masks = [torch.from_numpy(np.array(row["mask"])) for row in dataset]
+    aug = method_augmentations("mocov3").view_1.geometry_only()
+    pixels, out = augment_views(images, aug, SIZE, masks=masks, generator=torch.Generator().manual_seed(0))
+    rgb = denormalize(pixels)
+    chroma = rgb.amax(1) - rgb.amin(1)
+    inside, outside = chroma[out > 0.9], chroma[out < 0.1]
+    assert inside.numel() > 100 and outside.numel() > 100
+    assert inside.mean() > outside.mean() + 0.2
