@@ -137,13 +137,14 @@ class _Collator:
         )
 
     def pairs(self, rows: Sequence[Mapping[str, Any]], generator, with_mask: bool, views: Sequence[str]):
-        """Decode the two sides of every row's GenView pair: lists of images and masks per side."""
-        sides: list[list] = [[], [], [], []]  # images_1, masks_1, images_2, masks_2
+        """Decode every row's GenView pair: images_1, masks_1, images_2, masks_2, and the originals'
+        images and masks (one side of a pair is always the original, decoded once)."""
+        sides: list[list] = [[], [], [], [], [], []]
         for position, row in enumerate(rows):
             where = describe_row(row, position)
             first, second = choose_pair(views, self.generated_view_prob, generator)
             decoded = {column: self.decode(row, column, where, with_mask) for column in {first, second}}
-            for offset, column in ((0, first), (2, second)):
+            for offset, column in ((0, first), (2, second), (4, schema.IMAGE)):
                 sides[offset].append(decoded[column][0])
                 sides[offset + 1].append(decoded[column][1])
         return sides
@@ -196,7 +197,9 @@ class SSLCollator(_Collator):
         _check_rows(rows)
         views, with_mask = self.resolve_columns(rows[0])
         generator = self.generator()
-        images_1, masks_1, images_2, masks_2 = self.pairs(rows, generator, with_mask, views)
+        images_1, masks_1, images_2, masks_2, originals, original_masks = self.pairs(
+            rows, generator, with_mask, views
+        )
         aug = self.augmentations
         batch: dict[str, torch.Tensor] = {}
         batch["pixel_values_1"], out_1 = self.augment(
@@ -208,14 +211,8 @@ class SSLCollator(_Collator):
         if with_mask:
             batch["masks_1"], batch["masks_2"] = out_1, out_2
         if aug.original is not None:  # LeOCLR: the uncropped original for the query encoder
-            originals = [
-                self.decode(row, schema.IMAGE, describe_row(row, i), with_mask) for i, row in enumerate(rows)
-            ]
             pixels, out = self.augment(
-                [image for image, _ in originals],
-                [mask for _, mask in originals] if with_mask else None,
-                aug.original,
-                generator,
+                originals, original_masks if with_mask else None, aug.original, generator
             )
             batch["pixel_values_orig"] = pixels
             if with_mask:
@@ -323,7 +320,7 @@ class SLIPCollator(CLIPCollator):
         generator = self.generator()
         batch = self.tokenize(rows)
         batch["pixel_values"] = self.clip_images(rows, views, generator)
-        images_1, masks_1, images_2, masks_2 = self.pairs(rows, generator, with_mask, views)
+        images_1, masks_1, images_2, masks_2, _, _ = self.pairs(rows, generator, with_mask, views)
         aug = self.augmentations
         batch["pixel_values_1"], out_1 = self.augment(
             images_1, masks_1 if with_mask else None, aug.view_1, generator
