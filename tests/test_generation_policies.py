@@ -3,7 +3,13 @@
 import pytest
 
 from genview_hf.data.samples import constraint_level, shapes
-from genview_hf.generation import GuidancePolicy, NoisePolicy, caption_complexity, count_constraints
+from genview_hf.generation import (
+    GuidancePolicy,
+    LMComplexityScorer,
+    NoisePolicy,
+    caption_complexity,
+    count_constraints,
+)
 from genview_hf.generation.policies import complexity_from_count
 
 
@@ -65,3 +71,32 @@ def test_offline_scorer_agrees_with_shapes_truth():
         for caption, truth in zip(data["caption"], data["caption_constraints"])
     ]
     assert sum(agree) / len(agree) > 0.9
+
+
+def tiny_causal_lm(folder):
+    """A 1-layer GPT-2 and a byte-level tokenizer (every byte a token, no merges), saved to ``folder``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {"<|endoftext|>": 0, **{s: i + 1 for i, s in enumerate(symbols)}}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|endoftext|>", model_max_length=512
+    )
+    config = GPT2Config(vocab_size=len(vocab), n_positions=512, n_embd=16, n_layer=1, n_head=2)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def test_lm_scorer_has_the_same_contract(tmp_path):
+    tiny_causal_lm(tmp_path)
+    scorer = LMComplexityScorer(str(tmp_path))
+    captions = ["a dog", "two red wooden chairs beside a table on grass", "a cat"]
+    scores = scorer(captions)
+    assert len(scores) == 3 and all(s in (1, 2, 3, 4) for s in scores)
+    assert scorer(captions) == scores  # no sampling: deterministic
+    with pytest.raises(ValueError, match="non-empty"):
+        scorer(["a dog", ""])

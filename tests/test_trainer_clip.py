@@ -99,3 +99,43 @@ def test_lora_on_a_vit_backbone_keeps_the_momentum_encoder_in_step(tmp_path):
 
     plain = AutoModel.from_pretrained(root)
     assert type(plain).__name__ == "ViTModel" and not any("lora" in name for name in plain.state_dict())
+
+
+def _multi_batch(n=4):
+    from genview_hf.testing.training_data import SyntheticViews
+
+    data = SyntheticViews(length=n, kind="multi")
+    return {key: torch.stack([data[i][key] for i in range(n)]) for key in data[0]}
+
+
+@pytest.mark.parametrize("method", ["clip", "slip"])
+def test_genview_pp_multi_positive_loss_weights_reach_it_and_all_ones_equal_none(method):
+    from genview_hf.modeling import GenViewCLIPModel
+    from genview_hf.testing import tiny_clip
+
+    model = GenViewCLIPModel.from_clip(tiny_clip()[0], method=method, ssl_hidden_dim=32, ssl_dim=16)
+    batch = _multi_batch()
+    plain = {k: v for k, v in batch.items() if not k.startswith("masks")}
+    none = model(**plain).loss
+    ones = model(**plain, weights=torch.ones(4, 3), ssl_weights=torch.ones(4, 3, 3)).loss
+    torch.testing.assert_close(ones, none)
+    stored = model(**batch)
+    assert stored.weights.shape == (4, 3) and torch.allclose(stored.weights.mean(), torch.tensor(1.0))
+    assert not torch.allclose(stored.loss, none)
+
+
+@pytest.mark.parametrize("mode", ["stored", "frozen"])
+def test_genview_pp_trains_through_the_trainer(tmp_path, mode):
+    args = make_args(tmp_path, "slip", max_steps=2, multi_positive=True, quality_mode=mode, learning_rate=1e-3)
+    trainer = make_trainer(args)
+    before = trainable_state(trainer.model)
+    trainer.train()
+    after = trainable_state(trainer.model)
+    assert not [name for name in before if torch.equal(before[name], after[name])]
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert all(abs(entry["weight_mean"] - 1) < 1e-4 for entry in logs)
+
+
+def test_quality_modes_that_need_multi_positive_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="multi_positive"):
+        make_args(tmp_path, "clip", quality_mode="stored")

@@ -49,9 +49,9 @@ def make_trainer(
 ):
     torch.manual_seed(args.seed)
     model, processor = build_model(args)
-    kind = "ssl" if not args.is_clip else args.method
+    kind = "ssl" if not args.is_clip else ("multi" if args.multi_positive else args.method)
     quality_model = None
-    if args.quality_mode == "frozen" and not args.is_clip:
+    if args.quality_mode == "frozen":
         from genview_hf.training.run import build_quality_model
 
         quality_model = build_quality_model(args)

@@ -1,16 +1,33 @@
-"""``genview demo``: the main job on the embedded default, offline, on the CPU in seconds.
+"""``genview demo``: the main job on the embedded default, offline, on the CPU in a few minutes.
 
 The demo is a list of steps (``STEPS``) run in order on one ``DemoRun``; each step reads what
-earlier ones left there, adds its own results and returns one summary line. Today it loads a
-sample set, builds the tiny components and writes a preview of the samples beside their
-ground-truth masks; generation, training and evaluation join ``STEPS`` as they land.
+earlier ones left there, adds its own results and returns one summary line:
+
+1. ``load_data``: the embedded sample set (default ``shapes``), its fixed train/test split;
+2. ``write_preview``: ``samples.png``, samples beside their ground-truth masks;
+3. ``generate``: a views dataset of the train split (``views/``: parquet shards, card,
+   ``preview.png``) with the generation package and the tiny Stable unCLIP / Stable Diffusion
+   pipelines of ``genview_hf.testing``;
+4. ``train``: MoCo v3 on a tiny ViT with quality-driven weights through ``GenViewTrainer``
+   (``model/``: a plain ``AutoModel`` root, its card and ``checkpoint-*``);
+5. ``train_clip``: a short GenView++ run (tiny CLIP, multi-positive batches: the real image and
+   every generated view of a caption, quality weights from the stored masks) into ``clip/``;
+6. ``evaluate``: kNN and linear probe of the trained encoder against its untrained start,
+   zero-shot and retrieval of the CLIP run against its start, on the set's test split
+   (``eval_results.json``, results added to both model cards).
+
+Then a summary table. Every component has random weights and the data is tiny: the demo
+shows that the whole job runs and what it writes, its accuracies are not results.
 """
 
 from __future__ import annotations
 
 import os
+import resource
+import shutil
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +46,9 @@ from .data.samples import SAMPLE_NAMES, load_sample  # noqa: E402
 PREVIEW_ROWS = 8
 PREVIEW_TILE = 128  # pixels per image in the preview grid
 PREVIEW_COLUMNS = 4  # samples per grid row
-PIPELINE = ("generate", "train", "evaluate")  # the full demo, once each step exists
+IMAGE_SIZE = 32  # generated views and training crops: the tiny models' input size
+SSL_ENCODER = "tiny-vit"  # genview_hf.testing's 2-layer ViT (32 px, patch 8)
+CLIP_MODEL = "tiny-clip"  # genview_hf.testing's 2-layer CLIP
 
 
 @dataclass
@@ -37,6 +56,29 @@ class DemoArguments:
     output_dir: str = field(default="outputs/demo", metadata={"help": "where the demo writes its outputs"})
     sample: str = field(
         default="shapes", metadata={"help": "embedded sample set to run on", "choices": list(SAMPLE_NAMES)}
+    )
+    max_rows: int | None = field(
+        default=None, metadata={"help": "generate and train on the first N rows of the train split only"}
+    )
+    modes: list[str] = field(
+        default_factory=lambda: ["ic", "tc", "itc"], metadata={"help": "generation modes (any of ic, tc, itc)"}
+    )
+    max_steps: int = field(default=300, metadata={"help": "MoCo v3 training steps"})
+    clip_steps: int = field(default=60, metadata={"help": "GenView++ CLIP training steps (0: no CLIP run)"})
+    batch_size: int = field(default=32, metadata={"help": "training batch size"})
+    quality_mode: str = field(
+        default="stored",
+        metadata={
+            "help": "MoCo v3 quality weights: stored (the views' masks, no extra forward), frozen (a frozen "
+            "tiny CLIP's token map) or off"
+        },
+    )
+    threads: int = field(
+        default=1,
+        metadata={
+            "help": "torch CPU threads (0: torch's default). The tiny models gain nothing from more, and "
+            "on a busy machine extra threads make every small op wait for the others."
+        },
     )
 
 
@@ -46,59 +88,24 @@ class DemoRun:
 
     args: DemoArguments
     output_dir: Path
-    dataset: Any = None  # datasets.Dataset, from load_data
-    components: dict[str, Any] = field(
-        default_factory=dict
-    )  # name -> model or pipeline, from build_components
-    outputs: list[Path] = field(default_factory=list)  # files written
+    dataset: Any = None  # datasets.Dataset: the train split (generation, training, kNN bank)
+    test: Any = None  # the test split (scored)
+    views_dir: Path | None = None  # from generate
+    views: Any = None  # the views dataset, read back with datasets.load_dataset
+    trainers: dict[str, Any] = field(default_factory=dict)  # "ssl" / "clip" -> GenViewTrainer, trained
+    results: dict[str, dict[str, float]] = field(default_factory=dict)  # evaluation name -> metrics
+    outputs: list[Path] = field(default_factory=list)  # files and folders written
 
 
+# ------------------------------------------------------------------------------ steps
 def load_data(run: DemoRun) -> str:
-    run.dataset = load_sample(run.args.sample)
+    name = run.args.sample
+    run.dataset = load_sample(name, split="train")
+    run.test = load_sample(name, split="test")
     columns = ", ".join(run.dataset.column_names)
-    return f"loaded the embedded {run.args.sample!r} sample set: {len(run.dataset)} rows ({columns})"
-
-
-def build_components(run: DemoRun) -> str:
-    """The tiny offline models, built from configs and loaded back through ``from_pretrained``."""
-    import torch
-
-    from .testing import (
-        tiny_clip,
-        tiny_clip_vision_with_projection,
-        tiny_resnet,
-        tiny_root,
-        tiny_text2img,
-        tiny_unclip_img2img,
-        tiny_vit,
-    )
-
-    clip, processor = tiny_clip()
-    run.components = {
-        "clip": clip,
-        "clip_vision": tiny_clip_vision_with_projection()[0],
-        "vit": tiny_vit()[0],
-        "resnet": tiny_resnet()[0],
-        "unclip_img2img": tiny_unclip_img2img(),
-        "text2img": tiny_text2img(),
-    }
-    sizes = ", ".join(f"{name} {_parameters(model):,}" for name, model in run.components.items())
-    # One forward pass of the tiny CLIP over a few sample rows: the wiring works end to end.
-    rows = run.dataset.select(range(min(4, len(run.dataset))))
-    captions = list(rows["caption"]) if "caption" in rows.column_names else [""] * len(rows)
-    inputs = processor(
-        images=[image.convert("RGB") for image in rows["image"]],
-        text=captions,
-        return_tensors="pt",
-        padding=True,
-        truncation=True,
-    )
-    with torch.no_grad():
-        outputs = clip(**inputs)
     return (
-        f"built tiny components in {tiny_root()} (parameters: {sizes}); the tiny CLIP embedded "
-        f"{outputs.image_embeds.shape[0]} sample images and captions into {outputs.image_embeds.shape[1]} "
-        "dimensions (random weights: a wiring check, not a result)"
+        f"loaded the embedded {name!r} sample set: {len(run.dataset)} train + {len(run.test)} test rows "
+        f"({columns})"
     )
 
 
@@ -146,30 +153,295 @@ def write_preview(run: DemoRun) -> str:
     return f"wrote {path}: {len(images)} samples {what}"
 
 
+def generate(run: DemoRun) -> str:
+    """The views dataset of the train split, with the tiny offline diffusion pipelines."""
+    from datasets import load_dataset
+
+    from .generation import TINY, ViewGenerationConfig, generate_views
+
+    rows = len(run.dataset) if run.args.max_rows is None else min(run.args.max_rows, len(run.dataset))
+    config = ViewGenerationConfig(
+        output_dir=str(_fresh(run.output_dir / "views")),
+        modes=list(run.args.modes),
+        unclip_model=TINY,
+        text2img_model=TINY,
+        num_inference_steps=2,  # paper: 20; the tiny pipelines make noise either way
+        height=IMAGE_SIZE,
+        width=IMAGE_SIZE,
+        max_rows=rows,
+        fg_sample_size=rows,  # fit the foreground direction on every row
+        batch_size=32,
+        shard_size=64,
+        mixed_precision="no",
+        seed=0,
+    )
+    run.views_dir = generate_views(run.dataset, config)
+    run.views = load_dataset(str(run.views_dir), split="train")  # the plain reader, as a user would
+    run.outputs.append(run.views_dir)
+    failures = (run.views_dir / "failures.jsonl").read_text().count("\n")
+    return (
+        f"{len(run.views)} rows x {len(config.modes)} modes ({', '.join(config.modes)}) in {run.views_dir} "
+        f"(parquet shards, README.md card, preview.png); {failures} failed rows; "
+        f"noise levels {_noise_summary(run.views)}"
+    )
+
+
+def train(run: DemoRun) -> str:
+    """MoCo v3 on the tiny ViT with quality-driven weights, through ``GenViewTrainer``."""
+    from .training import GenViewTrainingArguments
+    from .training.run import build_trainer
+
+    steps = run.args.max_steps
+    args = GenViewTrainingArguments(
+        output_dir=str(_fresh(run.output_dir / "model")),
+        method="mocov3",
+        model_name_or_path=SSL_ENCODER,
+        dataset_name=str(run.views_dir),
+        generated_view_prob=1.0,  # GenView: one view of every pair is generated
+        image_size=IMAGE_SIZE,
+        proj_hidden_dim=64,
+        proj_dim=32,
+        pred_hidden_dim=64,
+        temperature=0.2,  # MoCo v3 ViT: 0.2
+        quality_mode=run.args.quality_mode,
+        quality_model=CLIP_MODEL,  # frozen mode only
+        gamma=1.0,  # GenView: 1
+        learning_rate=1e-3,
+        weight_decay=0.1,
+        warmup_steps=max(1, steps // 10),
+        per_device_train_batch_size=run.args.batch_size,
+        max_steps=steps,
+        logging_steps=max(1, steps // 10),
+        save_strategy="steps",
+        save_steps=steps,  # one checkpoint-*, at the end: the exact-resume state
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+        seed=0,
+    )
+    trainer = _quiet(build_trainer(args))
+    trainer.train()
+    trainer.save_encoder(metrics=_train_metrics(trainer))
+    _plot_weights(trainer)
+    run.trainers["ssl"] = trainer
+    run.outputs.append(Path(args.output_dir))
+    return f"{_train_summary(trainer)}; encoder root {args.output_dir} (AutoModel)"
+
+
+def train_clip(run: DemoRun) -> str:
+    """GenView++: tiny CLIP on multi-positive batches with quality weights from the stored masks."""
+    if run.args.clip_steps <= 0:
+        return "skipped (--clip_steps 0)"
+    from .training import GenViewTrainingArguments
+    from .training.run import build_trainer
+
+    steps = run.args.clip_steps
+    args = GenViewTrainingArguments(
+        output_dir=str(_fresh(run.output_dir / "clip")),
+        method="clip",
+        model_name_or_path=CLIP_MODEL,
+        dataset_name=str(run.views_dir),
+        multi_positive=True,  # GenView++: the real image and every generated view of each caption
+        image_size=IMAGE_SIZE,
+        temperature=0.1,
+        quality_mode="stored",
+        multi_positive_gamma=2.0,  # GenView++: 2
+        learning_rate=1e-3,
+        weight_decay=0.1,
+        warmup_steps=max(1, steps // 10),
+        per_device_train_batch_size=run.args.batch_size,
+        max_steps=steps,
+        logging_steps=max(1, steps // 6),
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+        seed=0,
+    )
+    trainer = _quiet(build_trainer(args))
+    trainer.train()
+    trainer.save_encoder(metrics=_train_metrics(trainer))
+    run.trainers["clip"] = trainer
+    run.outputs.append(Path(args.output_dir))
+    return f"{_train_summary(trainer)}; CLIPModel root {args.output_dir} (zero-shot pipeline)"
+
+
+def evaluate(run: DemoRun) -> str:
+    """Trained encoders against their untrained starting points, on the test split."""
+    from .evaluation import add_eval_results_to_card, evaluate_encoder, write_results
+    from .training.run import load_component
+
+    if "label" not in run.test.column_names:
+        return f"skipped: the {run.args.sample!r} set has no labels"
+    shared = dict(train_dataset=run.dataset, progress=False, seed=0)
+    ssl = run.trainers["ssl"]
+    start, start_processor = load_component(SSL_ENCODER)  # what training started from
+    protocols = ["knn", "linear"]
+    run.results["ssl_before"] = evaluate_encoder(
+        start, run.test, processor=start_processor, protocols=protocols, pooling="cls", **shared
+    )
+    run.results["ssl_after"] = evaluate_encoder(
+        ssl.args.output_dir, run.test, protocols=protocols, pooling="cls", **shared
+    )
+    cards = [ssl.args.output_dir]
+    if "clip" in run.trainers:
+        clip = run.trainers["clip"]
+        start, start_processor = load_component(CLIP_MODEL)
+        protocols = ["zero_shot", "retrieval"]
+        run.results["clip_before"] = evaluate_encoder(
+            start, run.test, processor=start_processor, protocols=protocols, progress=False
+        )
+        run.results["clip_after"] = evaluate_encoder(
+            clip.args.output_dir, run.test, protocols=protocols, progress=False
+        )
+        cards.append(clip.args.output_dir)
+
+    dataset = f"sample:{run.args.sample}"
+    path = write_results(
+        run.results["ssl_after"],
+        run.output_dir,
+        checkpoint=ssl.args.output_dir,
+        dataset=dataset,
+        train_split="train",
+        test_split="test",
+        **{name: values for name, values in run.results.items() if name != "ssl_after"},
+    )
+    for folder, name in zip(cards, ("ssl_after", "clip_after")):
+        add_eval_results_to_card(folder, run.results[name], dataset_name=dataset, dataset_split="test")
+    run.outputs.append(path)
+    return f"{len(run.test)} test rows, {len(run.results)} evaluations -> {path}; results added to the model cards"
+
+
 # The demo, in order. Each step fills the DemoRun and returns its summary line.
-# generate -> train -> evaluate go after load_data and build_components as they land.
-STEPS: tuple[Callable[[DemoRun], str], ...] = (load_data, build_components, write_preview)
+STEPS: tuple[Callable[[DemoRun], str], ...] = (
+    load_data,
+    write_preview,
+    generate,
+    train,
+    train_clip,
+    evaluate,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     (args,) = parse_config((DemoArguments,), argv)
     _quiet_libraries()
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     run = DemoRun(args=args, output_dir=Path(args.output_dir))
     start = time.perf_counter()
     for number, step in enumerate(STEPS, start=1):
         step_start = time.perf_counter()
         line = step(run)
         print(f"[{number}/{len(STEPS)}] {step.__name__}: {line} ({time.perf_counter() - step_start:.1f} s)")
-    ran = {step.__name__ for step in STEPS}
-    missing = [name for name in PIPELINE if name not in ran]
-    print(f"genview demo: done in {time.perf_counter() - start:.1f} s; outputs in {run.output_dir}")
-    if missing:
-        print(f"not in the demo yet: {', '.join(missing)} (the demo only prepares data and models so far)")
+    print()
+    print(summary(run, time.perf_counter() - start))
     return 0
+
+
+# ------------------------------------------------------------------------------ summary
+def summary(run: DemoRun, wall: float) -> str:
+    """The compact table printed at the end."""
+    rows: list[tuple[str, str]] = []
+    if run.views is not None:
+        ratio = np.asarray(run.views["fg_ratio"], dtype=float)
+        rows += [
+            ("rows generated", f"{len(run.views)} ({', '.join(run.args.modes)}; {IMAGE_SIZE} px, 2 denoising steps)"),
+            ("mean fg_ratio", f"{np.nanmean(ratio):.3f}"),
+            ("noise levels", _noise_summary(run.views)),
+        ]
+    for name, label in (("ssl", "MoCo v3 tiny ViT"), ("clip", "GenView++ tiny CLIP")):
+        if name in run.trainers:
+            rows.append((label, _train_summary(run.trainers[name])))
+    results = run.results
+    chance = f"chance {1 / _num_classes(run.test):.3f}" if results else ""
+    for key, label in (
+        ("knn_top1", "kNN top-1"),
+        ("linear_top1", "linear top-1"),
+        ("zero_shot_top1", "zero-shot top-1"),
+        ("i2t_R@1", "image->text R@1"),
+    ):
+        kind = "clip" if key in results.get("clip_after", {}) else "ssl"
+        if key in results.get(f"{kind}_after", {}):
+            before, after = results[f"{kind}_before"][key], results[f"{kind}_after"][key]
+            rows.append((label, f"before {before:.3f} -> after {after:.3f} ({chance}, {len(run.test)} test rows)"))
+    rows += [(f"output {path.name}", str(path)) for path in run.outputs]
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    rows.append(("time", f"{wall:.1f} s wall, {cpu.ru_utime:.1f} s user CPU, {cpu.ru_stime:.1f} s system CPU"))
+    width = max(len(name) for name, _ in rows)
+    lines = [
+        "genview demo summary (tiny random-weight components and a tiny data set: a check that the whole",
+        "job runs end to end, not a result; accuracies near chance are expected)",
+    ]
+    lines += [f"  {name:<{width}}  {value}" for name, value in rows]
+    return "\n".join(lines)
+
+
+def _train_summary(trainer: Any) -> str:
+    """Steps, batch, loss first -> last logged, mean quality weight, wall time per step."""
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    runtime = next((e["train_runtime"] for e in trainer.state.log_history if "train_runtime" in e), float("nan"))
+    steps = trainer.state.global_step
+    text = f"{steps} steps x {trainer.args.per_device_train_batch_size}"
+    if logs:
+        text += f", loss {logs[0]['loss']:.3f} (step {logs[0]['step']}) -> {logs[-1]['loss']:.3f}"
+    weights = [entry["weight_mean"] for entry in logs if "weight_mean" in entry]
+    if weights:
+        low = min(entry["weight_min"] for entry in logs if "weight_min" in entry)
+        high = max(entry["weight_max"] for entry in logs if "weight_max" in entry)
+        text += f", weight mean {np.mean(weights):.2f} (min {low:.2f}, max {high:.2f}; {trainer.args.quality_mode})"
+    else:
+        text += f", no quality weights ({trainer.args.quality_mode})"
+    return text + f", {1000 * runtime / max(1, steps):.0f} ms/step"
+
+
+def _quiet(trainer: Any) -> Any:
+    """No per-log printing: the demo summarises the run's log history itself."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def _train_metrics(trainer: Any) -> dict[str, float]:
+    """The final training figures for the model card."""
+    last = trainer.state.log_history[-1]
+    return {key: round(float(value), 4) for key, value in last.items() if key in ("train_loss", "train_runtime")}
+
+
+def _plot_weights(trainer: Any) -> None:
+    """``weights.png`` beside the encoder: how the quality weights spread over training."""
+    from .evaluation import plot_weight_histograms
+
+    if any("weight_q50" in entry for entry in trainer.state.log_history):
+        plot_weight_histograms(trainer.state.log_history, Path(trainer.args.output_dir) / "weights.png")
+
+
+def _noise_summary(views: Any) -> str:
+    counts = Counter(views["noise_level"])
+    return ", ".join(f"{level}: {counts[level]}" for level in sorted(counts, key=lambda x: (x is None, x)))
+
+
+def _num_classes(dataset: Any) -> int:
+    feature = dataset.features.get("label")
+    return getattr(feature, "num_classes", None) or len(set(dataset["label"]))
+
+
+def _fresh(folder: Path) -> Path:
+    """An empty ``folder``: each demo run starts its outputs anew (a rerun is timed honestly)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    return folder
 
 
 def _quiet_libraries() -> None:
     """The demo prints its own summary: no progress bars or info chatter from the libraries."""
+    import logging
+
     import datasets
     import diffusers
     import transformers
@@ -179,6 +451,8 @@ def _quiet_libraries() -> None:
     diffusers.logging.disable_progress_bar()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+    # the generation package notes that shapes' own `mask` column becomes `source_mask`
+    logging.getLogger("genview_hf.generation").setLevel(logging.ERROR)
 
 
 def _tile(image: Image.Image) -> Image.Image:
@@ -189,12 +463,3 @@ def _tile(image: Image.Image) -> Image.Image:
     tile = Image.new("RGB", (PREVIEW_TILE, PREVIEW_TILE), (200, 200, 200))
     tile.paste(image.resize(size, resample), ((PREVIEW_TILE - size[0]) // 2, (PREVIEW_TILE - size[1]) // 2))
     return tile
-
-
-def _parameters(model: Any) -> int:
-    """Parameters of a model, or of all the models of a diffusers pipeline."""
-    import torch
-
-    parts = model.components.values() if hasattr(model, "components") else [model]
-    modules = [part for part in parts if isinstance(part, torch.nn.Module)]
-    return sum(parameter.numel() for module in modules for parameter in module.parameters())

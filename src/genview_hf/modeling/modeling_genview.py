@@ -25,7 +25,7 @@ from transformers import AutoModel, CLIPModel, CLIPVisionModel, PretrainedConfig
 from transformers.utils import ModelOutput
 
 from .. import distributed, losses
-from ..quality import quality_weights
+from ..quality import image_text_quality_weights, multi_view_quality_weights, quality_weights
 from .configuration_genview import (
     MOMENTUM_METHODS,
     QUEUE_METHODS,
@@ -465,16 +465,30 @@ class GenViewCLIPModel(GenViewPreTrainedModel):
         ssl_weights: torch.Tensor | None = None,
         temperature: float = 0.1,
         ssl_scale: float = 1.0,
+        loss_coefficients: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
+        masks: torch.Tensor | None = None,
+        pixel_values_real: torch.Tensor | None = None,
+        masks_real: torch.Tensor | None = None,
+        quality_gamma: float = 2.0,
         return_loss: bool = True,
         **unused,
     ) -> GenViewOutput:
         """CLIP loss on (image, caption) pairs; SLIP adds ``ssl_scale`` * SimCLR on two more views
         (SLIP: ssl_scale 1.0, temperature 0.1). ``weights`` (N,) weight each image-text pair,
-        ``ssl_weights`` (N,) each image-image pair of SLIP's SSL term."""
+        ``ssl_weights`` (N,) each image-image pair of SLIP's SSL term.
+
+        ``pixel_values`` (N, V, 3, H, W) is a GenView++ multi-positive batch (index 0 the real
+        image, 1.. its generated views): see ``_multi_positive``.
+        """
         if input_ids.shape[0] != pixel_values.shape[0]:
             raise ValueError(f"{input_ids.shape[0]} captions for {pixel_values.shape[0]} images")
         if input_ids.shape[0] < 2 and self.training:
             raise ValueError("a training batch needs at least 2 image-text pairs")
+        if pixel_values.dim() == 5:
+            return self._multi_positive(
+                input_ids, pixel_values, attention_mask, weights, ssl_weights, temperature, loss_coefficients,
+                masks, pixel_values_real, masks_real, quality_gamma, return_loss,
+            )  # fmt: skip
         image_embeds = self.clip.get_image_features(pixel_values=pixel_values).pooler_output
         text_embeds = self.clip.get_text_features(
             input_ids=input_ids, attention_mask=attention_mask
@@ -504,4 +518,91 @@ class GenViewCLIPModel(GenViewPreTrainedModel):
             )
         else:
             loss = losses.clip_loss(image_embeds, text_embeds, scale, weights=weights)
-        return GenViewOutput(loss=loss, weights=weights, embeddings=image_embeds, logit_scale=scale.detach())
+        reported = weights if weights is not None else ssl_weights
+        return GenViewOutput(loss=loss, weights=reported, embeddings=image_embeds, logit_scale=scale.detach())
+
+    def _multi_positive(
+        self,
+        input_ids,
+        pixel_values,
+        attention_mask,
+        weights,
+        ssl_weights,
+        temperature,
+        coefficients,
+        masks,
+        pixel_values_real,
+        masks_real,
+        gamma,
+        return_loss,
+    ) -> GenViewOutput:
+        """GenView++: c0 L_ii + c1 L_ii_QD + c2 L_it + c3 L_it_QD over the V views of each caption.
+
+        L_it: image-text loss with V images per caption; L_ii: multi-positive loss between the
+        views (SLIP: on the SSL head; CLIP: on the image embeddings). The QD terms use
+        ``weights`` (N, V) and ``ssl_weights`` (N, V, V); without them (and without ``masks``) they
+        are unweighted, so all-ones weights train exactly like no weights. With ``masks`` (N, V, H, W)
+        and ``pixel_values_real`` (the ``stored`` mode) both are computed here from the model's own
+        detached tokens and embeddings.
+        """
+        n, v = pixel_values.shape[:2]
+        if v < 2:
+            raise ValueError(
+                f"a multi-positive batch needs V >= 2 views per caption, got pixel_values {tuple(pixel_values.shape)}"
+            )
+        vision = self.clip.vision_model(pixel_values=pixel_values.flatten(0, 1))
+        pooled = vision.pooler_output
+        image_embeds = _normalize(self.clip.visual_projection(pooled)).view(n, v, -1)
+        text_embeds = self.clip.get_text_features(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).pooler_output
+        text_embeds = _normalize(text_embeds)
+        scale = self.logit_scale()
+        if weights is None and ssl_weights is None and masks is not None:
+            if pixel_values_real is None:
+                raise ValueError("stored-mask weights need pixel_values_real (the unaugmented real image)")
+            with torch.no_grad():
+                tokens = token_map(vision.last_hidden_state.detach()).float()
+                tokens = tokens.reshape(n, v, *tokens.shape[1:])
+                real_tokens = token_map(
+                    self.clip.vision_model(pixel_values=pixel_values_real).last_hidden_state
+                ).float()
+                view_masks = masks_to_tokens(masks.flatten(0, 1), tokens.shape[2]).view(n, v, -1)
+                real_masks = (
+                    masks_to_tokens(masks_real, real_tokens.shape[1]) if masks_real is not None else None
+                )
+                ssl_weights = multi_view_quality_weights(tokens, None, gamma, view_masks=view_masks)
+                weights = image_text_quality_weights(
+                    image_embeds.detach(), text_embeds.detach(), tokens, real_tokens, None if real_masks is not None else principal_direction(real_tokens),
+                    gamma, view_masks=view_masks, real_masks=real_masks,
+                )  # fmt: skip
+        if not return_loss:
+            return GenViewOutput(weights=weights, embeddings=image_embeds[:, 0], logit_scale=scale.detach())
+        views = self.ssl_head(pooled).view(n, v, -1) if self.ssl_head is not None else image_embeds
+        c0, c1, c2, c3 = coefficients
+        l_ii = losses.multi_positive_loss(views, temperature)
+        l_it = losses.multi_positive_clip_loss(image_embeds, text_embeds, scale)
+        l_ii_qd = (
+            l_ii
+            if ssl_weights is None
+            else losses.multi_positive_loss(views, temperature, weights=ssl_weights)
+        )
+        l_it_qd = (
+            l_it
+            if weights is None
+            else losses.multi_positive_clip_loss(image_embeds, text_embeds, scale, weights=weights)
+        )
+        loss = c0 * l_ii + c1 * l_ii_qd + c2 * l_it + c3 * l_it_qd
+        return GenViewOutput(
+            loss=loss, weights=weights, embeddings=image_embeds[:, 0], logit_scale=scale.detach()
+        )
+
+
+def principal_direction(tokens: torch.Tensor) -> torch.Tensor:
+    """First principal direction (uncentred) of tokens (..., C), signed so that the mean projection is positive.
+
+    The foreground direction when no fitted one is given: the batch's own tokens.
+    """
+    flat = tokens.reshape(-1, tokens.shape[-1]).float()
+    direction = torch.linalg.eigh(flat.T @ flat).eigenvectors[:, -1]
+    return -direction if (flat @ direction).mean() < 0 else direction

@@ -1,7 +1,8 @@
 """Hand-made batches for the training tests and the benchmarks, following the collators' contract.
 
 ``SyntheticViews`` is a map-style dataset whose rows are already tensors (``pixel_values_1``,
-``pixel_values_2``, ``masks_1``, ``masks_2``, ``pixel_values_orig``; or the CLIP/SLIP keys),
+``pixel_values_2``, ``masks_1``, ``masks_2``, ``pixel_values_orig``; or the CLIP/SLIP keys; or a
+GenView++ multi-positive row),
 derived from the row index only, so every run, process and resume sees the same rows; the
 default ``transformers`` collator stacks them.
 """
@@ -23,8 +24,8 @@ class SyntheticViews(Dataset):
         text_length: int = 8,
         vocab_size: int = 500,
     ) -> None:
-        if kind not in ("ssl", "clip", "slip"):
-            raise ValueError(f"unknown kind {kind!r}: expected ssl, clip or slip")
+        if kind not in ("ssl", "clip", "slip", "multi"):
+            raise ValueError(f"unknown kind {kind!r}: expected ssl, clip, slip or multi")
         self.length, self.image_size, self.kind = length, image_size, kind
         self.text_length, self.vocab_size = text_length, vocab_size
 
@@ -62,4 +63,11 @@ class SyntheticViews(Dataset):
         }
         if self.kind == "slip":
             row.update(pixel_values_1=image(), pixel_values_2=image())
+        if self.kind == "multi":  # GenView++: the real image and 2 generated views, their masks
+            mask = torch.zeros(size, size)
+            mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1.0
+            row["pixel_values"] = torch.stack([image(), image(), image()])
+            row["masks"] = torch.stack([mask.roll(shift, dims=1) for shift in (0, 2, 4 + index % 3)])
+            row["pixel_values_real"] = image()
+            row["masks_real"] = mask
         return row

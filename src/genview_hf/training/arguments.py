@@ -102,6 +102,20 @@ class GenViewTrainingArguments(TrainingArguments):
         },
     )
     ssl_scale: float = field(default=1.0, metadata={"help": "SLIP: weight of the SimCLR term (SLIP: 1.0)"})
+    multi_positive: bool = field(
+        default=False,
+        metadata={
+            "help": "GenView++ (clip/slip): the real image and all its generated views are positives of the caption"
+        },
+    )
+    multi_positive_gamma: float = field(
+        default=2.0,
+        metadata={"help": "GenView++: gamma of the image-image and image-text weights (paper: 2)"},
+    )
+    loss_coefficients: list[float] = field(
+        default_factory=lambda: [1.0, 1.0, 1.0, 1.0],
+        metadata={"help": "GenView++: c0 L_ii + c1 L_ii_QD + c2 L_it + c3 L_it_QD (paper: 1 1 1 1)"},
+    )
     # --- quality-driven weights --------------------------------------------------------------
     quality_mode: str = field(
         default="frozen",
@@ -169,6 +183,18 @@ class GenViewTrainingArguments(TrainingArguments):
             )
         if self.temperature is not None and self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if len(self.loss_coefficients) != 4:
+            raise ValueError(f"loss_coefficients needs 4 values (c0 c1 c2 c3), got {self.loss_coefficients}")
+        if self.multi_positive and self.method not in CLIP_METHODS:
+            raise ValueError(
+                f"multi_positive is GenView++ image-text training: method must be clip or slip, not {self.method!r}"
+            )
+        if self.method in CLIP_METHODS and not self.multi_positive and self.quality_mode != "off":
+            if not (self.method == "slip" and self.quality_mode == "frozen"):
+                raise ValueError(
+                    f"quality_mode={self.quality_mode!r} with method {self.method!r} needs --multi_positive "
+                    "(GenView++ weights); without it only slip + frozen (weights on the SSL pair) or off"
+                )
         if self.remove_unused_columns:
             raise ValueError(
                 "remove_unused_columns must stay False: the collators read the raw image/view/mask columns"

@@ -137,9 +137,16 @@ def _default_lora_targets(encoder: torch.nn.Module) -> list[str]:
 
 
 def build_quality_model(args: GenViewTrainingArguments) -> torch.nn.Module | None:
-    if args.quality_mode != "frozen" or args.is_clip:
+    """The frozen model of ``quality_mode=frozen``: a vision model, or a whole CLIP for GenView++."""
+    if args.quality_mode != "frozen":
         return None
     model, _ = load_component(args.quality_model, from_scratch=False)
+    if args.multi_positive:
+        if not isinstance(model, CLIPModel):
+            raise ValueError(
+                f"GenView++ weights need a CLIP quality_model; {args.quality_model} is {type(model).__name__}"
+            )
+        return model
     return vision_tower(model)
 
 
@@ -188,9 +195,16 @@ def view_columns(args: GenViewTrainingArguments, column_names: list[str]) -> lis
 
 def build_data_collator(args: GenViewTrainingArguments, processor: Any, train_dataset):
     columns = view_columns(args, list(train_dataset.column_names))
-    masks = args.quality_mode == "stored" and not args.is_clip
+    masks = args.quality_mode == "stored"
     try:
-        validate_views_dataset(train_dataset, args.method, view_columns=columns, masks=masks, max_rows=64)
+        validate_views_dataset(
+            train_dataset,
+            args.method,
+            multi_positive=args.multi_positive,
+            view_columns=columns,
+            masks=masks,
+            max_rows=64,
+        )
     except ValueError as error:
         context = f"method {args.method!r}" + (", quality_mode='stored'" if masks else "")
         raise ValueError(
@@ -199,6 +213,9 @@ def build_data_collator(args: GenViewTrainingArguments, processor: Any, train_da
     kwargs: dict[str, Any] = dict(
         image_size=args.image_size, generated_view_prob=args.generated_view_prob, view_columns=columns
     )
+    if args.multi_positive:
+        kwargs.pop("generated_view_prob")  # every generated view is used
+        return build_collator(args.method, tokenizer=processor, multi_positive=True, masks=masks, **kwargs)
     if args.is_clip:
         if args.method == "slip":
             kwargs["masks"] = False

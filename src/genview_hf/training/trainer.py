@@ -24,8 +24,15 @@ from transformers import Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
 
 from .. import hub
-from ..modeling.modeling_genview import GenViewCLIPModel, GenViewModel, encode_image, vision_tower
-from ..quality import quality_weights
+from ..modeling.modeling_genview import (
+    GenViewCLIPModel,
+    GenViewModel,
+    encode_image,
+    principal_direction,
+    token_map,
+    vision_tower,
+)
+from ..quality import image_text_quality_weights, multi_view_quality_weights, quality_weights
 from .arguments import GenViewTrainingArguments
 from .callbacks import MomentumCallback
 
@@ -34,20 +41,6 @@ MASK_KEYS = PAIR_MASK_KEYS + ("masks_orig", "masks_real")
 CHECKPOINT_WEIGHTS = "model.safetensors"
 # Files at the output root that are not the exported encoder (kept out of the Hub push).
 PUSH_IGNORE = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.pth", "*.bin", "*.pt"]
-
-
-def principal_direction(tokens: torch.Tensor) -> torch.Tensor:
-    """First principal direction (uncentred) of tokens (..., C), sign chosen so the mean projection is positive.
-
-    Used by the ``frozen`` mode when no fitted direction is given: the batch's own tokens.
-    """
-    flat = tokens.reshape(-1, tokens.shape[-1]).float()
-    gram = flat.T @ flat
-    _, vectors = torch.linalg.eigh(gram)
-    direction = vectors[:, -1]
-    if (flat @ direction).mean() < 0:
-        direction = -direction
-    return direction
 
 
 def load_direction(path: str | Path) -> torch.Tensor:
@@ -99,7 +92,7 @@ class GenViewTrainer(Trainer):
             raise ValueError(
                 f"args.method is {args.method!r} but the model was built for {model.config.method!r}"
             )
-        if args.quality_mode == "frozen" and quality_model is None and not is_clip:
+        if args.quality_mode == "frozen" and quality_model is None:
             raise ValueError(
                 "quality_mode='frozen' needs a quality_model (or use quality_mode='stored' or 'off')"
             )
@@ -131,32 +124,66 @@ class GenViewTrainer(Trainer):
     def _prepare_quality_model(self, quality_model: nn.Module | None) -> nn.Module | None:
         if quality_model is None or self.args.quality_mode != "frozen":
             return None
-        quality_model = vision_tower(quality_model).eval().requires_grad_(False)
+        if self.args.multi_positive:
+            if not hasattr(quality_model, "get_text_features"):
+                raise ValueError(
+                    "GenView++ image-text weights need a frozen CLIP model (image and text towers)"
+                )
+        else:
+            quality_model = vision_tower(quality_model)
+        quality_model = quality_model.eval().requires_grad_(False)
         dtype = torch.bfloat16 if self.args.device.type == "cuda" else torch.float32
         return quality_model.to(self.args.device, dtype)
+
+    def _fit(self, pixels: torch.Tensor, model: nn.Module) -> torch.Tensor:
+        """Pixels resized to the frozen model's ``image_size`` (when it has one), in its dtype."""
+        parameter = next(model.parameters())
+        size = getattr(model.config, "image_size", None)
+        if isinstance(size, int) and pixels.shape[-2:] != (size, size):
+            pixels = F.interpolate(pixels.float(), size=(size, size), mode="bilinear", align_corners=False)
+        return pixels.to(parameter.device, parameter.dtype)
 
     @torch.no_grad()
     def frozen_quality_weights(
         self, pixel_values_1: torch.Tensor, pixel_values_2: torch.Tensor
     ) -> torch.Tensor:
         """Pair weights from the frozen model's token maps of the two views (GenView's default)."""
-        model = self.quality_model
-        parameter = next(model.parameters())
-        size = getattr(model.config, "image_size", None)
+        model = vision_tower(self.quality_model)
         tokens = []
         for pixels in (pixel_values_1, pixel_values_2):
-            if isinstance(size, int) and pixels.shape[-2:] != (size, size):
-                pixels = F.interpolate(
-                    pixels.float(), size=(size, size), mode="bilinear", align_corners=False
-                )
-            _, view_tokens = encode_image(
-                model, pixels.to(parameter.device, parameter.dtype), with_tokens=True
-            )
+            _, view_tokens = encode_image(model, self._fit(pixels, model), with_tokens=True)
             tokens.append(view_tokens.float())
         direction = self.quality_direction
         if direction is None:
             direction = principal_direction(torch.cat(tokens))
         return quality_weights(tokens[0], tokens[1], direction.to(tokens[0].device), gamma=self.args.gamma)
+
+    @torch.no_grad()
+    def frozen_multi_positive_weights(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """GenView++ weights from a frozen CLIP: image-text (N, V) and image-image (N, V, V)."""
+        clip = self.quality_model
+        vision = clip.vision_model
+        pixels = inputs["pixel_values"]
+        n, v = pixels.shape[:2]
+        outputs = vision(pixel_values=self._fit(pixels.flatten(0, 1), vision))
+        tokens = token_map(outputs.last_hidden_state).float()
+        tokens = tokens.reshape(n, v, *tokens.shape[1:])
+        image_embeds = clip.visual_projection(outputs.pooler_output).float().reshape(n, v, -1)
+        text_embeds = clip.get_text_features(
+            input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")
+        ).pooler_output.float()
+        real = vision(pixel_values=self._fit(inputs["pixel_values_real"], vision)).last_hidden_state
+        real_tokens = token_map(real).float()
+        direction = self.quality_direction
+        if direction is None:
+            direction = principal_direction(torch.cat([tokens.flatten(0, 2), real_tokens.flatten(0, 1)]))
+        direction = direction.to(tokens.device)
+        gamma = self.args.multi_positive_gamma
+        image_image = multi_view_quality_weights(tokens, direction, gamma)
+        image_text = image_text_quality_weights(
+            image_embeds, text_embeds, tokens, real_tokens, direction, gamma
+        )
+        return image_text, image_image
 
     def _model_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         inputs = dict(inputs)
@@ -164,6 +191,22 @@ class GenViewTrainer(Trainer):
         if self.args.is_clip:
             inputs["temperature"] = self.args.temperature if self.args.temperature is not None else 0.1
             inputs["ssl_scale"] = self.args.ssl_scale
+            inputs["loss_coefficients"] = tuple(self.args.loss_coefficients)
+            inputs["quality_gamma"] = self.args.multi_positive_gamma
+            multi = inputs["pixel_values"].dim() == 5
+            if mode != "stored" or not multi:
+                for key in MASK_KEYS + ("masks",):
+                    inputs.pop(key, None)
+            if mode == "stored" and multi and inputs.get("masks") is None:
+                raise ValueError(
+                    "quality_mode='stored' needs masks in the batch: the dataset has no mask columns"
+                )
+            if mode == "frozen" and multi:
+                inputs["weights"], inputs["ssl_weights"] = self.frozen_multi_positive_weights(inputs)
+            elif mode == "frozen" and self.args.method == "slip":
+                inputs["ssl_weights"] = self.frozen_quality_weights(
+                    inputs["pixel_values_1"], inputs["pixel_values_2"]
+                )
             return inputs
         if mode == "off":
             for key in MASK_KEYS:
