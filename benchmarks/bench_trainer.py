@@ -242,8 +242,10 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         for case in opts.cases:
-            loop = median([loop_run(case, opts) for _ in range(opts.runs)])
-            trainer = median([trainer_run(case, "off", opts, tmp) for _ in range(opts.runs)])
+            # interleaved, so that a drift of the machine's load hits both paths alike
+            pairs = [(loop_run(case, opts), trainer_run(case, "off", opts, tmp)) for _ in range(opts.runs)]
+            loop = median([pair[0] for pair in pairs])
+            trainer = median([pair[1] for pair in pairs])
             row = dict(case=case, loop_samples_per_s=round(loop, 2), trainer_samples_per_s=round(trainer, 2))
             row["trainer_overhead"] = round(loop / trainer, 3)
             if opts.device == "cuda":
