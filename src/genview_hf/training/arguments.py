@@ -90,6 +90,12 @@ class GenViewTrainingArguments(TrainingArguments):
         },
     )
     image_size: int = field(default=224, metadata={"help": "Crop size of the training views (papers: 224)"})
+    knn_monitor_split: str | None = field(
+        default=None,
+        metadata={"help": "A labelled split of the dataset for the kNN monitor (logs knn_top1; None: off)"},
+    )
+    knn_monitor_steps: int = field(default=100, metadata={"help": "kNN monitor every N optimizer steps"})
+    label_column: str = field(default="label", metadata={"help": "Label column of the kNN monitor split"})
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Truncate the training set (debugging)"}
     )

@@ -248,7 +248,7 @@ def build_trainer(args: GenViewTrainingArguments) -> GenViewTrainer:
     model, processor = build_model(args)
     collator = build_data_collator(args, processor, train_dataset)
     direction = load_direction(args.quality_direction) if args.quality_direction else None
-    return GenViewTrainer(
+    trainer = GenViewTrainer(
         model,
         args,
         train_dataset=train_dataset,
@@ -258,6 +258,18 @@ def build_trainer(args: GenViewTrainingArguments) -> GenViewTrainer:
         quality_model=build_quality_model(args),
         quality_direction=direction,
     )
+    if args.knn_monitor_split:
+        from ..evaluation.callbacks import KNNMonitorCallback
+
+        monitor = KNNMonitorCallback(
+            load_split(args, args.knn_monitor_split),
+            every_n_steps=args.knn_monitor_steps,
+            image_column=args.image_column,
+            label_column=args.label_column,
+            seed=args.seed,
+        )
+        trainer.knn_monitor = monitor.attach(trainer)
+    return trainer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {f"train_{k}" if not k.startswith("train") else k: v for k, v in result.metrics.items()}
     if trainer.eval_dataset is not None:
         metrics.update(trainer.evaluate())
+    monitor = getattr(trainer, "knn_monitor", None)
+    if monitor is not None:
+        metrics[monitor.metric_name] = monitor.measure(trainer.unwrapped(), trainer.processing_class)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("all", metrics)
     trainer.save_encoder(metrics={k: round(v, 4) for k, v in metrics.items() if isinstance(v, int | float)})
