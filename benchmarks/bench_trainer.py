@@ -164,7 +164,8 @@ def loop_run(case, opts) -> float:
         if step == opts.warmup:
             sync()
             start = time.perf_counter()
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        # quality mode off, as in the Trainer run it is compared with: masks stay out
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if not k.startswith("masks")}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.device == "cuda"):
             loss = model(**batch).loss
         loss.backward()
