@@ -173,6 +173,13 @@ class GenViewTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "Module names to adapt (None: attention query/value projections)"}
     )
     # --- output ------------------------------------------------------------------------------
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={
+            "help": "transformers' filter tests every step's loss on the host (a GPU sync per step); "
+            "off here, so a NaN loss shows in the logs"
+        },
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collators read image, view and mask columns"}
     )

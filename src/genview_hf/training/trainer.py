@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from .callbacks import MomentumCallback
 PAIR_MASK_KEYS = ("masks_1", "masks_2")  # what the stored mode reads
 MASK_KEYS = PAIR_MASK_KEYS + ("masks_orig", "masks_real")
 CHECKPOINT_WEIGHTS = "model.safetensors"
+HISTOGRAM_WINDOW = 64  # batches of weights kept for the logged quantiles and histogram
 # Files at the output root that are not the exported encoder (kept out of the Hub push).
 PUSH_IGNORE = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.pth", "*.bin", "*.pt"]
 
@@ -117,8 +117,9 @@ class GenViewTrainer(Trainer):
         self.add_callback(self.momentum_callback)
         self.quality_model = self._prepare_quality_model(quality_model)
         self.quality_direction = quality_direction
-        self._stats: dict[str, list[float]] = defaultdict(list)
-        self._weights_seen: list[torch.Tensor] = []
+        self._weights_seen: list[torch.Tensor] = []  # the last HISTOGRAM_WINDOW batches' weights
+        self._weight_totals: list | None = None  # sum, count, min, max since the last log
+        self._logit_scale: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ quality weights
     def _prepare_quality_model(self, quality_model: nn.Module | None) -> nn.Module | None:
@@ -245,34 +246,38 @@ class GenViewTrainer(Trainer):
 
     @torch.no_grad()
     def _record(self, outputs) -> None:
+        """Keep the step's weights and logit scale on the device: no host sync until the next log."""
         if outputs.weights is not None:
-            weights = outputs.weights.detach().float()
-            self._stats["weight_mean"].append(weights.mean().item())
-            self._stats["weight_min"].append(weights.min().item())
-            self._stats["weight_max"].append(weights.max().item())
-            self._weights_seen.append(weights.cpu())
+            weights = outputs.weights.detach().float().flatten()
+            self._weights_seen.append(weights)
+            del self._weights_seen[:-HISTOGRAM_WINDOW]
+            total = self._weight_totals
+            if total is None:
+                self._weight_totals = [weights.sum(), weights.numel(), weights.min(), weights.max()]
+            else:
+                total[0], total[1] = total[0] + weights.sum(), total[1] + weights.numel()
+                total[2], total[3] = (
+                    torch.minimum(total[2], weights.min()),
+                    torch.maximum(total[3], weights.max()),
+                )
         if getattr(outputs, "logit_scale", None) is not None:
-            self._stats["logit_scale"].append(float(outputs.logit_scale))
+            self._logit_scale = outputs.logit_scale
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs:  # a training log: add the means since the last one
-            for name, values in self._stats.items():
-                if values:
-                    if name == "weight_min":
-                        logs[name] = min(values)
-                    elif name == "weight_max":
-                        logs[name] = max(values)
-                    else:
-                        logs[name] = sum(values) / len(values)
-            if self._weights_seen:
+        if "loss" in logs:  # a training log: the weights since the last one, the latest logit scale
+            if self._weight_totals is not None:
+                total, count, low, high = self._weight_totals
+                logs.update(weight_mean=total.item() / count, weight_min=low.item(), weight_max=high.item())
                 # The weight histogram, as quantiles (scalars travel through every logger).
-                weights = torch.cat(self._weights_seen)
+                weights = torch.cat(self._weights_seen).cpu()
                 for q in (0.1, 0.5, 0.9):
                     logs[f"weight_q{int(q * 100)}"] = torch.quantile(weights, q).item()
                 self._log_histogram(weights)
+            if self._logit_scale is not None:
+                logs["logit_scale"] = float(self._logit_scale)
             if self.momentum_callback.last_momentum is not None:
                 logs["momentum"] = self.momentum_callback.last_momentum
-            self._stats.clear()
+            self._weight_totals, self._logit_scale = None, None
             self._weights_seen.clear()
         super().log(logs, start_time)
 
