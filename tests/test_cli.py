@@ -3,10 +3,8 @@ import sys
 from importlib.metadata import entry_points
 
 import pytest
-from PIL import Image
 
 from genview_hf import cli
-from genview_hf.demo import DemoArguments, DemoRun, load_data, write_preview
 
 
 @pytest.fixture
@@ -63,28 +61,3 @@ def test_console_script_and_lazy_imports():
     code = "import sys, genview_hf.cli; print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"  # `genview --help` imports none of the heavy libraries
-
-
-def test_demo_writes_the_preview(tmp_path, capsys):
-    output_dir = tmp_path / "demo"
-    assert cli.main(["demo", "--output-dir", str(output_dir)]) == 0
-    preview = output_dir / "samples.png"
-    with Image.open(preview) as image:
-        assert image.format == "PNG" and image.width > 256 and image.height > 128
-    out = capsys.readouterr().out
-    assert str(preview) in out and "ground-truth masks" in out
-
-
-def test_demo_preview_of_a_set_without_masks(tmp_path):
-    run = DemoRun(args=DemoArguments(sample="photos"), output_dir=tmp_path)
-    load_data(run)
-    assert "no ground-truth masks" in write_preview(run)
-    with Image.open(tmp_path / "samples.png") as image:
-        assert image.format == "PNG"
-
-
-def test_demo_rejects_an_unknown_sample_set(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["demo", "--output-dir", str(tmp_path), "--sample", "imagenet"])
-    assert exit_info.value.code == 2
-    assert "digits" in capsys.readouterr().err

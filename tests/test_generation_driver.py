@@ -208,3 +208,22 @@ def test_bad_input_is_named(tmp_path, components):
         generate_views(data.remove_columns("caption"), config(tmp_path), components=components)
     with pytest.raises(ValueError, match="unknown generation mode"):
         config(tmp_path, modes=["ic", "video"])
+
+
+def test_help_lists_every_setting(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--push-to-hub", "--private", "--revision", "--commit-message", "--max_rows", "--modes"):
+        assert flag in text
+
+
+def test_input_from_sample_saved_folder_and_load_dataset_folder(run, tmp_path):
+    from genview_hf.generation import load_input
+
+    assert len(load_input(ViewGenerationConfig(dataset="sample:shapes"))) == 240
+    shapes(num_rows=3, image_size=16).save_to_disk(str(tmp_path / "saved"))
+    assert len(load_input(ViewGenerationConfig(dataset=str(tmp_path / "saved")))) == 3
+    again = load_input(ViewGenerationConfig(dataset=str(run)))  # a views folder is itself an input
+    assert len(again) == 6 and "view_ic" in again.column_names

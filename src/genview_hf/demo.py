@@ -22,6 +22,7 @@ shows that the whole job runs and what it writes, its accuracies are not results
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -53,7 +54,10 @@ CLIP_MODEL = "tiny-clip"  # genview_hf.testing's 2-layer CLIP
 
 @dataclass
 class DemoArguments:
-    output_dir: str = field(default="outputs/demo", metadata={"help": "where the demo writes its outputs"})
+    output_dir: str = field(
+        default="outputs/demo",
+        metadata={"help": "where the demo writes (its views/, model/ and clip/ are replaced on each run)"},
+    )
     sample: str = field(
         default="shapes", metadata={"help": "embedded sample set to run on", "choices": list(SAMPLE_NAMES)}
     )
@@ -61,7 +65,8 @@ class DemoArguments:
         default=None, metadata={"help": "generate and train on the first N rows of the train split only"}
     )
     modes: list[str] = field(
-        default_factory=lambda: ["ic", "tc", "itc"], metadata={"help": "generation modes (any of ic, tc, itc)"}
+        default_factory=lambda: ["ic", "tc", "itc"],
+        metadata={"help": "generation modes (any of ic, tc, itc)"},
     )
     max_steps: int = field(default=300, metadata={"help": "MoCo v3 training steps"})
     clip_steps: int = field(default=60, metadata={"help": "GenView++ CLIP training steps (0: no CLIP run)"})
@@ -92,7 +97,7 @@ class DemoRun:
     test: Any = None  # the test split (scored)
     views_dir: Path | None = None  # from generate
     views: Any = None  # the views dataset, read back with datasets.load_dataset
-    trainers: dict[str, Any] = field(default_factory=dict)  # "ssl" / "clip" -> GenViewTrainer, trained
+    trainers: dict[str, Any] = field(default_factory=dict)  # "mocov3" / "clip" -> GenViewTrainer, trained
     results: dict[str, dict[str, float]] = field(default_factory=dict)  # evaluation name -> metrics
     outputs: list[Path] = field(default_factory=list)  # files and folders written
 
@@ -198,7 +203,6 @@ def train(run: DemoRun) -> str:
         model_name_or_path=SSL_ENCODER,
         dataset_name=str(run.views_dir),
         generated_view_prob=1.0,  # GenView: one view of every pair is generated
-        image_size=IMAGE_SIZE,
         proj_hidden_dim=64,
         proj_dim=32,
         pred_hidden_dim=64,
@@ -206,25 +210,22 @@ def train(run: DemoRun) -> str:
         quality_mode=run.args.quality_mode,
         quality_model=CLIP_MODEL,  # frozen mode only
         gamma=1.0,  # GenView: 1
-        learning_rate=1e-3,
-        weight_decay=0.1,
-        warmup_steps=max(1, steps // 10),
-        per_device_train_batch_size=run.args.batch_size,
-        max_steps=steps,
-        logging_steps=max(1, steps // 10),
         save_strategy="steps",
         save_steps=steps,  # one checkpoint-*, at the end: the exact-resume state
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=False,
-        seed=0,
+        **_run_settings(run, steps),
     )
     trainer = _quiet(build_trainer(args))
+    if "label" in run.test.column_names:  # kNN top-1 on the test split, five times during training
+        from .evaluation import KNNMonitorCallback
+
+        # A plain callback: the value joins that step's loss log (``attach`` loses the loss log
+        # of the steps where both fall).
+        monitor = KNNMonitorCallback(run.dataset, run.test, every_n_steps=max(1, steps // 5), pooling="cls")
+        trainer.add_callback(monitor)
     trainer.train()
     trainer.save_encoder(metrics=_train_metrics(trainer))
-    _plot_weights(trainer)
-    run.trainers["ssl"] = trainer
+    _plot_training(trainer)
+    run.trainers["mocov3"] = trainer
     run.outputs.append(Path(args.output_dir))
     return f"{_train_summary(trainer)}; encoder root {args.output_dir} (AutoModel)"
 
@@ -243,22 +244,11 @@ def train_clip(run: DemoRun) -> str:
         model_name_or_path=CLIP_MODEL,
         dataset_name=str(run.views_dir),
         multi_positive=True,  # GenView++: the real image and every generated view of each caption
-        image_size=IMAGE_SIZE,
         temperature=0.1,
         quality_mode="stored",
         multi_positive_gamma=2.0,  # GenView++: 2
-        learning_rate=1e-3,
-        weight_decay=0.1,
-        warmup_steps=max(1, steps // 10),
-        per_device_train_batch_size=run.args.batch_size,
-        max_steps=steps,
-        logging_steps=max(1, steps // 6),
         save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=False,
-        seed=0,
+        **_run_settings(run, steps),
     )
     trainer = _quiet(build_trainer(args))
     trainer.train()
@@ -276,40 +266,45 @@ def evaluate(run: DemoRun) -> str:
     if "label" not in run.test.column_names:
         return f"skipped: the {run.args.sample!r} set has no labels"
     shared = dict(train_dataset=run.dataset, progress=False, seed=0)
-    ssl = run.trainers["ssl"]
+    mocov3 = run.trainers["mocov3"]
     start, start_processor = load_component(SSL_ENCODER)  # what training started from
     protocols = ["knn", "linear"]
-    run.results["ssl_before"] = evaluate_encoder(
+    run.results["mocov3_untrained"] = evaluate_encoder(
         start, run.test, processor=start_processor, protocols=protocols, pooling="cls", **shared
     )
-    run.results["ssl_after"] = evaluate_encoder(
-        ssl.args.output_dir, run.test, protocols=protocols, pooling="cls", **shared
+    run.results["mocov3"] = evaluate_encoder(
+        mocov3.args.output_dir, run.test, protocols=protocols, pooling="cls", **shared
     )
-    cards = [ssl.args.output_dir]
+    cards = [mocov3.args.output_dir]
     if "clip" in run.trainers:
         clip = run.trainers["clip"]
         start, start_processor = load_component(CLIP_MODEL)
         protocols = ["zero_shot", "retrieval"]
-        run.results["clip_before"] = evaluate_encoder(
+        run.results["clip_untrained"] = evaluate_encoder(
             start, run.test, processor=start_processor, protocols=protocols, progress=False
         )
-        run.results["clip_after"] = evaluate_encoder(
+        run.results["clip"] = evaluate_encoder(
             clip.args.output_dir, run.test, protocols=protocols, progress=False
         )
         cards.append(clip.args.output_dir)
 
     dataset = f"sample:{run.args.sample}"
+    # eval_results.json: the trained MoCo v3 encoder's results at the top level (as `genview
+    # evaluate` writes them), the untrained starting points and the CLIP run beside them.
     path = write_results(
-        run.results["ssl_after"],
+        run.results["mocov3"],
         run.output_dir,
-        checkpoint=ssl.args.output_dir,
+        checkpoint=mocov3.args.output_dir,
         dataset=dataset,
         train_split="train",
         test_split="test",
-        **{name: values for name, values in run.results.items() if name != "ssl_after"},
+        **{name: values for name, values in run.results.items() if name != "mocov3"},
     )
-    for folder, name in zip(cards, ("ssl_after", "clip_after")):
-        add_eval_results_to_card(folder, run.results[name], dataset_name=dataset, dataset_split="test")
+    for folder, name in zip(cards, ("mocov3", "clip")):
+        figures = sorted(path.name for path in Path(folder).glob("*.png"))  # from _plot_training
+        add_eval_results_to_card(
+            folder, run.results[name], dataset_name=dataset, dataset_split="test", figures=figures
+        )
     run.outputs.append(path)
     return f"{len(run.test)} test rows, {len(run.results)} evaluations -> {path}; results added to the model cards"
 
@@ -328,16 +323,15 @@ STEPS: tuple[Callable[[DemoRun], str], ...] = (
 def main(argv: list[str] | None = None) -> int:
     (args,) = parse_config((DemoArguments,), argv)
     _quiet_libraries()
-    if args.threads > 0:
-        import torch
-
-        torch.set_num_threads(args.threads)
     run = DemoRun(args=args, output_dir=Path(args.output_dir))
     start = time.perf_counter()
-    for number, step in enumerate(STEPS, start=1):
-        step_start = time.perf_counter()
-        line = step(run)
-        print(f"[{number}/{len(STEPS)}] {step.__name__}: {line} ({time.perf_counter() - step_start:.1f} s)")
+    with _torch_threads(args.threads):
+        for number, step in enumerate(STEPS, start=1):
+            step_start = time.perf_counter()
+            line = step(run)
+            print(
+                f"[{number}/{len(STEPS)}] {step.__name__}: {line} ({time.perf_counter() - step_start:.1f} s)"
+            )
     print()
     print(summary(run, time.perf_counter() - start))
     return 0
@@ -350,28 +344,43 @@ def summary(run: DemoRun, wall: float) -> str:
     if run.views is not None:
         ratio = np.asarray(run.views["fg_ratio"], dtype=float)
         rows += [
-            ("rows generated", f"{len(run.views)} ({', '.join(run.args.modes)}; {IMAGE_SIZE} px, 2 denoising steps)"),
-            ("mean fg_ratio", f"{np.nanmean(ratio):.3f}"),
+            (
+                "rows generated",
+                f"{len(run.views)} ({', '.join(run.args.modes)}; {IMAGE_SIZE} px, 2 denoising steps)",
+            ),
+            ("mean fg_ratio", f"{np.nanmean(ratio):.3f} (the scorer's threshold keeps ~40% of tokens)"),
+            *_mask_agreement(run.views),
             ("noise levels", _noise_summary(run.views)),
         ]
-    for name, label in (("ssl", "MoCo v3 tiny ViT"), ("clip", "GenView++ tiny CLIP")):
+    for name, label in (("mocov3", "MoCo v3 tiny ViT"), ("clip", "GenView++ tiny CLIP")):
         if name in run.trainers:
             rows.append((label, _train_summary(run.trainers[name])))
-    results = run.results
-    chance = f"chance {1 / _num_classes(run.test):.3f}" if results else ""
-    for key, label in (
-        ("knn_top1", "kNN top-1"),
-        ("linear_top1", "linear top-1"),
-        ("zero_shot_top1", "zero-shot top-1"),
-        ("i2t_R@1", "image->text R@1"),
+    if "mocov3" in run.trainers:
+        monitor = [e for e in run.trainers["mocov3"].state.log_history if "knn_top1" in e]
+        if monitor:
+            rows.append(("kNN monitor", ", ".join(f"step {e['step']}: {e['knn_top1']:.3f}" for e in monitor)))
+    results, tested = run.results, len(run.test)
+    classes = _num_classes(run.test) if results else 1
+    for key, label, chance in (
+        ("knn_top1", "kNN top-1", 1 / classes),
+        ("linear_top1", "linear top-1", 1 / classes),
+        ("zero_shot_top1", "zero-shot top-1", 1 / classes),
+        ("i2t_R@1", "image->text R@1", 1 / tested),
     ):
-        kind = "clip" if key in results.get("clip_after", {}) else "ssl"
-        if key in results.get(f"{kind}_after", {}):
-            before, after = results[f"{kind}_before"][key], results[f"{kind}_after"][key]
-            rows.append((label, f"before {before:.3f} -> after {after:.3f} ({chance}, {len(run.test)} test rows)"))
+        kind = "clip" if key in results.get("clip", {}) else "mocov3"
+        if key in results.get(kind, {}):
+            before, after = results[f"{kind}_untrained"][key], results[kind][key]
+            rows.append(
+                (
+                    label,
+                    f"untrained {before:.3f} -> trained {after:.3f} (chance {chance:.3f}, {tested} test rows)",
+                )
+            )
     rows += [(f"output {path.name}", str(path)) for path in run.outputs]
     cpu = resource.getrusage(resource.RUSAGE_SELF)
-    rows.append(("time", f"{wall:.1f} s wall, {cpu.ru_utime:.1f} s user CPU, {cpu.ru_stime:.1f} s system CPU"))
+    rows.append(
+        ("time", f"{wall:.1f} s wall, {cpu.ru_utime:.1f} s user CPU, {cpu.ru_stime:.1f} s system CPU")
+    )
     width = max(len(name) for name, _ in rows)
     lines = [
         "genview demo summary (tiny random-weight components and a tiny data set: a check that the whole",
@@ -384,7 +393,9 @@ def summary(run: DemoRun, wall: float) -> str:
 def _train_summary(trainer: Any) -> str:
     """Steps, batch, loss first -> last logged, mean quality weight, wall time per step."""
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
-    runtime = next((e["train_runtime"] for e in trainer.state.log_history if "train_runtime" in e), float("nan"))
+    runtime = next(
+        (e["train_runtime"] for e in trainer.state.log_history if "train_runtime" in e), float("nan")
+    )
     steps = trainer.state.global_step
     text = f"{steps} steps x {trainer.args.per_device_train_batch_size}"
     if logs:
@@ -399,6 +410,24 @@ def _train_summary(trainer: Any) -> str:
     return text + f", {1000 * runtime / max(1, steps):.0f} ms/step"
 
 
+def _run_settings(run: DemoRun, steps: int) -> dict[str, Any]:
+    """The run settings both training steps share: tiny crops, a short schedule, quiet, seeded."""
+    return dict(
+        image_size=IMAGE_SIZE,
+        learning_rate=1e-3,
+        weight_decay=0.1,
+        warmup_steps=max(1, steps // 10),
+        per_device_train_batch_size=run.args.batch_size,
+        max_steps=steps,
+        logging_steps=max(1, steps // 10),
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+        seed=0,
+    )
+
+
 def _quiet(trainer: Any) -> Any:
     """No per-log printing: the demo summarises the run's log history itself."""
     from transformers.trainer_callback import PrinterCallback
@@ -410,15 +439,50 @@ def _quiet(trainer: Any) -> Any:
 def _train_metrics(trainer: Any) -> dict[str, float]:
     """The final training figures for the model card."""
     last = trainer.state.log_history[-1]
-    return {key: round(float(value), 4) for key, value in last.items() if key in ("train_loss", "train_runtime")}
+    return {
+        key: round(float(value), 4) for key, value in last.items() if key in ("train_loss", "train_runtime")
+    }
 
 
-def _plot_weights(trainer: Any) -> None:
-    """``weights.png`` beside the encoder: how the quality weights spread over training."""
-    from .evaluation import plot_weight_histograms
+def _plot_training(trainer: Any) -> None:
+    """Figures beside the encoder: ``weights.png`` (the quality weights over training),
+    ``pairs.png`` (the highest- and lowest-weighted pairs of one batch), ``knn.png`` (the monitor)."""
+    import torch
 
-    if any("weight_q50" in entry for entry in trainer.state.log_history):
-        plot_weight_histograms(trainer.state.log_history, Path(trainer.args.output_dir) / "weights.png")
+    from .evaluation import plot_knn_curve, plot_pair_grid, plot_weight_histograms
+
+    folder, history = Path(trainer.args.output_dir), trainer.state.log_history
+    if any("weight_q50" in entry for entry in history):
+        plot_weight_histograms(history, folder / "weights.png")
+        batch = next(iter(trainer.get_train_dataloader()))
+        trainer.model.eval()
+        with torch.no_grad():
+            _, outputs = trainer.compute_loss(trainer.model, batch, return_outputs=True)
+        plot_pair_grid(
+            batch["pixel_values_1"], batch["pixel_values_2"], outputs.weights, folder / "pairs.png"
+        )
+    if any("knn_top1" in entry for entry in history):
+        plot_knn_curve(history, folder / "knn.png")
+
+
+def _mask_agreement(views: Any) -> list[tuple[str, str]]:
+    """The scorer's token masks against the set's ground-truth masks (shapes), at token resolution."""
+    from .generation.driver import SOURCE_PREFIX
+
+    truth_column = SOURCE_PREFIX + "mask"  # the source's own `mask`, renamed by the generation
+    if truth_column not in views.column_names:
+        return []
+    shares, ious = [], []
+    for row in views.select_columns(["mask", truth_column]):
+        if row["mask"] is None or row[truth_column] is None:
+            continue
+        scored = np.asarray(row["mask"].convert("L")) > 127
+        truth = (
+            np.asarray(row[truth_column].convert("L").resize(row["mask"].size, Image.Resampling.BOX)) > 127
+        )
+        shares.append(truth.mean())
+        ious.append((scored & truth).sum() / max(1, (scored | truth).sum()))
+    return [("ground truth", f"foreground share {np.mean(shares):.3f}; scorer mask IoU {np.mean(ious):.3f}")]
 
 
 def _noise_summary(views: Any) -> str:
@@ -429,6 +493,20 @@ def _noise_summary(views: Any) -> str:
 def _num_classes(dataset: Any) -> int:
     feature = dataset.features.get("label")
     return getattr(feature, "num_classes", None) or len(set(dataset["label"]))
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int):
+    """torch's CPU thread count set to ``threads`` (0: left alone) for the run, then restored."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _fresh(folder: Path) -> Path:

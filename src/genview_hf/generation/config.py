@@ -52,7 +52,7 @@ class ViewGenerationConfig:
     width: int | None = None
     # -- policies ------------------------------------------------------------------------
     fg_share: float = field(
-        default=0.4, metadata={"help": "Share of sample tokens above the threshold (40%)."}
+        default=0.4, metadata={"help": "Share of sample tokens above the threshold (paper: 0.4)."}
     )
     fg_sample_size: int = field(
         default=10_000, metadata={"help": "Rows used to fit the foreground direction."}

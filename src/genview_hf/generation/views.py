@@ -46,7 +46,11 @@ def row_seed(seed: int, row_id: int) -> int:
 
 
 def decode_image(value) -> Image.Image:
-    """A stored image value (PIL, ``{"bytes", "path"}`` dict, or path) -> RGB PIL image, or ValueError."""
+    """A stored image value (PIL, ``{"bytes", "path"}`` dict, or path) -> RGB PIL image, or ValueError.
+
+    Unlike training's ``data.views.load_image``, tiny images are accepted (the encoder's processor
+    upscales them) and transparency is composited over white rather than dropped to black.
+    """
     if value is None:
         raise ValueError("image is missing (null)")
     try:
