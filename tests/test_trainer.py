@@ -204,3 +204,23 @@ def test_push_uploads_the_root_with_its_card_and_not_the_checkpoints(tmp_path):
     upload = api.calls[-1][1]
     assert upload["repo_id"] == "me/byol-genview" and "checkpoint-*" in upload["ignore_patterns"]
     assert (tmp_path / "checkpoint-3").is_dir() and (tmp_path / "README.md").exists()
+
+
+def test_batch_direction_points_to_the_centre_and_a_scorer_folder_gives_the_fitted_one(tmp_path):
+    from genview_hf.generation.foreground import ForegroundScorer
+    from genview_hf.modeling.modeling_genview import principal_direction
+    from genview_hf.training.trainer import load_direction
+
+    axis = torch.nn.functional.normalize(torch.randn(8), dim=0)
+    weight = torch.full((4, 4), 0.5)
+    weight[1:3, 1:3] = 3.0  # strong "foreground" in the centre of a 4x4 grid
+    tokens = weight.flatten()[None, :, None] * axis + 0.01 * torch.randn(2, 16, 8)
+    for sign in (1.0, -1.0):
+        direction = principal_direction(sign * tokens)
+        projections = (sign * tokens) @ direction
+        assert (projections[:, 5] > projections[:, 0]).all()  # centre token above the corner
+    scorer = ForegroundScorer(direction=axis, threshold=0.0, fg_share=0.4, grid=(4, 4))
+    scorer.save(tmp_path / "scorer")
+    torch.testing.assert_close(load_direction(tmp_path / "scorer"), axis)
+    with pytest.raises(ValueError, match="foreground direction"):
+        load_direction(tmp_path / "direction.txt")

@@ -599,10 +599,21 @@ class GenViewCLIPModel(GenViewPreTrainedModel):
 
 
 def principal_direction(tokens: torch.Tensor) -> torch.Tensor:
-    """First principal direction (uncentred) of tokens (..., C), signed so that the mean projection is positive.
+    """First principal direction (uncentred) of token maps (N, T, C), signed like the generation-time
+    scorer (``genview_hf.generation.foreground``): larger projections in the centre than on the
+    border ring of the square token grid (the mean projection decides when T is not square).
 
     The foreground direction when no fitted one is given: the batch's own tokens.
     """
+    from ..generation.foreground import border_ring
+
     flat = tokens.reshape(-1, tokens.shape[-1]).float()
     direction = torch.linalg.eigh(flat.T @ flat).eigenvectors[:, -1]
-    return -direction if (flat @ direction).mean() < 0 else direction
+    projections = tokens.float() @ direction  # (N, T)
+    side = math.isqrt(projections.shape[-1]) if projections.dim() >= 2 else 0
+    if side >= 3 and side * side == projections.shape[-1]:
+        ring = border_ring((side, side)).to(projections.device)
+        centre_minus_border = (projections[..., ~ring].mean(-1) - projections[..., ring].mean(-1)).sum()
+    else:
+        centre_minus_border = projections.mean()
+    return -direction if centre_minus_border < 0 else direction

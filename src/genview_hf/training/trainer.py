@@ -44,9 +44,16 @@ PUSH_IGNORE = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.pth", "*.bin", "
 
 
 def load_direction(path: str | Path) -> torch.Tensor:
-    """A foreground direction saved as .pt (tensor) or .npy / .json (list of floats)."""
+    """A foreground direction: the scorer folder a views dataset was generated with
+    (``genview_hf.generation.foreground``), or a .safetensors / .pt / .npy / .json vector."""
     path = Path(path)
-    if path.suffix == ".pt":
+    if path.is_dir():
+        from ..generation.foreground import ForegroundScorer
+
+        value = ForegroundScorer.load(path).direction
+    elif path.suffix == ".safetensors":
+        value = safetensors.torch.load_file(str(path))["direction"]
+    elif path.suffix == ".pt":
         value = torch.load(path, map_location="cpu", weights_only=True)
     elif path.suffix == ".npy":
         import numpy as np
@@ -55,7 +62,9 @@ def load_direction(path: str | Path) -> torch.Tensor:
     elif path.suffix == ".json":
         value = torch.tensor(json.loads(path.read_text()))
     else:
-        raise ValueError(f"{path}: a foreground direction must be a .pt, .npy or .json file")
+        raise ValueError(
+            f"{path}: a foreground direction is a scorer folder or a .safetensors/.pt/.npy/.json file"
+        )
     value = torch.as_tensor(value, dtype=torch.float32).flatten()
     if value.numel() == 0 or not torch.isfinite(value).all():
         raise ValueError(f"{path}: the foreground direction is empty or not finite")
@@ -177,7 +186,7 @@ class GenViewTrainer(Trainer):
         real_tokens = token_map(real).float()
         direction = self.quality_direction
         if direction is None:
-            direction = principal_direction(torch.cat([tokens.flatten(0, 2), real_tokens.flatten(0, 1)]))
+            direction = principal_direction(torch.cat([tokens.flatten(0, 1), real_tokens]))
         direction = direction.to(tokens.device)
         gamma = self.args.multi_positive_gamma
         image_image = multi_view_quality_weights(tokens, direction, gamma)
