@@ -352,11 +352,12 @@ class GenViewTrainer(Trainer):
             encoder.save_pretrained(output_dir)
             if self.processing_class is not None:
                 self.processing_class.save_pretrained(output_dir)
-            (output_dir / "README.md").write_text(self.model_card(metrics), encoding="utf-8")
+            card = self.model_card(metrics, model_class=type(encoder).__name__)
+            (output_dir / "README.md").write_text(card, encoding="utf-8")
         self.accelerator.wait_for_everyone()
         return output_dir
 
-    def model_card(self, metrics: dict[str, float] | None = None) -> str:
+    def model_card(self, metrics: dict[str, float] | None = None, model_class: str | None = None) -> str:
         args = self.args
         is_clip = args.is_clip
         hyper = {
@@ -388,7 +389,7 @@ class GenViewTrainer(Trainer):
             dataset=args.dataset_name,
             method=args.method,
             quality_mode=args.quality_mode,
-            model_class=type(self.encoder()).__name__,
+            model_class=model_class or type(self.encoder()).__name__,
             hyperparameters=hub.markdown_table([{"setting": k, "value": v} for k, v in hyper.items()]),
             metrics=metrics_table,
             usage=_usage(is_clip, repo_name),
