@@ -156,3 +156,48 @@ def test_clip_wrapper_loss_equals_transformers_clip_loss_and_slip_adds_ssl():
         input_ids=ids, pixel_values=pixels, pixel_values_1=pixels, pixel_values_2=pixels.flip(-1)
     ).loss
     assert loss > ours
+
+
+def _tiny_backbone(kind):
+    from transformers import (
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        ConvNextConfig,
+        ConvNextModel,
+        Dinov2Config,
+        Dinov2Model,
+    )
+
+    if kind == "convnext":
+        return ConvNextModel(ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2))
+    if kind == "dinov2":
+        config = Dinov2Config(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            mlp_ratio=2,
+        )
+        return Dinov2Model(config)
+    return CLIPVisionModel(
+        CLIPVisionConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+        )
+    )
+
+
+@pytest.mark.parametrize("kind", ["convnext", "dinov2", "clip_vision"])
+def test_other_backbone_families_train_in_stored_mode_and_round_trip(kind, tmp_path):
+    model = GenViewModel.from_backbone(_tiny_backbone(kind), method="mocov3", **HEADS)
+    masks = torch.rand(4, 32, 32)
+    output = model(**batch(), masks_1=masks, masks_2=masks.flip(-1))
+    output.loss.backward()
+    assert output.weights.shape == (4,) and torch.isfinite(output.loss)
+    model.backbone.save_pretrained(tmp_path)
+    assert type(AutoModel.from_pretrained(tmp_path)) is type(model.backbone)
