@@ -126,7 +126,9 @@ def test_genview_pp_multi_positive_loss_weights_reach_it_and_all_ones_equal_none
 
 @pytest.mark.parametrize("mode", ["stored", "frozen"])
 def test_genview_pp_trains_through_the_trainer(tmp_path, mode):
-    args = make_args(tmp_path, "slip", max_steps=2, multi_positive=True, quality_mode=mode, learning_rate=1e-3)
+    args = make_args(
+        tmp_path, "slip", max_steps=2, multi_positive=True, quality_mode=mode, learning_rate=1e-3
+    )
     trainer = make_trainer(args)
     before = trainable_state(trainer.model)
     trainer.train()
