@@ -85,6 +85,8 @@ def test_knn_monitor_logs_into_the_trainer_logs(tmp_path, attach):
         (entry["step"], entry["knn_top1"]) for entry in trainer.state.log_history if "knn_top1" in entry
     ]
     assert [step for step, _ in logged] == [2, 4]
+    # the value joins the trainer's own entry for that step: the loss is never lost
+    assert all("loss" in entry for entry in trainer.state.log_history if "knn_top1" in entry)
     assert logged == callback.history
     assert all(0.0 <= value <= 1.0 for _, value in logged)
     assert trainer.model.training  # the monitor put the model back in training mode

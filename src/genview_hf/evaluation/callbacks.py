@@ -6,10 +6,10 @@ wrapper keeps under ``clip``, as GenViewCLIPModel does), else ``getattr(model, "
 pixel values are computed once; each check encodes them with the current weights (eval mode,
 no grad, bf16 on GPU), runs the weighted kNN of :mod:`.knn` and logs ``knn_top1``.
 
-Attach it with ``KNNMonitorCallback(...).attach(trainer)`` so the value goes through
-``Trainer.log`` (log history, TensorBoard, W&B, ...). Passed as a plain callback instead
-(``Trainer(callbacks=[...])``), it asks the trainer to log at that step and adds the value to
-that log entry (``state.log_history``); reporting callbacks that run before it do not see it.
+At each check it asks the trainer to log at that step and adds the value to that log entry
+(``state.log_history``), beside the loss. Attach it with ``KNNMonitorCallback(...).attach(trainer)``
+to put it first among the callbacks, so reporting callbacks (TensorBoard, W&B, ...) see the value
+too; passed as a plain callback (``Trainer(callbacks=[...])``), reporters added before it do not.
 
 It runs on the main process only, with the unsharded model the Trainer hands to callbacks:
 fine for single-GPU and DDP runs, not for FSDP or DeepSpeed ZeRO-3, where parameters are sharded.
@@ -81,14 +81,12 @@ class KNNMonitorCallback(TrainerCallback):
         self.pooling = pooling
         self.metric_name = metric_name
         self.history: list[tuple[int, float]] = []
-        self.trainer = None
         self._batches: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
         self._pending: dict[str, float] = {}
 
     def attach(self, trainer) -> KNNMonitorCallback:
-        """Add this callback to ``trainer`` and log through ``trainer.log``."""
-        self.trainer = trainer
-        trainer.add_callback(self)
+        """Add this callback to ``trainer`` ahead of the others, so every reporter sees its value."""
+        trainer.callback_handler.callbacks.insert(0, self)
         return self
 
     def _pixel_batches(self, processing_class: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -127,11 +125,8 @@ class KNNMonitorCallback(TrainerCallback):
             return control
         value = self.measure(model, processing_class)
         self.history.append((state.global_step, value))
-        if self.trainer is not None:
-            self.trainer.log({self.metric_name: value})
-        else:
-            self._pending = {self.metric_name: value}
-            control.should_log = True
+        self._pending = {self.metric_name: value}
+        control.should_log = True
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
