@@ -1,5 +1,41 @@
-"""genview_hf: generative positive views and quality-driven contrastive learning on the HF stack."""
+"""genview_hf: generative positive views and quality-driven contrastive learning on the HF stack.
+
+The public names below load lazily, so ``import genview_hf`` stays quick and pulls in neither
+diffusers nor datasets until a name that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+# public name -> module that defines it
+_EXPORTS = {
+    "load_sample": "genview_hf.data.samples",
+    "ViewGenerationConfig": "genview_hf.generation",
+    "generate_views": "genview_hf.generation",
+    "GenViewConfig": "genview_hf.modeling",
+    "GenViewModel": "genview_hf.modeling",
+    "GenViewCLIPConfig": "genview_hf.modeling",
+    "GenViewCLIPModel": "genview_hf.modeling",
+    "GenViewTrainer": "genview_hf.training",
+    "GenViewTrainingArguments": "genview_hf.training",
+    "evaluate_encoder": "genview_hf.evaluation",
+    "quality_weights": "genview_hf.quality",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'genview_hf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
