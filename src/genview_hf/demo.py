@@ -193,15 +193,13 @@ def generate(run: DemoRun) -> str:
 
 def train(run: DemoRun) -> str:
     """MoCo v3 on the tiny ViT with quality-driven weights, through ``GenViewTrainer``."""
-    from .training import GenViewTrainingArguments
-    from .training.run import build_trainer
-
     steps = run.args.max_steps
-    args = GenViewTrainingArguments(
-        output_dir=str(_fresh(run.output_dir / "model")),
+    trainer = _build_trainer(
+        run,
+        "model",
+        steps,
         method="mocov3",
         model_name_or_path=SSL_ENCODER,
-        dataset_name=str(run.views_dir),
         generated_view_prob=1.0,  # GenView: one view of every pair is generated
         proj_hidden_dim=64,
         proj_dim=32,
@@ -212,9 +210,7 @@ def train(run: DemoRun) -> str:
         gamma=1.0,  # GenView: 1
         save_strategy="steps",
         save_steps=steps,  # one checkpoint-*, at the end: the exact-resume state
-        **_run_settings(run, steps),
     )
-    trainer = _quiet(build_trainer(args))
     if "label" in run.test.column_names:  # kNN top-1 on the test split, five times during training
         from .evaluation import KNNMonitorCallback
 
@@ -225,37 +221,30 @@ def train(run: DemoRun) -> str:
     trainer.train()
     trainer.save_encoder(metrics=_train_metrics(trainer))
     _plot_training(trainer)
-    run.trainers["mocov3"] = trainer
-    run.outputs.append(Path(args.output_dir))
-    return f"{_train_summary(trainer)}; encoder root {args.output_dir} (AutoModel)"
+    _record(run, "mocov3", trainer)
+    return f"{_train_summary(trainer)}; encoder root {trainer.args.output_dir} (AutoModel)"
 
 
 def train_clip(run: DemoRun) -> str:
     """GenView++: tiny CLIP on multi-positive batches with quality weights from the stored masks."""
     if run.args.clip_steps <= 0:
         return "skipped (--clip_steps 0)"
-    from .training import GenViewTrainingArguments
-    from .training.run import build_trainer
-
-    steps = run.args.clip_steps
-    args = GenViewTrainingArguments(
-        output_dir=str(_fresh(run.output_dir / "clip")),
+    trainer = _build_trainer(
+        run,
+        "clip",
+        run.args.clip_steps,
         method="clip",
         model_name_or_path=CLIP_MODEL,
-        dataset_name=str(run.views_dir),
         multi_positive=True,  # GenView++: the real image and every generated view of each caption
         temperature=0.1,
         quality_mode="stored",
         multi_positive_gamma=2.0,  # GenView++: 2
         save_strategy="no",
-        **_run_settings(run, steps),
     )
-    trainer = _quiet(build_trainer(args))
     trainer.train()
     trainer.save_encoder(metrics=_train_metrics(trainer))
-    run.trainers["clip"] = trainer
-    run.outputs.append(Path(args.output_dir))
-    return f"{_train_summary(trainer)}; CLIPModel root {args.output_dir} (zero-shot pipeline)"
+    _record(run, "clip", trainer)
+    return f"{_train_summary(trainer)}; CLIPModel root {trainer.args.output_dir} (zero-shot pipeline)"
 
 
 def evaluate(run: DemoRun) -> str:
@@ -410,9 +399,19 @@ def _train_summary(trainer: Any) -> str:
     return text + f", {1000 * runtime / max(1, steps):.0f} ms/step"
 
 
-def _run_settings(run: DemoRun, steps: int) -> dict[str, Any]:
-    """The run settings both training steps share: tiny crops, a short schedule, quiet, seeded."""
-    return dict(
+def _build_trainer(run: DemoRun, folder: str, steps: int, **arguments: Any) -> Any:
+    """A quiet ``GenViewTrainer`` writing to a fresh ``<output_dir>/<folder>``, on the views dataset.
+
+    ``arguments``: the method's own ``GenViewTrainingArguments``; both training steps share the
+    rest: tiny crops, a short schedule of ``steps``, no reporting, seeded.
+    """
+    from .training import GenViewTrainingArguments
+    from .training.run import build_trainer
+
+    args = GenViewTrainingArguments(
+        output_dir=str(_fresh(run.output_dir / folder)),
+        dataset_name=str(run.views_dir),
+        **arguments,
         image_size=IMAGE_SIZE,
         learning_rate=1e-3,
         weight_decay=0.1,
@@ -426,14 +425,18 @@ def _run_settings(run: DemoRun, steps: int) -> dict[str, Any]:
         dataloader_pin_memory=False,
         seed=0,
     )
-
-
-def _quiet(trainer: Any) -> Any:
-    """No per-log printing: the demo summarises the run's log history itself."""
+    trainer = build_trainer(args)
+    # No per-log printing: the demo summarises the run's log history itself.
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def _record(run: DemoRun, name: str, trainer: Any) -> None:
+    """Keep a trained run for the later steps and list its output folder."""
+    run.trainers[name] = trainer
+    run.outputs.append(Path(trainer.args.output_dir))
 
 
 def _train_metrics(trainer: Any) -> dict[str, float]:

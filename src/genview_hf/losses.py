@@ -49,8 +49,13 @@ __all__ = [
 # ----------------------------------------------------------------------------- helpers
 
 
+def _dims(shape: tuple[int, ...] | torch.Size) -> str:
+    """A shape as Python writes a tuple: ``(4,)``, ``(4, 8)``."""
+    return "(" + ", ".join(str(s) for s in shape) + (",)" if len(shape) == 1 else ")")
+
+
 def _shape(x: torch.Tensor) -> str:
-    return "(" + ", ".join(str(s) for s in x.shape) + (",)" if x.dim() == 1 else ")")
+    return _dims(x.shape)
 
 
 def _check_rank(name: str, x: torch.Tensor, rank: int, layout: str) -> None:
@@ -71,6 +76,13 @@ def _check_same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor
         )
 
 
+def _check_pair(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
+    """Two (N, D) floating-point embeddings of the same shape."""
+    _check_rank(name_a, a, 2, "(N, D)")
+    _check_rank(name_b, b, 2, "(N, D)")
+    _check_same_shape(name_a, a, name_b, b)
+
+
 def _check_temperature(temperature: float) -> None:
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -83,9 +95,15 @@ def _prepare_weights(
     if not isinstance(weights, torch.Tensor):
         weights = torch.as_tensor(weights)
     if tuple(weights.shape) != tuple(shape):
-        expected = "(" + ", ".join(str(s) for s in shape) + (",)" if len(shape) == 1 else ")")
-        raise ValueError(f"weights has shape {_shape(weights)} but expected {expected} ({what})")
+        raise ValueError(f"weights has shape {_shape(weights)} but expected {_dims(shape)} ({what})")
     return weights.detach().to(device=like.device, dtype=_compute_dtype(like))
+
+
+def _pair_weights(weights: torch.Tensor | None, name: str, x: torch.Tensor) -> torch.Tensor | None:
+    """(N,) weights, one per row of ``x`` (N, D), prepared as by ``_prepare_weights``; None stays None."""
+    if weights is None:
+        return None
+    return _prepare_weights(weights, (x.shape[0],), f"one per pair; {name} has shape {_shape(x)}", x)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -115,6 +133,19 @@ def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Te
     if weights is None:
         return F.cross_entropy(logits, labels)
     return (F.cross_entropy(logits, labels, reduction="none") * weights).mean()
+
+
+def _weighted_mean(per_pair: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """mean(w * per_pair) over the (N,) pairs, or the plain mean without weights."""
+    if weights is None:
+        return per_pair.mean()
+    return (per_pair * weights).mean()
+
+
+def _cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """(N,) cosine similarity of each row of ``p`` with ``stopgrad(z)``, both (N, D)."""
+    dtype = _compute_dtype(p)
+    return (_normalize(p, dtype) * _normalize(z.detach(), dtype)).sum(dim=-1)
 
 
 def _scale_tensor(logit_scale, like: torch.Tensor) -> torch.Tensor:
@@ -152,13 +183,10 @@ def info_nce_loss(
     ``temperature`` 0.2 is MoCo v2's (MoCo v3 uses 1.0 for ResNet, 0.2 for ViT).
     ``weights`` (N,): per-pair weights, see the module docstring.
     """
-    _check_rank("query", query, 2, "(N, D)")
-    _check_rank("keys", keys, 2, "(N, D)")
-    _check_same_shape("query", query, "keys", keys)
+    _check_pair("query", query, "keys", keys)
     _check_temperature(temperature)
     n = query.shape[0]
-    if weights is not None:
-        weights = _prepare_weights(weights, (n,), f"one per pair; query has shape {_shape(query)}", query)
+    weights = _pair_weights(weights, "query", query)
     dtype = _compute_dtype(query)
     q = _normalize(query, dtype)
     k = _normalize(keys, dtype)
@@ -171,14 +199,14 @@ def info_nce_loss(
             )
         negatives = _normalize(queue.detach(), dtype)
         positive = (q * k).sum(dim=-1, keepdim=True)
-        logits = torch.cat([positive, _similarity(q, negatives)], dim=1) / temperature
+        logits = torch.cat([positive, _similarity(q, negatives)], dim=1) / temperature  # (N, 1 + K)
         labels = torch.zeros(n, dtype=torch.long, device=query.device)
     else:
         if _should_gather(gather):
             all_keys, offset = gather_with_offset(k, with_grad=k.requires_grad)
         else:
             all_keys, offset = k, 0
-        logits = _similarity(q, all_keys) / temperature
+        logits = _similarity(q, all_keys) / temperature  # (N, global N)
         labels = torch.arange(n, device=query.device) + offset
     return _cross_entropy(logits, labels, weights)
 
@@ -198,13 +226,10 @@ def nt_xent_loss(
     candidates are the 2 x (global N) views, gathered with gradient. ``temperature`` 0.5 is
     SimCLR's default for batch 4096 (0.1 in SLIP's SSL branch).
     """
-    _check_rank("z1", z1, 2, "(N, D)")
-    _check_rank("z2", z2, 2, "(N, D)")
-    _check_same_shape("z1", z1, "z2", z2)
+    _check_pair("z1", z1, "z2", z2)
     _check_temperature(temperature)
     n = z1.shape[0]
-    if weights is not None:
-        weights = _prepare_weights(weights, (n,), f"one per pair; z1 has shape {_shape(z1)}", z1)
+    weights = _pair_weights(weights, "z1", z1)
     dtype = _compute_dtype(z1)
     a = _normalize(z1, dtype)
     b = _normalize(z2, dtype)
@@ -234,16 +259,9 @@ def negative_cosine_loss(
 
     SimSiam symmetrises: ``0.5 * (D(p1, z2) + D(p2, z1))``, the caller's job.
     """
-    _check_rank("p", p, 2, "(N, D)")
-    _check_rank("z", z, 2, "(N, D)")
-    _check_same_shape("p", p, "z", z)
-    if weights is not None:
-        weights = _prepare_weights(weights, (p.shape[0],), f"one per pair; p has shape {_shape(p)}", p)
-    dtype = _compute_dtype(p)
-    per_pair = -(_normalize(p, dtype) * _normalize(z.detach(), dtype)).sum(dim=-1)
-    if weights is None:
-        return per_pair.mean()
-    return (per_pair * weights).mean()
+    _check_pair("p", p, "z", z)
+    weights = _pair_weights(weights, "p", p)
+    return _weighted_mean(-_cosine(p, z), weights)
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -251,16 +269,9 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor, weights: torch.Tensor | None = N
 
     BYOL sums the two directions (online view 1 -> target view 2 and back), the caller's job.
     """
-    _check_rank("p", p, 2, "(N, D)")
-    _check_rank("z", z, 2, "(N, D)")
-    _check_same_shape("p", p, "z", z)
-    if weights is not None:
-        weights = _prepare_weights(weights, (p.shape[0],), f"one per pair; p has shape {_shape(p)}", p)
-    dtype = _compute_dtype(p)
-    per_pair = 2 - 2 * (_normalize(p, dtype) * _normalize(z.detach(), dtype)).sum(dim=-1)
-    if weights is None:
-        return per_pair.mean()
-    return (per_pair * weights).mean()
+    _check_pair("p", p, "z", z)
+    weights = _pair_weights(weights, "p", p)
+    return _weighted_mean(2 - 2 * _cosine(p, z), weights)
 
 
 def leoclr_loss(
@@ -281,9 +292,7 @@ def leoclr_loss(
     ``info_nce(query, key1) + info_nce(query, key2)`` (the two terms of the LeOCLR loss);
     halve it to compare with a single MoCo v2 term. ``weights`` (N,) apply to both terms.
     """
-    _check_rank("key1", key1, 2, "(N, D)")
-    _check_rank("key2", key2, 2, "(N, D)")
-    _check_same_shape("key1", key1, "key2", key2)
+    _check_pair("key1", key1, "key2", key2)
     first = info_nce_loss(query, key1, queue, temperature, weights, gather=gather)
     second = info_nce_loss(query, key2, queue, temperature, weights, gather=gather)
     return first + second
@@ -309,15 +318,10 @@ def clip_loss(
     images are contrasted with the texts of every process and vice versa, gathered with
     gradient (local-loss style). Pair i's weight applies to both of its rows.
     """
-    _check_rank("image_embeds", image_embeds, 2, "(N, D)")
-    _check_rank("text_embeds", text_embeds, 2, "(N, D)")
-    _check_same_shape("image_embeds", image_embeds, "text_embeds", text_embeds)
+    _check_pair("image_embeds", image_embeds, "text_embeds", text_embeds)
     n = image_embeds.shape[0]
     device = image_embeds.device
-    if weights is not None:
-        weights = _prepare_weights(
-            weights, (n,), f"one per pair; image_embeds has shape {_shape(image_embeds)}", image_embeds
-        )
+    weights = _pair_weights(weights, "image_embeds", image_embeds)
     dtype = _compute_dtype(image_embeds)
     image = _normalize(image_embeds, dtype)
     text = _normalize(text_embeds, dtype)

@@ -167,8 +167,11 @@ def _size2(size: int | Sequence[int]) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def _uniform(n: int, low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(n, generator=generator, dtype=torch.float64) * (high - low) + low
+def _uniform(
+    shape: int | tuple[int, ...], low: float, high: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """float64 draws uniform in [low, high) of ``shape``, from ``generator``."""
+    return torch.rand(shape, generator=generator, dtype=torch.float64) * (high - low) + low
 
 
 def sample_crop_boxes(
@@ -196,15 +199,10 @@ def sample_crop_boxes(
         h, w = h.round().clamp(min=1), w.round().clamp(min=1)
         return torch.stack([((heights - h) / 2).round(), ((widths - w) / 2).round(), h, w], 1).long()
 
-    area = (heights * widths)[:, None]
-    target_area = area * (
-        torch.rand(n, attempts, generator=generator, dtype=torch.float64) * (aug.scale[1] - aug.scale[0])
-        + aug.scale[0]
-    )
-    log_lo, log_hi = math.log(aug.ratio[0]), math.log(aug.ratio[1])
-    aspect = torch.exp(
-        torch.rand(n, attempts, generator=generator, dtype=torch.float64) * (log_hi - log_lo) + log_lo
-    )
+    area = (heights * widths)[:, None]  # (N, 1)
+    target_area = area * _uniform((n, attempts), aug.scale[0], aug.scale[1], generator)  # (N, attempts)
+    log_ratio = math.log(aug.ratio[0]), math.log(aug.ratio[1])
+    aspect = torch.exp(_uniform((n, attempts), *log_ratio, generator))  # (N, attempts)
     w = torch.sqrt(target_area * aspect).round()
     h = torch.sqrt(target_area / aspect).round()
     valid = (w > 0) & (h > 0) & (w <= widths[:, None]) & (h <= heights[:, None])

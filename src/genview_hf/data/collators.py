@@ -132,6 +132,7 @@ class _Collator:
         return image_tensor(image).to(self.device), mask
 
     def augment(self, images, masks, aug: ViewAugmentation, generator):
+        """(pixels (N, 3, H, W) normalised, masks (N, H, W) in [0, 1] or None) of one view."""
         return augment_views(
             images, aug, self.image_size, masks=masks, mean=self.mean, std=self.std, generator=generator
         )
@@ -148,6 +149,22 @@ class _Collator:
                 sides[offset].append(decoded[column][0])
                 sides[offset + 1].append(decoded[column][1])
         return sides
+
+    def augment_pair(
+        self, batch: dict[str, torch.Tensor], sides, augmentations, with_mask: bool, generator
+    ) -> None:
+        """Add the two views of a GenView pair to ``batch``: ``pixel_values_1``, ``pixel_values_2``
+        (N, 3, H, W) and, with masks, ``masks_1``, ``masks_2`` (N, H, W). ``sides`` is
+        (images_1, masks_1, images_2, masks_2), as from :meth:`pairs`."""
+        images_1, masks_1, images_2, masks_2 = sides
+        batch["pixel_values_1"], out_1 = self.augment(
+            images_1, masks_1 if with_mask else None, augmentations.view_1, generator
+        )
+        batch["pixel_values_2"], out_2 = self.augment(
+            images_2, masks_2 if with_mask else None, augmentations.view_2, generator
+        )
+        if with_mask:
+            batch["masks_1"], batch["masks_2"] = out_1, out_2
 
 
 def _check_rows(rows: Sequence[Mapping[str, Any]]) -> None:
@@ -197,19 +214,11 @@ class SSLCollator(_Collator):
         _check_rows(rows)
         views, with_mask = self.resolve_columns(rows[0])
         generator = self.generator()
-        images_1, masks_1, images_2, masks_2, originals, original_masks = self.pairs(
-            rows, generator, with_mask, views
-        )
+        sides = self.pairs(rows, generator, with_mask, views)
+        originals, original_masks = sides[4:]
         aug = self.augmentations
         batch: dict[str, torch.Tensor] = {}
-        batch["pixel_values_1"], out_1 = self.augment(
-            images_1, masks_1 if with_mask else None, aug.view_1, generator
-        )
-        batch["pixel_values_2"], out_2 = self.augment(
-            images_2, masks_2 if with_mask else None, aug.view_2, generator
-        )
-        if with_mask:
-            batch["masks_1"], batch["masks_2"] = out_1, out_2
+        self.augment_pair(batch, sides[:4], aug, with_mask, generator)
         if aug.original is not None:  # LeOCLR: the uncropped original for the query encoder
             pixels, out = self.augment(
                 originals, original_masks if with_mask else None, aug.original, generator
@@ -320,16 +329,8 @@ class SLIPCollator(CLIPCollator):
         generator = self.generator()
         batch = self.tokenize(rows)
         batch["pixel_values"] = self.clip_images(rows, views, generator)
-        images_1, masks_1, images_2, masks_2, _, _ = self.pairs(rows, generator, with_mask, views)
-        aug = self.augmentations
-        batch["pixel_values_1"], out_1 = self.augment(
-            images_1, masks_1 if with_mask else None, aug.view_1, generator
-        )
-        batch["pixel_values_2"], out_2 = self.augment(
-            images_2, masks_2 if with_mask else None, aug.view_2, generator
-        )
-        if with_mask:
-            batch["masks_1"], batch["masks_2"] = out_1, out_2
+        sides = self.pairs(rows, generator, with_mask, views)
+        self.augment_pair(batch, sides[:4], self.augmentations, with_mask, generator)
         return batch
 
 

@@ -289,11 +289,10 @@ def _shapes_row(seed: int, row: int, size: int) -> dict:
 
     # Layout: centres and radii in image-side units.
     if two_objects or count == 2:
-        radius_table, along = _RADIUS_PAIR, relation
-        if along is None:  # two copies, side by side or stacked (not stated, so either)
-            along = RELATIONS[int(rng.integers(len(RELATIONS)))]
+        # two copies (no relation): side by side or stacked, not stated, so either
+        along = relation or RELATIONS[int(rng.integers(len(RELATIONS)))]
         copies = objects if two_objects else [objects[0], objects[0]]
-        centres = _pair_centres(rng, along, [_radius(rng, radius_table, obj["size"]) for obj in copies])
+        centres = _pair_centres(rng, along, [_radius(rng, _RADIUS_PAIR, obj["size"]) for obj in copies])
         placed = [(obj, centre, radius) for obj, (centre, radius) in zip(copies, centres)]
     else:
         radius = _radius(rng, _RADIUS_ALONE, objects[0]["size"])

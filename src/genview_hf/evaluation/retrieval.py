@@ -43,11 +43,12 @@ def retrieval_ranks(
         raise ValueError("retrieval: no images or no captions")
     if int(text_to_image.min()) < 0 or int(text_to_image.max()) >= n_images:
         raise ValueError(f"retrieval: text_to_image points outside the {n_images} images")
-    if torch.bincount(text_to_image, minlength=n_images).min() == 0:
-        missing = int((torch.bincount(text_to_image, minlength=n_images) == 0).nonzero()[0])
+    captions_per_image = torch.bincount(text_to_image, minlength=n_images)  # (I,)
+    if captions_per_image.min() == 0:
+        missing = int((captions_per_image == 0).nonzero()[0])
         raise ValueError(f"retrieval: image {missing} has no caption")
-    images = F.normalize(image_features.float(), dim=1)
-    texts = F.normalize(text_features.float(), dim=1)
+    images = F.normalize(image_features.float(), dim=1)  # (I, D)
+    texts = F.normalize(text_features.float(), dim=1)  # (T, D)
 
     i2t = []
     for start in range(0, n_images, chunk_size):

@@ -52,13 +52,12 @@ class Classification(evaluate.Metric):
     def _compute(self, predictions, references):
         if len(references) == 0:
             raise ValueError("classification metric: no examples")
-        widths = {len(row) for row in predictions}
-        if min(widths) < 1:
+        width = min(len(row) for row in predictions)
+        if width < 1:
             raise ValueError("classification metric: every example needs at least one predicted label")
-        width = min(widths)
-        ranked = np.asarray([row[:width] for row in predictions], dtype=np.int64)
-        references = np.asarray(references, dtype=np.int64)
-        correct1 = ranked[:, 0] == references
+        ranked = np.asarray([row[:width] for row in predictions], dtype=np.int64)  # (N, width)
+        references = np.asarray(references, dtype=np.int64)  # (N,)
+        correct1 = ranked[:, 0] == references  # (N,)
         result = {"top1": float(correct1.mean())}
         if width >= 5:
             result["top5"] = float((ranked[:, :5] == references[:, None]).any(axis=1).mean())
