@@ -227,3 +227,16 @@ def test_input_from_sample_saved_folder_and_load_dataset_folder(run, tmp_path):
     assert len(load_input(ViewGenerationConfig(dataset=str(tmp_path / "saved")))) == 3
     again = load_input(ViewGenerationConfig(dataset=str(run)))  # a views folder is itself an input
     assert len(again) == 6 and "view_ic" in again.column_names
+
+
+def test_map_workers_with_rank_give_the_same_rows(run, tmp_path, components):
+    """num_proc=2: each map worker builds its own pipelines (on GPU `rank` when there are GPUs)."""
+    settings = config(tmp_path, num_proc=2, foreground_artifacts=str(run / "foreground"))
+    other = generate_views(source_rows(), settings, components=components)
+    a, b = loaded(run), loaded(other)
+    assert a["seed"] == b["seed"] and a["noise_level"] == b["noise_level"]
+    for column in [f"view_{m}" for m in MODES]:
+        for x, y in zip(a[column], b[column]):
+            assert (x is None) == (y is None)
+            if x is not None:
+                assert np.abs(np.asarray(x, np.int16) - np.asarray(y, np.int16)).max() <= 2, column

@@ -112,3 +112,11 @@ def test_rows_do_not_depend_on_their_batch(generator):
     for column in ("view_ic", "view_tc", "view_itc"):
         a, b = np.asarray(whole[column][2], np.int16), np.asarray(alone[column][0], np.int16)
         assert np.abs(a - b).max() <= 2, column
+
+
+def test_overlong_caption_is_truncated_not_an_error(generator):
+    data = shapes(num_rows=1, image_size=32)
+    caption = "a red striped circle above a blue square on grass " * 40  # far past 77 tokens
+    out = generator({"image": [png_bytes(data[0]["image"])], "caption": [caption]}, [0])
+    assert out["view_tc"][0] is not None and out["view_itc"][0] is not None
+    assert out[FAILURE] == [""] and out["caption_complexity"][0] == 4

@@ -74,6 +74,12 @@ class ViewGenerationConfig:
     batch_size: int = field(default=8, metadata={"help": "Rows per map batch (one pipeline call per group)."})
     shard_size: int = field(default=512, metadata={"help": "Rows per parquet shard (the unit of resume)."})
     writer_batch_size: int = 64
+    num_proc: int | None = field(
+        default=None,
+        metadata={
+            "help": "Worker processes per shard (map(num_proc, with_rank)): one per GPU on a multi-GPU host."
+        },
+    )
     mixed_precision: str = field(
         default="bf16", metadata={"help": "no, fp16 or bf16 (GPU only; CPU runs fp32)."}
     )

@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from datasets import Dataset, Features, Image, Value
 
 from ..data import schema
@@ -37,7 +38,7 @@ from .policies import (
     complexity_from_count,
     count_constraints,
 )
-from .views import FAILURE, ViewGenerator, decode_image
+from .views import FAILURE, LazyViewGenerator, ViewGenerator, decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -66,21 +67,26 @@ def load_input(config: ViewGenerationConfig) -> Dataset:
     return load_dataset(name, config.dataset_config, split=config.split)
 
 
-def output_features(source: Features, modes: list[str], image_column: str) -> Features:
-    """The source features (image read undecoded) plus the contract's columns for ``modes``."""
-    features = dict(source)
-    features[image_column] = Image(decode=False)
-    features[schema.MASK] = Image()
-    features[schema.FG_RATIO] = Value("float32")
-    features[schema.NOISE_LEVEL] = Value("int32")
-    features[schema.GUIDANCE_SCALE] = Value("float32")
-    features[schema.CAPTION_COMPLEXITY] = Value("int8")
-    features[schema.SEED] = Value("int64")
+def added_features(modes: list[str]) -> dict:
+    """The columns a run adds: the contract's for ``modes``, plus the temporary failure column."""
+    features = {
+        schema.MASK: Image(),
+        schema.FG_RATIO: Value("float32"),
+        schema.NOISE_LEVEL: Value("int32"),
+        schema.GUIDANCE_SCALE: Value("float32"),
+        schema.CAPTION_COMPLEXITY: Value("int8"),
+        schema.SEED: Value("int64"),
+    }
     for mode in modes:
         features[schema.view_column(mode)] = Image()
         features[schema.mask_column(mode)] = Image()
     features[FAILURE] = Value("string")
-    return Features(features)
+    return features
+
+
+def output_features(source: Features, modes: list[str], image_column: str) -> Features:
+    """The source features (image read undecoded) plus the added columns."""
+    return Features({**source, image_column: Image(decode=False), **added_features(modes)})
 
 
 def prepare_source(dataset: Dataset, config: ViewGenerationConfig) -> Dataset:
@@ -100,16 +106,7 @@ def prepare_source(dataset: Dataset, config: ViewGenerationConfig) -> Dataset:
         dataset = dataset.select(range(config.max_rows))
     if len(dataset) == 0:
         raise ValueError("the dataset is empty")
-    produced = {
-        schema.MASK,
-        schema.FG_RATIO,
-        schema.NOISE_LEVEL,
-        schema.GUIDANCE_SCALE,
-        schema.CAPTION_COMPLEXITY,
-    }
-    produced |= {schema.SEED, FAILURE} | {
-        f(m) for m in config.modes for f in (schema.view_column, schema.mask_column)
-    }
+    produced = added_features(config.modes)
     renames = {c: SOURCE_PREFIX + c for c in columns if c in produced}
     if renames:
         logger.warning("renaming source columns that the views contract uses: %s", renames)
@@ -224,8 +221,6 @@ def generate_views(
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
-    import torch
-
     # Without a GPU, cpu=True is what makes a multi-process launch initialise gloo (else every
     # process would believe it runs alone).
     state = PartialState(cpu=not torch.cuda.is_available())
@@ -306,11 +301,16 @@ def write_shard(
     start = index * config.shard_size
     stop = min(start + config.shard_size, len(source))
     generator.row_offset = start
+    function = generator
+    if config.num_proc and config.num_proc > 1:  # workers build their own pipelines on GPU `rank`
+        function = LazyViewGenerator(config, generator.scorer, row_offset=start)
     shard = source.select(range(start, stop)).map(
-        generator,
+        function,
         batched=True,
         batch_size=config.batch_size,
         with_indices=True,
+        with_rank=True,
+        num_proc=config.num_proc,
         features=features,
         keep_in_memory=True,
         writer_batch_size=config.writer_batch_size,

@@ -121,22 +121,11 @@ class ViewGenerator:
         # the same on any device count (and close across hardware).
         return [torch.Generator().manual_seed(s) for s in seeds]
 
-    def _to_rank_device(self, rank: int | None) -> None:
-        """Under ``map(num_proc=k, with_rank=True)`` on a multi-GPU host: process ``rank`` uses GPU ``rank``."""
-        if rank is None or not torch.cuda.is_available():
-            return
-        device = torch.device("cuda", rank % torch.cuda.device_count())
-        if self.encoder.device != device:
-            for pipe in (self.unclip, self.text2img):
-                if pipe is not None:
-                    pipe.to(device)
-            self.encoder.model.to(device)
-
     # -- the map function -------------------------------------------------------------------
     def __call__(
         self, batch: dict[str, list], indices: list[int], rank: int | None = None
     ) -> dict[str, list]:
-        self._to_rank_device(rank)
+        """``rank`` (from ``with_rank=True``) is unused here: ``LazyViewGenerator`` places workers."""
         n = len(indices)
         row_ids = [self.row_offset + int(i) for i in indices]
         failures: list[list[str]] = [[] for _ in range(n)]
@@ -249,3 +238,35 @@ class ViewGenerator:
                 )
             views.update(zip(members, result.images))
         return views
+
+
+@dataclass
+class LazyViewGenerator:
+    """A ``ViewGenerator`` that each ``map(num_proc=k, with_rank=True)`` worker builds for itself.
+
+    Only the settings and the fitted scorer travel to the workers (no pipelines are pickled); on
+    its first batch, worker ``rank`` loads the components on GPU ``rank`` (CPU without GPUs).
+    """
+
+    config: object  # ViewGenerationConfig
+    scorer: ForegroundScorer
+    row_offset: int = 0
+    _generator: ViewGenerator | None = field(default=None, init=False, repr=False)
+
+    def __call__(
+        self, batch: dict[str, list], indices: list[int], rank: int | None = None
+    ) -> dict[str, list]:
+        if self._generator is None:
+            import os
+
+            from .components import load_components
+            from .driver import build_generator
+
+            # A forked worker deadlocks in torch's inherited thread pool unless it resets it.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, self.config.num_proc or 1)))
+            device = "cpu"
+            if rank is not None and torch.cuda.is_available():
+                device = f"cuda:{rank % torch.cuda.device_count()}"
+            self._generator = build_generator(load_components(self.config, device), self.scorer, self.config)
+        self._generator.row_offset = self.row_offset
+        return self._generator(batch, indices)
