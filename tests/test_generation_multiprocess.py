@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from datasets import load_dataset
 
 from genview_hf.generation.run import main
@@ -26,7 +25,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(ARGS + ["--output_dir", str(one)]) == 0
