@@ -85,8 +85,12 @@ def test_sign_is_fixed_by_centre_not_by_chance(fitted):
 def test_mask_images_and_artifacts_round_trip(fitted, tmp_path):
     scorer, encoder, images, _ = fitted
     masks = scorer.token_masks(encoder(images[:3])[0])
-    pictures = scorer.mask_images(masks)
+    pictures = scorer.mask_images(masks, [(64, 64), (96, 64), (64, 128)])
     assert pictures[0].mode == "L" and pictures[0].size == (GRID, GRID)
+    # non-square images: the square token grid is stretched to the image's aspect ratio
+    assert pictures[1].size == (GRID * 3 // 2, GRID) and pictures[2].size == (GRID, GRID * 2)
+    for picture, mask in zip(pictures[1:], masks[1:]):
+        assert abs(np.asarray(picture).mean() / 255 - mask.float().mean().item()) < 0.1
     assert set(np.unique(np.asarray(pictures[0]))) <= {0, 255}
     scorer.save(tmp_path)
     loaded = ForegroundScorer.load(tmp_path)

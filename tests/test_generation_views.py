@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from genview_hf.data.samples import shapes
+from genview_hf.data.views import check_mask_shape
 from genview_hf.generation import ForegroundScorer, NoisePolicy, ViewGenerator, decode_image, row_seed
 from genview_hf.generation.components import load_components
 from genview_hf.generation.config import ViewGenerationConfig
@@ -100,6 +101,13 @@ def test_batch_groups_rows_and_names_bad_rows(generator):
     assert sum(c[0] for c in ic_calls) == 5
     tc_groups = {out["guidance_scale"][i] for i in range(5)}
     assert sorted(c[2] for c in generator.text2img.calls) == sorted(tc_groups)
+
+
+def test_masks_of_non_square_images_cover_the_whole_image(generator):
+    wide = shapes(num_rows=1, image_size=48)["image"][0].resize((96, 48))
+    out = generator({"image": [png_bytes(wide)], "caption": ["a circle"]}, [0])
+    assert out["mask"][0].size == (16, 8)  # the 8x8 token grid stretched to the image's 2:1 aspect
+    check_mask_shape(out["mask"][0].size, wide.size, "row 0")  # what training checks before it starts
 
 
 def test_rows_do_not_depend_on_their_batch(generator):

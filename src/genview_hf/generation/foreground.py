@@ -52,7 +52,12 @@ class ClipTokenEncoder:
         return next(self.model.parameters()).dtype
 
     def pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
-        return self.processor(images=images, return_tensors="pt").pixel_values
+        """(B, 3, S, S): each whole image resized to the encoder's input, not centre-cropped, so
+        the token grid (and the stored mask) covers the image's whole field of view."""
+        side = self.model.config.image_size
+        return self.processor(
+            images=images, do_center_crop=False, size={"height": side, "width": side}, return_tensors="pt"
+        ).pixel_values
 
     @torch.no_grad()
     def __call__(self, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -60,6 +65,14 @@ class ClipTokenEncoder:
         out = self.model(pixel_values=pixels)
         tokens = self.model.vision_model.post_layernorm(out.last_hidden_state[:, 1:])
         return tokens.float(), getattr(out, "image_embeds", None)
+
+
+def _stretch(mask: Image.Image, image_size: tuple[int, int]) -> Image.Image:
+    """A square token mask resized to ``image_size``'s aspect ratio (short side kept)."""
+    width, height = image_size
+    side = min(mask.size)
+    target = (max(side, round(side * width / height)), max(side, round(side * height / width)))
+    return mask if target == mask.size else mask.resize(target, Image.Resampling.NEAREST)
 
 
 def border_ring(grid: tuple[int, int]) -> torch.Tensor:
@@ -129,11 +142,18 @@ class ForegroundScorer:
     def fg_ratio(self, masks: torch.Tensor) -> list[float]:
         return masks.float().mean(dim=1).tolist()
 
-    def mask_images(self, masks: torch.Tensor) -> list[Image.Image]:
-        """(B, T) masks -> mode-L images at token resolution (0 background, 255 foreground)."""
+    def mask_images(self, masks: torch.Tensor, image_sizes: list[tuple[int, int]]) -> list[Image.Image]:
+        """(B, T) masks -> mode-L images (0 background, 255 foreground), one per (width, height).
+
+        The token grid is square while images need not be: each mask is stretched back to its
+        image's aspect ratio, its short side at token resolution, so it lies over the whole image.
+        """
         h, w = self.grid
         arrays = (masks.reshape(-1, h, w).to(torch.uint8) * 255).cpu().numpy()
-        return [Image.fromarray(array, mode="L") for array in arrays]
+        return [
+            _stretch(Image.fromarray(array, mode="L"), size)
+            for array, size in zip(arrays, image_sizes, strict=True)
+        ]
 
     def save(self, folder: str | Path) -> None:
         from safetensors.torch import save_file

@@ -158,7 +158,11 @@ class ViewGenerator:
             tokens, image_embeds = self.encoder([images[i] for i in ok])
             masks = self.scorer.token_masks(tokens)
             for j, (i, ratio, mask) in enumerate(
-                zip(ok, self.scorer.fg_ratio(masks), self.scorer.mask_images(masks))
+                zip(
+                    ok,
+                    self.scorer.fg_ratio(masks),
+                    self.scorer.mask_images(masks, [images[i].size for i in ok]),
+                )
             ):
                 out[schema.MASK][i] = mask
                 out[schema.FG_RATIO][i] = ratio
@@ -199,7 +203,10 @@ class ViewGenerator:
             if views:
                 order = sorted(views)
                 view_tokens, _ = self.encoder([views[i] for i in order])
-                for i, mask in zip(order, self.scorer.mask_images(self.scorer.token_masks(view_tokens))):
+                view_masks = self.scorer.token_masks(view_tokens)
+                for i, mask in zip(
+                    order, self.scorer.mask_images(view_masks, [views[i].size for i in order])
+                ):
                     out[schema.mask_column(mode)][i] = mask
         out[FAILURE] = ["; ".join(f) for f in failures]
         return out
