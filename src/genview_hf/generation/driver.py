@@ -219,6 +219,7 @@ def generate_views(
     share of shards, the main process fits the scorer first and assembles the folder last.
     """
     from accelerate import PartialState
+    from datasets.utils.logging import is_progress_bar_enabled
     from tqdm.auto import tqdm
 
     # Without a GPU, cpu=True is what makes a multi-process launch initialise gloo (else every
@@ -261,7 +262,10 @@ def generate_views(
         state.process_index, state.num_processes, first, last - 1, num_shards, len(todo),
     )  # fmt: skip
     bar = tqdm(
-        todo, desc=f"shards (process {state.process_index})", position=state.process_index, disable=not todo
+        todo,
+        desc=f"shards (process {state.process_index})",
+        position=state.process_index,
+        disable=not todo or not is_progress_bar_enabled(),
     )
     for k in bar:
         write_shard(source, k, num_shards, generator, features, config, data_dir, work, state.process_index)
