@@ -13,3 +13,14 @@ def test_import_is_light():
     code = "import sys, genview_hf; print(any(m in sys.modules for m in ('diffusers', 'datasets', 'torch')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_tiny_components_are_saved_atomically(tmp_path):
+    from genview_hf.testing import tiny_clip_tokenizer
+    from genview_hf.testing.tiny_models import _save_atomically
+
+    first = tiny_clip_tokenizer(tmp_path / "tok")
+    # a second build of the same folder (another process finishing later) leaves the first one whole
+    _save_atomically(tmp_path / "tok", first)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tok"]  # no staging folder left behind
+    assert tiny_clip_tokenizer(tmp_path / "tok").get_vocab() == first.get_vocab()

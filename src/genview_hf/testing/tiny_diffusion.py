@@ -13,7 +13,13 @@ from pathlib import Path
 
 import torch
 
-from .tiny_models import _folder, tiny_clip_text_config, tiny_clip_tokenizer, tiny_clip_vision_with_projection
+from .tiny_models import (
+    _folder,
+    _save_atomically,
+    tiny_clip_text_config,
+    tiny_clip_tokenizer,
+    tiny_clip_vision_with_projection,
+)
 
 TINY_DIFFUSION_IMAGE_SIZE = 64  # encoder input size; generated views default to the same size
 TINY_TEXT_HIDDEN = 32  # text encoder width = UNet cross-attention width
@@ -96,7 +102,7 @@ def tiny_unclip_img2img(folder: str | os.PathLike | None = None, seed: int = 0):
             ),
             vae=_tiny_vae(),
         )
-        pipe.save_pretrained(folder)
+        _save_atomically(folder, pipe)
     pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -122,7 +128,7 @@ def tiny_text2img(folder: str | os.PathLike | None = None, seed: int = 0):
             feature_extractor=None,
             requires_safety_checker=False,
         )
-        pipe.save_pretrained(folder)
+        _save_atomically(folder, pipe)
     pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -8,7 +8,9 @@ Tests, the demo and the benchmarks share these.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -38,13 +40,34 @@ TINY_TEXT_LENGTH = 77
 
 
 def tiny_root() -> Path:
-    """Folder holding the tiny components (``GENVIEW_TINY_DIR`` or a per-user temp folder)."""
-    root = os.environ.get("GENVIEW_TINY_DIR") or os.path.join(tempfile.gettempdir(), "genview_hf_tiny")
-    return Path(root)
+    """Folder holding the tiny components: ``GENVIEW_TINY_DIR``, else a temp folder named after
+    a hash of the builders' source, so a changed builder never reuses a stale saved component."""
+    if os.environ.get("GENVIEW_TINY_DIR"):
+        return Path(os.environ["GENVIEW_TINY_DIR"])
+    digest = hashlib.sha1()
+    for module in ("tiny_models.py", "tiny_diffusion.py"):
+        digest.update((Path(__file__).parent / module).read_bytes())
+    return Path(tempfile.gettempdir()) / f"genview_hf_tiny-{digest.hexdigest()[:10]}"
 
 
 def _folder(name: str, folder: str | os.PathLike | None) -> Path:
     return Path(folder) if folder is not None else tiny_root() / name
+
+
+def _save_atomically(folder: Path, *parts) -> None:
+    """``save_pretrained`` each part into a private staging folder, then rename it into place, so
+    processes building the same component at once never read a half-written folder."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        for part in parts:
+            part.save_pretrained(staging)
+        try:
+            os.rename(staging, folder)
+        except OSError:  # another process got there first: its folder is complete
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _is_saved(folder: Path) -> bool:
@@ -59,7 +82,7 @@ def tiny_clip_tokenizer(folder: str | os.PathLike | None = None) -> CLIPTokenize
         tokens = ["<|startoftext|>", "<|endoftext|>"] + symbols + [s + "</w>" for s in symbols]
         vocab = {token: index for index, token in enumerate(tokens)}
         tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=TINY_TEXT_LENGTH)
-        tokenizer.save_pretrained(folder)
+        _save_atomically(folder, tokenizer)
     return CLIPTokenizer.from_pretrained(folder)
 
 
@@ -69,7 +92,9 @@ def tiny_clip_image_processor(image_size: int = TINY_IMAGE_SIZE) -> CLIPImagePro
     )
 
 
-def tiny_clip_vision_config(image_size: int = TINY_IMAGE_SIZE, hidden_size: int = 32, projection_dim: int = 16):
+def tiny_clip_vision_config(
+    image_size: int = TINY_IMAGE_SIZE, hidden_size: int = 32, projection_dim: int = 16
+):
     return CLIPVisionConfig(
         image_size=image_size,
         patch_size=8,  # 32 px -> 4x4 = 16 patch tokens
@@ -107,8 +132,8 @@ def tiny_clip(folder: str | os.PathLike | None = None, seed: int = 0) -> tuple[C
             projection_dim=16,
         )
         torch.manual_seed(seed)
-        CLIPModel(config).save_pretrained(folder)
-        CLIPProcessor(image_processor=tiny_clip_image_processor(), tokenizer=tokenizer).save_pretrained(folder)
+        processor = CLIPProcessor(image_processor=tiny_clip_image_processor(), tokenizer=tokenizer)
+        _save_atomically(folder, CLIPModel(config), processor)
     return CLIPModel.from_pretrained(folder), CLIPProcessor.from_pretrained(folder)
 
 
@@ -119,8 +144,8 @@ def tiny_clip_vision_with_projection(
     folder = _folder(f"clip-vision-{image_size}", folder)
     if not _is_saved(folder):
         torch.manual_seed(seed)
-        CLIPVisionModelWithProjection(tiny_clip_vision_config(image_size)).save_pretrained(folder)
-        tiny_clip_image_processor(image_size).save_pretrained(folder)
+        model = CLIPVisionModelWithProjection(tiny_clip_vision_config(image_size))
+        _save_atomically(folder, model, tiny_clip_image_processor(image_size))
     return CLIPVisionModelWithProjection.from_pretrained(folder), CLIPImageProcessor.from_pretrained(folder)
 
 
@@ -137,19 +162,25 @@ def tiny_vit(folder: str | os.PathLike | None = None, seed: int = 0) -> tuple[Vi
             num_attention_heads=4,
         )
         torch.manual_seed(seed)
-        ViTModel(config).save_pretrained(folder)
-        ViTImageProcessor(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE}).save_pretrained(folder)
+        processor = ViTImageProcessor(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
+        _save_atomically(folder, ViTModel(config), processor)
     return AutoModel.from_pretrained(folder), AutoImageProcessor.from_pretrained(folder)
 
 
-def tiny_resnet(folder: str | os.PathLike | None = None, seed: int = 0) -> tuple[ResNetModel, ConvNextImageProcessor]:
+def tiny_resnet(
+    folder: str | os.PathLike | None = None, seed: int = 0
+) -> tuple[ResNetModel, ConvNextImageProcessor]:
     """A 2-stage ResNet (basic blocks, widths 8 and 16) with BatchNorm, loadable with ``AutoModel``."""
     folder = _folder("resnet", folder)
     if not _is_saved(folder):
         config = ResNetConfig(
-            embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", downsample_in_first_stage=False
+            embedding_size=8,
+            hidden_sizes=[8, 16],
+            depths=[1, 1],
+            layer_type="basic",
+            downsample_in_first_stage=False,
         )
         torch.manual_seed(seed)
-        ResNetModel(config).save_pretrained(folder)
-        ConvNextImageProcessor(size={"shortest_edge": TINY_IMAGE_SIZE}, crop_pct=1.0).save_pretrained(folder)
+        processor = ConvNextImageProcessor(size={"shortest_edge": TINY_IMAGE_SIZE}, crop_pct=1.0)
+        _save_atomically(folder, ResNetModel(config), processor)
     return AutoModel.from_pretrained(folder), AutoImageProcessor.from_pretrained(folder)
