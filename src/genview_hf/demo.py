@@ -214,10 +214,9 @@ def train(run: DemoRun) -> str:
     if "label" in run.test.column_names:  # kNN top-1 on the test split, five times during training
         from .evaluation import KNNMonitorCallback
 
-        # A plain callback: the value joins that step's loss log (``attach`` loses the loss log
-        # of the steps where both fall).
-        monitor = KNNMonitorCallback(run.dataset, run.test, every_n_steps=max(1, steps // 5), pooling="cls")
-        trainer.add_callback(monitor)
+        KNNMonitorCallback(run.dataset, run.test, every_n_steps=max(1, steps // 5), pooling="cls").attach(
+            trainer
+        )
     trainer.train()
     trainer.save_encoder(metrics=_train_metrics(trainer))
     _plot_training(trainer)
