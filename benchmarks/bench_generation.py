@@ -113,13 +113,7 @@ def bench_tiny(rows: int, batch_size: int, steps: int, size: int, repeats: int) 
 # -- GPU: real-size SD 2.1 unCLIP with random weights --------------------------------------
 def sd21_unclip_random(device: str, dtype: torch.dtype):
     """StableUnCLIPImg2ImgPipeline with the stabilityai/stable-diffusion-2-1-unclip architecture."""
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        DDPMScheduler,
-        StableUnCLIPImg2ImgPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, StableUnCLIPImg2ImgPipeline, UNet2DConditionModel
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
         StableUnCLIPImageNormalizer,
     )
@@ -132,6 +126,7 @@ def sd21_unclip_random(device: str, dtype: torch.dtype):
     )
 
     from genview_hf.testing import tiny_clip_tokenizer
+    from genview_hf.testing.tiny_diffusion import sd21_unclip_schedulers
 
     with torch.device(device):
         unet = UNet2DConditionModel(
@@ -198,20 +193,11 @@ def sd21_unclip_random(device: str, dtype: torch.dtype):
         ),
         image_encoder=image_encoder,
         image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=1024),
-        image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
         tokenizer=tokenizer,
         text_encoder=text_encoder,
         unet=unet,
-        scheduler=DDIMScheduler(
-            beta_schedule="scaled_linear",
-            beta_start=0.00085,
-            beta_end=0.012,
-            prediction_type="v_prediction",
-            set_alpha_to_one=False,
-            steps_offset=1,
-            clip_sample=False,
-        ),
         vae=vae,
+        **sd21_unclip_schedulers(),
     )
     pipe.to(device, dtype)
     pipe.set_progress_bar_config(disable=True)

@@ -128,3 +128,28 @@ def test_overlong_caption_is_truncated_not_an_error(generator):
     out = generator({"image": [png_bytes(data[0]["image"])], "caption": [caption]}, [0])
     assert out["view_tc"][0] is not None and out["view_itc"][0] is not None
     assert out[FAILURE] == [""] and out["caption_complexity"][0] == 4
+
+
+def test_a_separate_scorer_encoder_leaves_unclip_its_own_embeddings(generator):
+    """scorer_model: the scorer runs another encoder; unCLIP is still conditioned by its own."""
+    import dataclasses
+
+    import torch
+    from transformers import CLIPVisionModel
+
+    from genview_hf.generation import ClipTokenEncoder
+
+    own = generator.encoder
+    torch.manual_seed(1)
+    other = ClipTokenEncoder(CLIPVisionModel(own.model.config), own.processor)  # no projection head
+    background = ForegroundScorer(  # every row background: noise level 0 whatever the encoder
+        direction=generator.scorer.direction, threshold=float("inf"), grid=generator.scorer.grid
+    )
+    default = dataclasses.replace(generator, modes=("ic",), text2img=None, scorer=background)
+    separate = dataclasses.replace(default, encoder=other)
+    data = shapes(num_rows=2, image_size=32)
+    batch = {"image": [png_bytes(im) for im in data["image"]]}
+    a, b = default(batch, [0, 1]), separate(batch, [0, 1])
+    assert b[FAILURE] == ["", ""] and b["noise_level"] == a["noise_level"] == [0, 0]
+    for x, y in zip(a["view_ic"], b["view_ic"]):
+        assert np.abs(np.asarray(x, np.int16) - np.asarray(y, np.int16)).max() <= 2

@@ -3,7 +3,7 @@ import torch
 from transformers import AutoModel
 
 from genview_hf.modeling import GenViewCLIPModel, GenViewConfig, GenViewModel
-from genview_hf.modeling.modeling_genview import encode_image, masks_to_tokens, token_map
+from genview_hf.modeling.features import encode_image, masks_to_tokens, token_map
 from genview_hf.testing import tiny_clip, tiny_resnet, tiny_vit
 
 SSL = ["mocov2", "mocov3", "simsiam", "byol", "simclr", "leoclr"]
@@ -24,6 +24,23 @@ def test_unknown_method_and_pooling_are_named():
         GenViewConfig(method="moco")
     with pytest.raises(ValueError, match="unknown pooling"):
         GenViewConfig(pooling="max")
+
+
+@pytest.mark.parametrize("method", ["simclr", "leoclr"])
+def test_hallucinator_is_refused_where_the_loss_would_not_read_it(method):
+    with pytest.raises(ValueError, match="use_hallucinator"):
+        GenViewConfig(method=method, use_hallucinator=True)
+
+
+def test_mocov2_runs_only_the_two_passes_its_asymmetric_loss_reads():
+    backbone, _ = tiny_vit()
+    model = GenViewModel.from_backbone(backbone, method="mocov2", **HEADS)
+    calls = []
+    model.backbone.register_forward_hook(lambda *args: calls.append("online"))
+    model.momentum_backbone.register_forward_hook(lambda *args: calls.append("momentum"))
+    masks = torch.rand(4, 32, 32)
+    output = model(**batch(), masks_1=masks, masks_2=masks.flip(-1))
+    assert sorted(calls) == ["momentum", "online"] and output.weights.shape == (4,)
 
 
 def test_paper_head_defaults_and_no_predictor_where_the_method_has_none():

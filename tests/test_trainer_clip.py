@@ -141,3 +141,10 @@ def test_genview_pp_trains_through_the_trainer(tmp_path, mode):
 def test_quality_modes_that_need_multi_positive_are_refused(tmp_path):
     with pytest.raises(ValueError, match="multi_positive"):
         make_args(tmp_path, "clip", quality_mode="stored")
+
+
+def test_the_logit_scale_gets_no_weight_decay(tmp_path):
+    trainer = make_trainer(make_args(tmp_path, "clip", weight_decay=0.5))
+    decayed = trainer.get_decay_parameter_names(trainer.model)
+    assert not any(name.endswith("logit_scale") for name in decayed)
+    assert any(name.endswith("visual_projection.weight") for name in decayed)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import yaml
-from datasets import Dataset, DatasetInfo
+from datasets import DatasetInfo, Features
 
 from ..data import schema
 from ..hub import markdown_table, render_card
@@ -26,8 +26,8 @@ MODE_DOCS = {
 }
 
 
-def front_matter(views: Dataset, pretty_name: str) -> str:
-    info = DatasetInfo(features=views.features)._to_yaml_dict()
+def front_matter(features: Features, num_rows: int, num_bytes: int, pretty_name: str) -> str:
+    info = DatasetInfo(features=features)._to_yaml_dict()
     meta = {
         "pretty_name": pretty_name,
         "tags": ["genview", "synthetic", "contrastive-learning", "image"],
@@ -36,20 +36,30 @@ def front_matter(views: Dataset, pretty_name: str) -> str:
         ],
         "dataset_info": {
             **info,
-            "splits": [{"name": "train", "num_bytes": int(views.data.nbytes), "num_examples": len(views)}],
+            "splits": [{"name": "train", "num_bytes": int(num_bytes), "num_examples": int(num_rows)}],
         },
     }
     return yaml.safe_dump(meta, sort_keys=False).strip()
 
 
 def render_dataset_card(
-    views: Dataset, config: ViewGenerationConfig, scorer, failures: list[dict], components, num_shards: int
+    features: Features,
+    num_rows: int,
+    num_bytes: int,
+    config: ViewGenerationConfig,
+    scorer,
+    failures: list[dict],
+    components,
+    num_shards: int,
 ) -> str:
+    """The card of the assembled folder, from the shards' features and counts (not their rows)."""
     repo_id = config.push_to_hub or "path/to/views"
     pretty_name = f"{config.dataset} generated views ({', '.join(config.modes)})"
+    # the source image/caption columns may have other names (CC3M: jpg, txt)
+    contract_name = {config.image_column: schema.IMAGE, config.caption_column: schema.CAPTION}
     columns = []
-    for name in views.column_names:
-        doc = COLUMN_DOCS.get(name)
+    for name in features:
+        doc = COLUMN_DOCS.get(contract_name.get(name, name))
         for mode in config.modes:
             if name == schema.view_column(mode):
                 doc = f"generated view, {MODE_DOCS[mode]} (Image)"
@@ -80,10 +90,10 @@ def render_dataset_card(
     }
     return render_card(
         "dataset_card",
-        front_matter=front_matter(views, pretty_name),
+        front_matter=front_matter(features, num_rows, num_bytes, pretty_name),
         pretty_name=pretty_name,
         repo_id=repo_id,
-        num_rows=len(views),
+        num_rows=num_rows,
         modes=", ".join(config.modes),
         num_failures=len({f["row"] for f in failures}),
         num_shards=num_shards,

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..data import schema
-from .policies import DEFAULT_COMPLEXITY_EDGES, DEFAULT_FG_EDGES, DEFAULT_GUIDANCE, DEFAULT_NOISE_LEVELS
+from .policies import (
+    DEFAULT_COMPLEXITY_EDGES,
+    DEFAULT_FG_EDGES,
+    DEFAULT_GUIDANCE,
+    DEFAULT_NOISE_LEVELS,
+    GuidancePolicy,
+    NoisePolicy,
+)
 
 TINY = "tiny"  # model id value meaning "genview_hf.testing's tiny offline components"
 
@@ -103,8 +110,21 @@ class ViewGenerationConfig:
         for name in ("batch_size", "shard_size", "num_inference_steps", "fg_sample_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.seed < 0:  # row seeds come from numpy's SeedSequence, which takes no negative entropy
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.max_rows is not None and self.max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {self.max_rows}")
+        # The policy tables are checked here, before any model loads, not at the first batch.
+        NoisePolicy(tuple(self.noise_fg_edges), tuple(self.noise_levels))
+        GuidancePolicy(tuple(self.guidance_scales))
+        if list(self.complexity_edges) != sorted(self.complexity_edges):
+            raise ValueError(f"complexity_edges must be increasing, got {self.complexity_edges}")
+        levels = len(self.complexity_edges) + 1 if self.complexity_scorer == "heuristic" else 4
+        if len(self.guidance_scales) != levels:
+            raise ValueError(
+                f"guidance_scales needs one scale per caption complexity level ({levels}), "
+                f"got {len(self.guidance_scales)}: {self.guidance_scales}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

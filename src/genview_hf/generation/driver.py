@@ -31,13 +31,7 @@ from ..data import schema
 from .components import Components, load_components
 from .config import ViewGenerationConfig
 from .foreground import ForegroundScorer
-from .policies import (
-    GuidancePolicy,
-    LMComplexityScorer,
-    NoisePolicy,
-    complexity_from_count,
-    count_constraints,
-)
+from .policies import GuidancePolicy, LMComplexityScorer, NoisePolicy
 from .views import FAILURE, LazyViewGenerator, ViewGenerator, decode_image
 
 logger = logging.getLogger(__name__)
@@ -178,15 +172,9 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def build_generator(
     components: Components, scorer: ForegroundScorer, config: ViewGenerationConfig
 ) -> ViewGenerator:
-    complexity = None
+    complexity = None  # the offline heuristic, bucketed by complexity_edges
     if config.complexity_scorer != "heuristic":
         complexity = LMComplexityScorer(config.complexity_scorer, device=str(components.encoder.device))
-    elif tuple(config.complexity_edges) != (0, 3, 6):
-        edges = tuple(config.complexity_edges)
-
-        def complexity(captions):  # noqa: F811 - configurable buckets over the same counter
-            return [complexity_from_count(count_constraints(c), edges) for c in captions]
-
     return ViewGenerator(
         encoder=components.encoder,
         scorer=scorer,
@@ -196,6 +184,7 @@ def build_generator(
         noise_policy=NoisePolicy(tuple(config.noise_fg_edges), tuple(config.noise_levels)),
         guidance_policy=GuidancePolicy(tuple(config.guidance_scales)),
         complexity=complexity,
+        complexity_edges=tuple(config.complexity_edges),
         seed=config.seed,
         num_inference_steps=config.num_inference_steps,
         ic_guidance_scale=config.ic_guidance_scale,
@@ -335,8 +324,12 @@ def write_shard(
 def assemble(
     out: Path, config: ViewGenerationConfig, num_shards: int, components: Components, scorer
 ) -> None:
-    """Check every shard is there; write failures.jsonl, preview.png and the README card."""
-    from datasets import load_dataset
+    """Check every shard is there; write failures.jsonl, preview.png and the README card.
+
+    Reads the shards' parquet footers (rows, bytes, features) and only the first rows the preview
+    needs: a million-row views dataset is never loaded (or copied to the cache) whole.
+    """
+    import pyarrow.parquet as pq
 
     data_dir = out / DATA_DIR
     missing = [k for k in range(num_shards) if not (data_dir / _shard_name(k, num_shards)).exists()]
@@ -348,33 +341,45 @@ def assemble(
         if path.exists():
             failures += [json.loads(line) for line in path.read_text().splitlines() if line]
     _atomic_write_text(out / FAILURES_FILE, "".join(json.dumps(f) + "\n" for f in failures))
-    files = [str(data_dir / _shard_name(k, num_shards)) for k in range(num_shards)]
-    views = load_dataset("parquet", data_files=files, split="train", keep_in_memory=True)
-    write_preview(views, out / PREVIEW_FILE, config.modes, config.grid_rows)
+    files = [data_dir / _shard_name(k, num_shards) for k in range(num_shards)]
+    footers = [pq.read_metadata(f) for f in files]
+    num_rows = sum(m.num_rows for m in footers)
+    num_bytes = sum(m.row_group(g).total_byte_size for m in footers for g in range(m.num_row_groups))
+    features = Features.from_arrow_schema(pq.read_schema(files[0]))  # datasets' metadata in the footer
+    columns = [config.image_column, schema.MASK] + [
+        c for m in config.modes for c in (schema.view_column(m), schema.mask_column(m))
+    ]
+    write_preview(files, features, columns, out / PREVIEW_FILE, config.grid_rows)
     from .card import render_dataset_card
 
-    card = render_dataset_card(views, config, scorer, failures, components, num_shards)
+    card = render_dataset_card(
+        features, num_rows, num_bytes, config, scorer, failures, components, num_shards
+    )
     _atomic_write_text(out / "README.md", card)
 
 
-def write_preview(views: Dataset, path: Path, modes: list[str], rows: int, cell: int = 128) -> None:
-    """A PNG grid: per row the original, its mask, then each mode's view and mask."""
+def write_preview(
+    files: list[Path], features: Features, columns: list[str], path: Path, rows: int, cell: int = 128
+) -> None:
+    """A PNG grid of the first ``rows`` rows with every image column present: per row the original,
+    its mask, then each mode's view and mask. Reads the shards batch by batch and stops early."""
+    import pyarrow.parquet as pq
     from PIL import Image as PILImage
 
-    columns = [schema.IMAGE, schema.MASK] + [
-        c for m in modes for c in (schema.view_column(m), schema.mask_column(m))
-    ]
-    picked = []
-    for row in views.select_columns([c for c in columns if c in views.column_names]):
-        if all(row.get(c) is not None for c in columns):
-            picked.append(row)
+    picked: list[list] = []
+    for file in files:
+        for record_batch in pq.ParquetFile(file).iter_batches(batch_size=64, columns=columns):
+            for row in record_batch.to_pylist():
+                if len(picked) < rows and all(row[c] is not None for c in columns):
+                    picked.append([features[c].decode_example(row[c]) for c in columns])
+            if len(picked) >= rows:
+                break
         if len(picked) >= rows:
             break
     grid = PILImage.new("RGB", (cell * len(columns), cell * max(1, len(picked))), "white")
-    for r, row in enumerate(picked):
-        for c, column in enumerate(columns):
-            image = row[column].convert("RGB").resize((cell, cell), PILImage.NEAREST)
-            grid.paste(image, (c * cell, r * cell))
+    for r, images in enumerate(picked):
+        for c, image in enumerate(images):
+            grid.paste(image.convert("RGB").resize((cell, cell), PILImage.NEAREST), (c * cell, r * cell))
     tmp = path.with_name(f".tmp-{path.name}")
     grid.save(tmp, format="PNG")
     os.replace(tmp, path)

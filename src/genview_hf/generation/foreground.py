@@ -61,9 +61,13 @@ class ClipTokenEncoder:
 
     @torch.no_grad()
     def __call__(self, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> patch tokens (B, T, D) float32, and image embeddings (B, E) in the model's dtype
+        (None for a ``CLIPVisionModel`` without projection)."""
         pixels = self.pixel_values(images).to(self.device, self.dtype)
         out = self.model(pixel_values=pixels)
-        tokens = self.model.vision_model.post_layernorm(out.last_hidden_state[:, 1:])
+        # transformers 5: CLIPVisionModel holds the layers itself, ...WithProjection in .vision_model
+        post_layernorm = getattr(self.model, "vision_model", self.model).post_layernorm
+        tokens = post_layernorm(out.last_hidden_state[:, 1:])  # (B, T, D), CLS dropped
         return tokens.float(), getattr(out, "image_embeds", None)
 
 

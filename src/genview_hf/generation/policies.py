@@ -169,6 +169,7 @@ class LMComplexityScorer:
 
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path)
             self._tokenizer.padding_side = "left"
+            self._tokenizer.truncation_side = "left"  # an overlong prompt keeps its closing "Answer:"
             if self._tokenizer.pad_token is None:
                 self._tokenizer.pad_token = self._tokenizer.eos_token
             self._model = AutoModelForCausalLM.from_pretrained(self.model_name_or_path).to(self.device).eval()

@@ -12,7 +12,8 @@ Per batch it:
 4. for each mode, groups rows by (noise level, guidance) and makes one pipeline call per group,
    with one ``torch.Generator`` per row seeded from (global seed, row id): a row's view does not
    depend on the batch it lands in, the batch size or the number of processes;
-5. scores the generated views with the same encoder: ``mask_<mode>``.
+5. scores every generated view of the batch (all modes) in one pass of the same encoder:
+   ``mask_<mode>``.
 
 A source image that cannot be decoded is replaced by null (its bytes would break every reader).
 The reason a row or one of its modes failed goes to the ``_failure`` column, which the driver
@@ -32,7 +33,7 @@ from PIL import Image
 
 from ..data import schema
 from .foreground import ClipTokenEncoder, ForegroundScorer
-from .policies import GuidancePolicy, NoisePolicy, caption_complexity
+from .policies import DEFAULT_COMPLEXITY_EDGES, GuidancePolicy, NoisePolicy, caption_complexity
 
 FAILURE = "_failure"  # temporary column: "" when the row is whole; removed by the driver
 
@@ -92,6 +93,7 @@ class ViewGenerator:
     noise_policy: NoisePolicy = field(default_factory=NoisePolicy)
     guidance_policy: GuidancePolicy = field(default_factory=GuidancePolicy)
     complexity: Callable[[list[str]], list[int]] | None = None  # default: offline heuristic
+    complexity_edges: tuple[int, ...] = DEFAULT_COMPLEXITY_EDGES  # the heuristic's count buckets
     seed: int = 0
     num_inference_steps: int = 20  # paper: 20 steps
     ic_guidance_scale: float = 10.0  # GenView: unCLIP guidance 10, empty prompt
@@ -100,20 +102,26 @@ class ViewGenerator:
     image_column: str = schema.IMAGE
     caption_column: str = schema.CAPTION
     row_offset: int = 0
+    # unCLIP's own image encoder when the scorer uses another model (``scorer_model``); None when
+    # the scorer's forward already yields unCLIP's conditioning embeddings (the default).
+    _embedder: ClipTokenEncoder | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         for mode in self.modes:
             schema.view_column(mode)  # validates the name
-        if ("ic" in self.modes or "itc" in self.modes) and self.unclip is None:
+        image_modes = "ic" in self.modes or "itc" in self.modes
+        if image_modes and self.unclip is None:
             raise ValueError("modes ic/itc need an unCLIP img2img pipeline")
         if "tc" in self.modes and self.text2img is None:
             raise ValueError("mode tc needs a text-to-image pipeline")
+        if image_modes and self.encoder.model is not self.unclip.image_encoder:
+            self._embedder = ClipTokenEncoder(self.unclip.image_encoder, self.unclip.feature_extractor)
 
     # -- per-row choices -------------------------------------------------------------------
     def _complexities(self, captions: list[str]) -> list[int]:
         if self.complexity is not None:
             return [int(c) for c in self.complexity(captions)]
-        return [caption_complexity(c) for c in captions]
+        return [caption_complexity(c, self.complexity_edges) for c in captions]
 
     @staticmethod
     def _generators(seeds: list[int]) -> list[torch.Generator]:
@@ -152,11 +160,14 @@ class ViewGenerator:
         out[self.image_column] = [
             value if i in images else None for i, value in enumerate(batch[self.image_column])
         ]
-        embeds: dict[int, torch.Tensor] = {}
+        embeds: dict[int, torch.Tensor] = {}  # row -> (E,) CLIP image embedding, unCLIP's conditioning
         text_modes = "tc" in self.modes or "itc" in self.modes
         if ok:
+            # tokens (B, T, D) float32; image_embeds (B, E) in the encoder's dtype, or None
             tokens, image_embeds = self.encoder([images[i] for i in ok])
-            masks = self.scorer.token_masks(tokens)
+            if self._embedder is not None:  # a separate scorer: unCLIP needs its own encoder's embeddings
+                _, image_embeds = self._embedder([images[i] for i in ok])
+            masks = self.scorer.token_masks(tokens)  # (B, T) bool
             for j, (i, ratio, mask) in enumerate(
                 zip(
                     ok,
@@ -186,6 +197,7 @@ class ViewGenerator:
                 out[schema.CAPTION_COMPLEXITY][i] = c
                 out[schema.GUIDANCE_SCALE][i] = self.guidance_policy(c)
 
+        generated: list[tuple[str, int, Image.Image]] = []  # (mode, row, view)
         for mode in self.modes:
             # Rows a mode can serve, and the (noise level, guidance) that groups them into pipeline calls.
             if mode == "ic":
@@ -198,16 +210,16 @@ class ViewGenerator:
                 rows = sorted(set(ok) & set(text_ok))
                 key = lambda i: (out[schema.NOISE_LEVEL][i], out[schema.GUIDANCE_SCALE][i])  # noqa: E731
             views = self._generate(mode, rows, key, batch, embeds, out[schema.SEED])
-            for i, view in views.items():
+            generated += [(mode, i, views[i]) for i in sorted(views)]
+        if generated:  # each view's own foreground map: one encoder pass over every mode's views
+            view_images = [view for _, _, view in generated]
+            view_tokens, _ = self.encoder(view_images)  # (V, T, D)
+            view_masks = self.scorer.mask_images(
+                self.scorer.token_masks(view_tokens), [view.size for view in view_images]
+            )
+            for (mode, i, view), mask in zip(generated, view_masks, strict=True):
                 out[schema.view_column(mode)][i] = view
-            if views:
-                order = sorted(views)
-                view_tokens, _ = self.encoder([views[i] for i in order])
-                view_masks = self.scorer.token_masks(view_tokens)
-                for i, mask in zip(
-                    order, self.scorer.mask_images(view_masks, [views[i].size for i in order])
-                ):
-                    out[schema.mask_column(mode)][i] = mask
+                out[schema.mask_column(mode)][i] = mask
         out[FAILURE] = ["; ".join(f) for f in failures]
         return out
 
@@ -235,6 +247,7 @@ class ViewGenerator:
                 prompts = (
                     [batch[self.caption_column][i] for i in members] if mode == "itc" else [""] * len(members)
                 )
+                # (G, E): the group's image embeddings, computed once by the scorer's encoder pass
                 image_embeds = torch.stack([embeds[i] for i in members]).to(pipe.device, pipe.unet.dtype)
                 result = pipe(
                     image_embeds=image_embeds,

@@ -17,6 +17,8 @@ CLIP_METHODS = ("clip", "slip")
 MOMENTUM_METHODS = ("mocov2", "mocov3", "byol", "leoclr")  # methods with a momentum (key/target) encoder
 QUEUE_METHODS = ("mocov2", "leoclr")  # methods with a queue of negatives
 PREDICTOR_METHODS = ("mocov3", "simsiam", "byol")  # methods with a predictor on the online branch
+# methods whose loss reads the Hallucinator's rows (elsewhere its weights would get no gradient)
+HALLUCINATOR_METHODS = ("mocov2", "mocov3", "simsiam", "byol")
 
 # Head shapes per method, from the papers / official code:
 # (projector hidden, projector out, projector layers, predictor hidden, BN in the projector)
@@ -78,7 +80,8 @@ class GenViewConfig(PretrainedConfig):
             ``mean`` (mean of the tokens), ``pooler`` (the backbone's ``pooler_output``) or
             ``auto`` (cls for ViT-like models with a CLS token, pooler otherwise).
         queue_size: negatives kept for mocov2 / leoclr (MoCo v2: 65536).
-        use_hallucinator: add the Hallucinator's feature-space positives (training only).
+        use_hallucinator: add the Hallucinator's feature-space positives (training only; mocov2,
+            mocov3, simsiam, byol).
         hallucinator_max_lambda: lam ~ U(0, max) per step (paper: 0.1).
     """
 
@@ -118,6 +121,10 @@ class GenViewConfig(PretrainedConfig):
         if method in QUEUE_METHODS and queue_size < 1:
             raise ValueError(f"method {method!r} needs a queue: queue_size must be >= 1, got {queue_size}")
         self.queue_size = queue_size
+        if use_hallucinator and method not in HALLUCINATOR_METHODS:
+            raise ValueError(
+                f"use_hallucinator is wired into {', '.join(HALLUCINATOR_METHODS)}, not {method!r}"
+            )
         self.use_hallucinator = use_hallucinator
         self.hallucinator_max_lambda = hallucinator_max_lambda
         super().__init__(**kwargs)

@@ -69,9 +69,32 @@ def _tiny_text_encoder():
     return tokenizer, CLIPTextModel(tiny_clip_text_config(tokenizer, hidden_size=TINY_TEXT_HIDDEN))
 
 
+def sd21_unclip_schedulers() -> dict:
+    """The two schedulers of ``stabilityai/stable-diffusion-2-1-unclip``, as pipeline keyword arguments.
+
+    ``scheduler``: v-prediction DDIM (scaled-linear betas 0.00085-0.012, no sample clipping);
+    ``image_noising_scheduler``: squared-cosine DDPM that noises the image embedding by
+    ``noise_level``. Shared by the tiny pipeline and the real-size benchmark.
+    """
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    return {
+        "scheduler": DDIMScheduler(
+            beta_schedule="scaled_linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            prediction_type="v_prediction",
+            set_alpha_to_one=False,
+            steps_offset=1,
+            clip_sample=False,
+        ),
+        "image_noising_scheduler": DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
+    }
+
+
 def tiny_unclip_img2img(folder: str | os.PathLike | None = None, seed: int = 0):
     """A tiny ``StableUnCLIPImg2ImgPipeline`` (64 px views, v-prediction DDIM, 2-block VAE)."""
-    from diffusers import DDIMScheduler, DDPMScheduler, StableUnCLIPImg2ImgPipeline
+    from diffusers import StableUnCLIPImg2ImgPipeline
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
         StableUnCLIPImageNormalizer,
     )
@@ -88,19 +111,11 @@ def tiny_unclip_img2img(folder: str | os.PathLike | None = None, seed: int = 0):
             feature_extractor=feature_extractor,
             image_encoder=image_encoder,
             image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=embed_dim),
-            image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
             tokenizer=tokenizer,
             text_encoder=text_encoder,
             unet=_tiny_unet(class_embed_dim=2 * embed_dim),
-            scheduler=DDIMScheduler(
-                beta_schedule="scaled_linear",
-                beta_start=0.00085,
-                beta_end=0.012,
-                prediction_type="v_prediction",
-                set_alpha_to_one=False,
-                steps_offset=1,
-            ),
             vae=_tiny_vae(),
+            **sd21_unclip_schedulers(),
         )
         _save_atomically(folder, pipe)
     pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(folder)

@@ -63,7 +63,8 @@ class GenViewTrainingArguments(TrainingArguments):
         default=65536, metadata={"help": "MoCo v2 / LeOCLR queue of negatives (MoCo v2: 65536)"}
     )
     use_hallucinator: bool = field(
-        default=False, metadata={"help": "Add Hallucinator feature-space positives"}
+        default=False,
+        metadata={"help": "Add Hallucinator feature-space positives (mocov2, mocov3, simsiam, byol)"},
     )
     # --- data ------------------------------------------------------------------------------
     dataset_name: str = field(

@@ -27,9 +27,10 @@ class MomentumCallback(TrainerCallback):
     """EMA update of the momentum encoder after every optimizer step.
 
     ``on_step_end`` runs once per optimizer step (after the gradient accumulation cycle), so
-    the update count follows optimizer steps, not micro-batches. The momentum used is that of
-    the step just finished (the official MoCo v3 code updates at the start of the next
-    iteration with the same parameters, which is the same operation).
+    the update count follows optimizer steps, not micro-batches. After optimizer step k
+    (0-based) the momentum is m(k). The official MoCo v3 code updates at the start of
+    iteration k + 1 with m(k + 1): the same updates with the schedule one step later, a
+    difference of one step in K.
     """
 
     def __init__(self) -> None:

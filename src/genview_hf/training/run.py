@@ -29,7 +29,8 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..config import parse_config
 from ..data.collators import build_collator
 from ..data.views import generated_columns, validate_views_dataset
-from ..modeling.modeling_genview import GenViewCLIPModel, GenViewModel, vision_tower
+from ..modeling import GenViewCLIPModel, GenViewModel
+from ..modeling.features import vision_tower
 from .arguments import GenViewTrainingArguments
 from .trainer import GenViewTrainer, load_direction
 

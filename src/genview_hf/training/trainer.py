@@ -23,14 +23,8 @@ from transformers import Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
 
 from .. import hub
-from ..modeling.modeling_genview import (
-    GenViewCLIPModel,
-    GenViewModel,
-    encode_image,
-    principal_direction,
-    token_map,
-    vision_tower,
-)
+from ..modeling import GenViewCLIPModel, GenViewModel
+from ..modeling.features import encode_image, principal_direction, token_map, vision_tower
 from ..quality import image_text_quality_weights, multi_view_quality_weights, quality_weights
 from .arguments import GenViewTrainingArguments
 from .callbacks import MomentumCallback
@@ -157,16 +151,19 @@ class GenViewTrainer(Trainer):
     def frozen_quality_weights(
         self, pixel_values_1: torch.Tensor, pixel_values_2: torch.Tensor
     ) -> torch.Tensor:
-        """Pair weights from the frozen model's token maps of the two views (GenView's default)."""
+        """Pair weights (N,) from the frozen model's token maps of the two views (N, 3, H, W) (GenView's default).
+
+        Both views go through the frozen model in one pass (eval mode: no batch statistics).
+        """
         model = vision_tower(self.quality_model)
-        tokens = []
-        for pixels in (pixel_values_1, pixel_values_2):
-            _, view_tokens = encode_image(model, self._fit(pixels, model), with_tokens=True)
-            tokens.append(view_tokens.float())
+        n = pixel_values_1.shape[0]
+        pixels = self._fit(torch.cat([pixel_values_1, pixel_values_2]), model)  # (2N, 3, h, w)
+        _, tokens = encode_image(model, pixels, with_tokens=True)
+        tokens = tokens.float()  # (2N, T, C)
         direction = self.quality_direction
         if direction is None:
-            direction = principal_direction(torch.cat(tokens))
-        return quality_weights(tokens[0], tokens[1], direction.to(tokens[0].device), gamma=self.args.gamma)
+            direction = principal_direction(tokens)
+        return quality_weights(tokens[:n], tokens[n:], direction.to(tokens.device), gamma=self.args.gamma)
 
     @torch.no_grad()
     def frozen_multi_positive_weights(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,6 +236,11 @@ class GenViewTrainer(Trainer):
         return inputs
 
     # ------------------------------------------------------------------ loss, eval, logs
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        """transformers' choice (no decay on biases and norms), and none on CLIP's logit scale
+        either, as in CLIP / SLIP / open_clip (decay would pull the temperature toward 1)."""
+        return [name for name in super().get_decay_parameter_names(model) if not name.endswith("logit_scale")]
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**self._model_inputs(inputs))
         loss = outputs.loss

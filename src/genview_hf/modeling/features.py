@@ -1,0 +1,115 @@
+"""Reading features from any Hugging Face vision backbone: pooled vectors, patch tokens, masks.
+
+Shared by the SSL and CLIP wrappers, the Trainer's ``frozen`` quality mode and the stored-mask
+weights. Shapes: N images, C channels, T patch tokens on a square grid, H x W pixels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPModel, PretrainedConfig
+
+_CLS_POOLING_TYPES = ("vit", "deit", "vit_msn", "vit_mae")
+
+
+def vision_tower(model: nn.Module) -> nn.Module:
+    """The image encoder inside ``model``: a CLIPModel's ``vision_model``, else the model itself."""
+    if isinstance(model, CLIPModel) or (
+        hasattr(model, "vision_model") and hasattr(model, "get_image_features")
+    ):
+        return model.vision_model
+    return model
+
+
+def backbone_feature_dim(config: PretrainedConfig) -> int:
+    """Width of one pooled feature: ``hidden_sizes[-1]`` (ResNet, ConvNeXt) or ``hidden_size``."""
+    sizes = getattr(config, "hidden_sizes", None)
+    if sizes:
+        return int(sizes[-1])
+    if getattr(config, "hidden_size", None):
+        return int(config.hidden_size)
+    raise ValueError(f"cannot tell the feature width of a {type(config).__name__}: it has no hidden_size(s)")
+
+
+def resolve_pooling(config: PretrainedConfig, pooling: str) -> str:
+    """``auto`` -> ``cls`` for ViT-like models with a CLS token, ``pooler`` otherwise."""
+    if pooling != "auto":
+        return pooling
+    return "cls" if config.model_type in _CLS_POOLING_TYPES else "pooler"
+
+
+def token_map(last_hidden_state: torch.Tensor) -> torch.Tensor:
+    """Patch tokens (N, T, C) from a backbone's last hidden state.
+
+    Convolutional maps (N, C, h, w) are flattened; sequences (N, S, C) lose their prefix tokens
+    (CLS, registers): the largest square grid that leaves 1 to 8 prefix tokens is kept.
+    """
+    if last_hidden_state.dim() == 4:
+        return last_hidden_state.flatten(2).transpose(1, 2)
+    if last_hidden_state.dim() != 3:
+        raise ValueError(
+            f"expected a (N, C, h, w) or (N, S, C) hidden state, got shape {tuple(last_hidden_state.shape)}"
+        )
+    length = last_hidden_state.shape[1]
+    side = math.isqrt(length - 1)
+    prefix = length - side * side
+    if not 1 <= prefix <= 8:
+        raise ValueError(f"cannot find the patch grid in a sequence of {length} tokens")
+    return last_hidden_state[:, prefix:]
+
+
+def encode_image(
+    model: nn.Module, pixel_values: torch.Tensor, pooling: str = "auto", with_tokens: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One pooled feature (N, C) per image (N, 3, H, W) and, when asked, the patch tokens (N, T, C)."""
+    model = vision_tower(model)
+    outputs = model(pixel_values=pixel_values)
+    hidden = outputs.last_hidden_state  # (N, S, C) or (N, C, h, w)
+    pooling = resolve_pooling(model.config, pooling)
+    if pooling == "pooler" and getattr(outputs, "pooler_output", None) is not None:
+        pooled = outputs.pooler_output.flatten(1)
+    elif pooling == "cls" and hidden.dim() == 3:
+        pooled = hidden[:, 0]
+    else:  # mean of the tokens, or of the spatial map
+        pooled = hidden.flatten(2).mean(-1) if hidden.dim() == 4 else hidden.mean(1)
+    return pooled, (token_map(hidden) if with_tokens else None)
+
+
+def masks_to_tokens(masks: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """Foreground masks (N, H, W) in [0, 1] averaged onto the square token grid: (N, T)."""
+    side = math.isqrt(num_tokens)
+    if side * side != num_tokens:
+        raise ValueError(f"stored masks need a square token grid; the backbone gives {num_tokens} tokens")
+    if masks.dim() != 3:
+        raise ValueError(f"masks must be (N, H, W), got shape {tuple(masks.shape)}")
+    return F.adaptive_avg_pool2d(masks[:, None].float(), side).flatten(1)
+
+
+def principal_direction(tokens: torch.Tensor) -> torch.Tensor:
+    """First principal direction (C,) (uncentred) of token maps (N, T, C), signed like the
+    generation-time scorer (``genview_hf.generation.foreground``): larger projections in the
+    centre than on the border ring of the square token grid (the mean projection decides when T
+    is not square).
+
+    The foreground direction when no fitted one is given: the batch's own tokens. The sign is
+    chosen on the device, without boolean indexing (no host sync of its own).
+    """
+    from ..generation.foreground import border_ring
+
+    flat = tokens.reshape(-1, tokens.shape[-1]).float()  # (N T, C)
+    direction = torch.linalg.eigh(flat.T @ flat).eigenvectors[:, -1]  # (C,)
+    projections = tokens.float() @ direction  # (N, T)
+    side = math.isqrt(projections.shape[-1]) if projections.dim() >= 2 else 0
+    if side >= 3 and side * side == projections.shape[-1]:
+        ring = border_ring((side, side)).to(projections.device, projections.dtype)  # (T,) 1 on the border
+        centre = 1.0 - ring
+        centre_minus_border = (
+            projections @ (centre / centre.sum()) - projections @ (ring / ring.sum())
+        ).sum()
+    else:
+        centre_minus_border = projections.mean()
+    return torch.where(centre_minus_border < 0, -direction, direction)
