@@ -17,7 +17,9 @@ from transformers import HfArgumentParser
 def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:
     """Parse ``argv`` (default ``sys.argv[1:]``) into instances of ``dataclass_types``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(dataclass_types, epilog="--config FILE.yaml supplies settings; flags override it.")
+    parser = HfArgumentParser(
+        dataclass_types, epilog="--config FILE.yaml supplies settings; flags override it."
+    )
     config_path = _pop_config(argv)
     if config_path is not None:
         values = yaml.safe_load(Path(config_path).read_text()) or {}
