@@ -207,7 +207,7 @@ def test_push_uploads_the_root_with_its_card_and_not_the_checkpoints(tmp_path):
 
 
 def test_batch_direction_points_to_the_centre_and_a_scorer_folder_gives_the_fitted_one(tmp_path):
-    from genview_hf.generation.foreground import ForegroundScorer
+    from genview_hf.foreground import ForegroundScorer
     from genview_hf.modeling.features import principal_direction
     from genview_hf.training.trainer import load_direction
 

@@ -2,16 +2,39 @@
 
 ``--config file.yaml`` supplies values; flags given on the command line override them.
 Unknown YAML keys are an error naming them, so a typo never silently falls back to a default.
+``ScriptArguments`` are the settings every command shares, with TRL's names: which dataset and
+which splits.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from transformers import HfArgumentParser
+
+
+@dataclass
+class ScriptArguments:
+    """The dataset a command reads, with the same names in ``genview generate | train | evaluate``."""
+
+    dataset_name: str = field(
+        default="sample:shapes",
+        metadata={
+            "help": "Hub id, local folder (views dataset, save_to_disk or data files) or sample:NAME "
+            "(an embedded set: digits, shapes, photos)"
+        },
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name"})
+    dataset_train_split: str = field(
+        default="train", metadata={"help": "Split to generate views for, train on, or fit the kNN bank on"}
+    )
+    dataset_test_split: str = field(
+        default="test", metadata={"help": "Split that is scored (evaluate) or gives the eval loss (train)"}
+    )
 
 
 def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:

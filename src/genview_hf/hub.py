@@ -1,7 +1,7 @@
 """Cards and pushes: render the card templates in ``hub_cards/`` and upload finished folders.
 
-The templates live inside the package (not at the repository root) so an installed
-genview_hf can render them. Pushing goes through ``huggingface_hub.HfApi``; tests inject a
+The templates live in the repository's top-level ``hub_cards/`` and ship inside the wheel as
+``genview_hf.hub_cards``. Pushing goes through ``huggingface_hub.HfApi``; tests inject a
 fake ``api`` and check what would be uploaded, never touching the network.
 """
 
@@ -15,12 +15,17 @@ from typing import Any
 from huggingface_hub import HfApi
 
 
+def card_template_path(name: str) -> Path:
+    """The file of card template ``name`` (``hub_cards/<name>.md``, shipped as ``genview_hf.hub_cards``)."""
+    path = resources.files("genview_hf.hub_cards").joinpath(f"{name}.md")
+    if not path.is_file():
+        raise FileNotFoundError(f"no card template named {name!r} in hub_cards/")
+    return Path(str(path))
+
+
 def card_template(name: str) -> str:
     """The text of ``hub_cards/<name>.md``."""
-    path = resources.files("genview_hf").joinpath("hub_cards", f"{name}.md")
-    if not path.is_file():
-        raise FileNotFoundError(f"no card template named {name!r} in genview_hf/hub_cards")
-    return path.read_text(encoding="utf-8")
+    return card_template_path(name).read_text(encoding="utf-8")
 
 
 def render_card(name: str, **fields: Any) -> str:

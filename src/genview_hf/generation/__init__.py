@@ -3,9 +3,10 @@
 Light to import: the pipelines (diffusers) load only when a run starts.
 """
 
+from ..foreground import ForegroundScorer
 from .config import TINY, ViewGenerationConfig
 from .driver import generate_views, load_input
-from .foreground import ClipTokenEncoder, ForegroundScorer
+from .encoder import ClipTokenEncoder
 from .policies import GuidancePolicy, LMComplexityScorer, NoisePolicy, caption_complexity, count_constraints
 from .views import ViewGenerator, decode_image, row_seed
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import TINY, ViewGenerationConfig
-from .foreground import ClipTokenEncoder
+from .encoder import ClipTokenEncoder
 
 
 @dataclass

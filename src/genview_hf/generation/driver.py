@@ -28,9 +28,9 @@ import torch
 from datasets import Dataset, Features, Image, Value
 
 from ..data import schema
+from ..foreground import ForegroundScorer
 from .components import Components, load_components
 from .config import ViewGenerationConfig
-from .foreground import ForegroundScorer
 from .policies import GuidancePolicy, LMComplexityScorer, NoisePolicy
 from .views import FAILURE, LazyViewGenerator, ViewGenerator, decode_image
 

@@ -32,7 +32,8 @@ import torch
 from PIL import Image
 
 from ..data import schema
-from .foreground import ClipTokenEncoder, ForegroundScorer
+from ..foreground import ForegroundScorer
+from .encoder import ClipTokenEncoder
 from .policies import DEFAULT_COMPLEXITY_EDGES, GuidancePolicy, NoisePolicy, caption_complexity
 
 FAILURE = "_failure"  # temporary column: "" when the row is whole; removed by the driver

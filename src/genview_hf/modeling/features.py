@@ -98,7 +98,7 @@ def principal_direction(tokens: torch.Tensor) -> torch.Tensor:
     The foreground direction when no fitted one is given: the batch's own tokens. The sign is
     chosen on the device, without boolean indexing (no host sync of its own).
     """
-    from ..generation.foreground import border_ring
+    from ..foreground import border_ring
 
     flat = tokens.reshape(-1, tokens.shape[-1]).float()  # (N T, C)
     direction = torch.linalg.eigh(flat.T @ flat).eigenvectors[:, -1]  # (C,)

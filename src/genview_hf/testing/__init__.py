@@ -1,7 +1,11 @@
 """Tiny offline components shared by the tests, the demo and the benchmarks.
 
-The diffusion builders import diffusers only when called, so importing this package stays light.
+Production code never names these: a tiny component reaches a run as the folder it is saved
+in, ``tiny_path(name)``, like any other local model. The diffusion builders import diffusers
+only when called, so importing this package stays light.
 """
+
+from pathlib import Path
 
 from .tiny_diffusion import tiny_text2img, tiny_unclip_img2img
 from .tiny_models import (
@@ -13,10 +17,30 @@ from .tiny_models import (
     tiny_vit,
 )
 
+# name -> builder; each saves its component under tiny_root() / name on first use
+TINY_COMPONENTS = {
+    "vit": tiny_vit,
+    "resnet": tiny_resnet,
+    "clip": tiny_clip,
+    "unclip-img2img": tiny_unclip_img2img,
+    "text2img": tiny_text2img,
+}
+
+
+def tiny_path(name: str) -> Path:
+    """The folder of tiny component ``name`` (built and saved on first use), for ``from_pretrained``."""
+    if name not in TINY_COMPONENTS:
+        raise ValueError(f"unknown tiny component {name!r}: expected one of {', '.join(TINY_COMPONENTS)}")
+    TINY_COMPONENTS[name]()
+    return tiny_root() / name
+
+
 __all__ = [
+    "TINY_COMPONENTS",
     "tiny_clip",
     "tiny_clip_tokenizer",
     "tiny_clip_vision_with_projection",
+    "tiny_path",
     "tiny_resnet",
     "tiny_root",
     "tiny_text2img",

@@ -42,7 +42,7 @@ def load_direction(path: str | Path) -> torch.Tensor:
     (``genview_hf.generation.foreground``), or a .safetensors / .pt / .npy / .json vector."""
     path = Path(path)
     if path.is_dir():
-        from ..generation.foreground import ForegroundScorer
+        from ..foreground import ForegroundScorer
 
         value = ForegroundScorer.load(path).direction
     elif path.suffix == ".safetensors":
