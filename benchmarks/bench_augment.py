@@ -20,7 +20,8 @@ from datetime import datetime, timezone
 
 import torch
 
-from genview_hf.data.augment import METHODS, augment_views, method_augmentations
+from genview_hf.data.augment import augment_views
+from genview_hf.methods import METHODS, get_method
 
 
 def make_batch(batch_size: int, device: str, seed: int = 0):
@@ -37,7 +38,7 @@ def make_batch(batch_size: int, device: str, seed: int = 0):
 
 
 def views_of(method: str):
-    augmentations = method_augmentations(method)
+    augmentations = get_method(method).augmentations
     return [
         aug
         for aug in (augmentations.view_1, augmentations.view_2, augmentations.original, augmentations.image)

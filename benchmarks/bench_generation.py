@@ -55,11 +55,18 @@ def sync(device):
 # -- CPU: tiny components, ours vs naive -------------------------------------------------------
 def bench_tiny(rows: int, batch_size: int, steps: int, size: int, repeats: int) -> dict:
     from genview_hf.data.samples import shapes
-    from genview_hf.generation import ForegroundScorer, NoisePolicy, ViewGenerator
-    from genview_hf.generation.components import load_components
-    from genview_hf.generation.config import ViewGenerationConfig
+    from genview_hf.generation import (
+        ForegroundScorer,
+        NoisePolicy,
+        ViewGenerationConfig,
+        ViewGenerator,
+        load_components,
+    )
+    from genview_hf.testing import tiny_path
 
-    config = ViewGenerationConfig(unclip_model="tiny", modes=["ic"], mixed_precision="no")
+    config = ViewGenerationConfig(
+        unclip_model=str(tiny_path("unclip-img2img")), modes=["ic"], mixed_precision="no"
+    )
     components = load_components(config)
     encoder, pipe = components.encoder, components.unclip
     images = list(shapes(num_rows=rows, image_size=64)["image"])

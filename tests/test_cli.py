@@ -11,7 +11,7 @@ from genview_hf import cli
 def command_modules(tmp_path, monkeypatch):
     """Two throwaway command modules on sys.path: one that works, one whose import fails inside."""
     (tmp_path / "fake_command.py").write_text(
-        "received = []\n\ndef main(argv):\n    received.append(list(argv))\n    return 3\n"
+        "received = []\n\ndef cli(argv):\n    received.append(list(argv))\n    return 3\n"
     )
     (tmp_path / "fake_broken_command.py").write_text("import no_such_dependency_xyz  # noqa: F401\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -58,6 +58,21 @@ def test_a_missing_dependency_is_not_reported_as_not_written_yet(command_modules
 def test_console_script_and_lazy_imports():
     scripts = {entry.name: entry.value for entry in entry_points(group="console_scripts")}
     assert scripts.get("genview") == "genview_hf.cli:main"
-    code = "import sys, genview_hf.cli; print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
+    code = (
+        "import sys, genview_hf.cli; print(sorted(m for m in ('datasets', 'diffusers') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]"  # `genview --help` imports none of the heavy libraries
+    assert result.stdout.strip() == "[]"  # `genview --help` imports neither datasets nor diffusers
+
+
+def test_every_command_runs_a_recipe_with_its_own_help(capsys):
+    for command in ("generate", "train", "evaluate"):
+        assert cli.COMMANDS[command][0].startswith("genview_hf.recipes.")
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([command, "--help"])
+        assert exit_info.value.code == 0
+        out = capsys.readouterr().out
+        assert "--dataset_name" in out and "--dataset_train_split" in out, command
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--method", "dino"])
+    assert "invalid choice: 'dino'" in capsys.readouterr().err

@@ -10,9 +10,7 @@ from genview_hf.data.augment import (
     CLIP_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    SSL_METHODS,
     augment_views,
-    method_augmentations,
 )
 from genview_hf.data.collators import (
     CLIPCollator,
@@ -21,6 +19,7 @@ from genview_hf.data.collators import (
     SSLCollator,
     build_collator,
 )
+from genview_hf.methods import SSL_METHODS, get_method
 from genview_hf.testing import tiny_clip_tokenizer
 
 SIZE = 32
@@ -264,7 +263,7 @@ def test_shapes_sample_masks_stay_on_the_objects():
     # geometry only: the objects are saturated, the backgrounds grey, so chroma tells where the mask must be
     images = [torch.from_numpy(np.array(row["image"])).permute(2, 0, 1) for row in dataset]
     masks = [torch.from_numpy(np.array(row["mask"])) for row in dataset]
-    aug = method_augmentations("mocov3").view_1.geometry_only()
+    aug = get_method("mocov3").augmentations.view_1.geometry_only()
     pixels, out = augment_views(images, aug, SIZE, masks=masks, generator=torch.Generator().manual_seed(0))
     rgb = denormalize(pixels)
     chroma = rgb.amax(1) - rgb.amin(1)

@@ -27,7 +27,7 @@ from genview_hf.evaluation import (
 )
 from genview_hf.evaluation.features import feature_cache_key
 from genview_hf.evaluation.metrics import compute
-from genview_hf.evaluation.run import main as run_main
+from genview_hf.recipes.evaluate_encoder import cli as run_main
 from genview_hf.testing import (
     tiny_clip,
     tiny_clip_tokenizer,
@@ -217,15 +217,19 @@ def test_feature_rule_per_encoder_kind():
     flat = extract_features(resnet, dataset, processor=resnet_processor, progress=False)
     assert flat.shape == (6, 16)  # pooler_output (6, 16, 1, 1) flattened
     vit, vit_processor = tiny_vit()
-    pooled = extract_features(vit, dataset, processor=vit_processor, progress=False)
-    cls = extract_features(vit, dataset, processor=vit_processor, pooling="cls", progress=False)
+    auto = extract_features(vit, dataset, processor=vit_processor, progress=False)
+    pooler = extract_features(vit, dataset, processor=vit_processor, pooling="pooler", progress=False)
     mean = extract_features(vit, dataset, processor=vit_processor, pooling="mean", progress=False)
     pixels = vit_processor(images=[image.convert("RGB") for image in dataset["image"]], return_tensors="pt")
     with torch.no_grad():
         output = vit(**pixels)
-    torch.testing.assert_close(pooled, output.pooler_output)
-    torch.testing.assert_close(cls, output.last_hidden_state[:, 0])
+    # ViT: its CLS token, as in training (the dense + tanh pooler is never trained by SSL)
+    torch.testing.assert_close(auto, output.last_hidden_state[:, 0])
+    torch.testing.assert_close(pooler, output.pooler_output)
     torch.testing.assert_close(mean, output.last_hidden_state.mean(dim=1))
+    vit.config.genview_pooling = "mean"  # an encoder genview_hf exported records its pooling
+    recorded = extract_features(vit, dataset, processor=vit_processor, progress=False)
+    torch.testing.assert_close(recorded, mean)
 
 
 def test_features_of_a_folder_a_wrapper_and_batches_agree(tmp_path):
@@ -279,7 +283,7 @@ def test_feature_extraction_bad_input_is_named():
     with pytest.raises(KeyError, match="'picture'"):
         extract_features(vit, cell_dataset(range(2)), processor=processor, image_column="picture")
     bad = Dataset.from_dict({"image": ["not an image", "x"]})
-    with pytest.raises(TypeError, match="row 0"):
+    with pytest.raises(ValueError, match="row 0, column .image.: no image file"):
         extract_features(vit, bad, processor=processor, progress=False)
     with pytest.raises(ValueError, match="pass its image processor"):
         extract_features(nn.Linear(2, 2), cell_dataset(range(2)))
@@ -463,7 +467,7 @@ def test_evaluate_command_on_a_clip_folder_writes_results_and_card(tmp_path, cli
         )
 
     DatasetDict({"train": split(0), "test": split(0)}).save_to_disk(tmp_path / "data")
-    argv = f"--checkpoint {folder} --dataset {tmp_path / 'data'} --output_dir {tmp_path / 'out'}".split()
+    argv = f"--model_name_or_path {folder} --dataset_name {tmp_path / 'data'} --output_dir {tmp_path / 'out'}".split()
     argv += "--protocols knn linear zero-shot retrieval --linear_epochs 2 --update_card".split()
     assert run_main(argv) == 0
     results = json.loads((tmp_path / "out" / "eval_results.json").read_text())
@@ -479,4 +483,4 @@ def test_evaluate_command_on_a_clip_folder_writes_results_and_card(tmp_path, cli
         "image-text-retrieval",
     }
     with pytest.raises(KeyError, match="no split 'validation'"):
-        run_main(argv[:6] + ["--test_split", "validation"])
+        run_main(argv[:6] + ["--dataset_test_split", "validation"])

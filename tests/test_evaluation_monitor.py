@@ -167,3 +167,22 @@ def test_pair_grid_and_knn_curve(tmp_path):
     assert_png(plot_knn_curve([(10, 0.2), (20, 0.4)], tmp_path / "knn_from_history.png"))
     with pytest.raises(ValueError, match="no kNN values"):
         plot_knn_curve([{"step": 1, "loss": 1.0}], tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize("pooling", ["auto", "mean"])
+def test_genview_evaluate_scores_the_features_the_monitor_saw(tmp_path, pooling):
+    """One pooling rule: the exported root, read by evaluation's loader, gives the features the
+    monitor read from the training wrapper (also with a non-default pooling, recorded on export)."""
+    from genview_hf.evaluation import extract_features
+    from training_helpers import make_args, make_trainer
+
+    trainer = make_trainer(make_args(tmp_path, "mocov3", max_steps=1, pooling=pooling))
+    trainer.train()
+    trainer.save_model()
+    dataset = labelled(10)
+    monitor = KNNMonitorCallback(dataset, dataset, every_n_steps=1)
+    bank, _ = monitor.features(trainer.model, trainer.processing_class)
+    scored = extract_features(str(tmp_path), dataset, progress=False)
+    torch.testing.assert_close(scored, bank, rtol=1e-5, atol=1e-5)
+    expected = {"auto": "cls", "mean": "mean"}[pooling]
+    assert trainer.model.pooling == expected

@@ -1,6 +1,8 @@
-"""The driver: a loadable folder, batch-size invariance, resume after a kill, push, the command line."""
+"""The driver and its recipe: a loadable folder, its card, batch-size invariance, resume after a kill,
+the resume guard, push, the shipped configs."""
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -8,17 +10,33 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from datasets import Dataset, Features, Image, concatenate_datasets, load_dataset
+from huggingface_hub import DatasetCard
 
+from genview_hf.config import ScriptArguments, parse_config
+from genview_hf.data.loading import load_split
 from genview_hf.data.samples import shapes
-from genview_hf.generation import NoisePolicy, ViewGenerationConfig, generate_views, row_seed
+from genview_hf.generation import (
+    ForegroundScorer,
+    NoisePolicy,
+    ViewGenerationConfig,
+    generate_views,
+    load_components,
+    row_seed,
+)
 from genview_hf.generation import driver as driver_module
-from genview_hf.generation.components import load_components
-from genview_hf.generation.run import main
+from genview_hf.recipes.generate_views import cli
+from genview_hf.testing import tiny_path
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_CONFIG = ROOT / "recipes" / "configs" / "tiny_shapes_generate.yaml"
+CONFIGS = ROOT / "recipes" / "configs"
+TINY_CONFIG = CONFIGS / "tiny_shapes_generate.yaml"
+UNCLIP = str(tiny_path("unclip-img2img"))
+TEXT2IMG = str(tiny_path("text2img"))
+TINY_MODELS = ["--unclip_model", UNCLIP, "--text2img_model", TEXT2IMG]  # the config names folders to build
 MODES = ["ic", "tc", "itc"]
+SOURCE_NAME = "shapes-with-a-corrupt-row"
 
 
 def source_rows(num_rows=5):
@@ -34,7 +52,7 @@ def source_rows(num_rows=5):
 
 def config(folder, **overrides):
     settings = dict(
-        output_dir=str(folder), unclip_model="tiny", text2img_model="tiny", modes=MODES, num_inference_steps=2,
+        output_dir=str(folder), unclip_model=UNCLIP, text2img_model=TEXT2IMG, modes=MODES, num_inference_steps=2,
         height=32, width=32, batch_size=2, shard_size=3, fg_sample_size=6, mixed_precision="no",
     )  # fmt: skip
     settings.update(overrides)
@@ -49,12 +67,17 @@ def components():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, components):
     folder = tmp_path_factory.mktemp("views")
-    generate_views(source_rows(), config(folder), components=components)
+    generate_views(source_rows(), config(folder), dataset_name=SOURCE_NAME, components=components)
     return folder
 
 
 def loaded(folder):
     return load_dataset(str(folder), split="train")
+
+
+def listing(folder):
+    """Every file under ``folder`` with its bytes: a refused run must leave all of them as they were."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_folder_loads_without_genview_hf(run):
@@ -96,10 +119,41 @@ def test_rows_follow_policies_and_failures_are_listed(run):
         and views[5]["view_tc"] is not None
     )
     failures = [json.loads(line) for line in (run / "failures.jsonl").read_text().splitlines()]
-    assert [f["row"] for f in failures] == [5] and "cannot be decoded" in failures[0]["reason"]
-    card = (run / "README.md").read_text()
-    assert "`view_itc`" in card and "(0.2, 0.4] -> 100" in card and "preview.png" in card
+    assert [f["row"] for f in failures] == [5]
+    assert failures[0]["reason"].startswith("row 5, column 'image': cannot decode the image")
     assert (run / "preview.png").stat().st_size > 0 and not list((run / "data").glob(".tmp-*"))
+
+
+def test_card_round_trips_and_reproduces_the_run(run, tmp_path):
+    card = DatasetCard.load(run / "README.md")
+    data = card.data
+    assert data.pretty_name == f"{SOURCE_NAME} generated views (ic, tc, itc)"
+    assert data.size_categories == "n<1K" and "genview" in data.tags
+    assert data.configs == [
+        {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}
+    ]
+    info = data.dataset_info
+    assert info["splits"] == [{"name": "train", "num_bytes": info["dataset_size"], "num_examples": 6}]
+    assert info["download_size"] == sum(p.stat().st_size for p in (run / "data").glob("train-*.parquet"))
+    assert [f["name"] for f in info["features"]] == loaded(run).column_names
+    text = card.text
+    assert "| 6 | ic, tc, itc | 1 | 2 |" in text  # rows, modes, rows with a failure, shards
+    assert "| `view_itc` | generated view, image+text-conditioned" in text and "| `source_mask` |" in text
+    assert (
+        f"| unCLIP img2img | `{UNCLIP}` |" in text
+        and "[0, 0.2] -> 0, (0.2, 0.4] -> 100" in text
+        and "preview.png" in text
+    )
+    assert 'load_dataset("path/to/this/folder", split="train")' in text  # not pushed: no Hub id to show
+    assert "accelerate launch recipes/generate_views.py --config <config.yaml>" in text
+
+    # the reproduce block is a --config file that gives back the run's settings
+    block = re.search(r"```yaml\n(.*?)\n```", text, re.S).group(1)
+    (tmp_path / "config.yaml").write_text(block)
+    script_args, again = parse_config(
+        (ScriptArguments, ViewGenerationConfig), ["--config", str(tmp_path / "config.yaml")]
+    )
+    assert script_args.dataset_name == SOURCE_NAME and again == config(run)
 
 
 def test_batch_size_does_not_change_rows(run, tmp_path, components):
@@ -121,8 +175,8 @@ def test_batch_size_does_not_change_rows(run, tmp_path, components):
 
 def test_killed_run_resumes_to_the_full_dataset(tmp_path, monkeypatch):
     argv = [
-        "--config", str(TINY_CONFIG), "--output_dir", str(tmp_path), "--max_rows", "4", "--shard_size", "2",
-        "--modes", "ic", "--fg_sample_size", "4",
+        "--config", str(TINY_CONFIG), *TINY_MODELS, "--output_dir", str(tmp_path), "--max_rows", "4",
+        "--shard_size", "2", "--modes", "ic", "--fg_sample_size", "4",
     ]  # fmt: skip
     real_write = driver_module.write_shard
     calls = []
@@ -137,7 +191,7 @@ def test_killed_run_resumes_to_the_full_dataset(tmp_path, monkeypatch):
 
     monkeypatch.setattr(driver_module, "write_shard", dies_on_second_shard)
     with pytest.raises(KeyboardInterrupt):
-        main(argv)
+        cli(argv)
     shards = sorted(p.name for p in (tmp_path / "data").glob("train-*.parquet"))
     assert shards == ["train-00000-of-00002.parquet"] and not (tmp_path / "README.md").exists()
     first_mtime = (tmp_path / "data" / shards[0]).stat().st_mtime_ns
@@ -146,16 +200,27 @@ def test_killed_run_resumes_to_the_full_dataset(tmp_path, monkeypatch):
     monkeypatch.setattr(
         driver_module, "write_shard", lambda *a, **k: calls.append(a[1]) or real_write(*a, **k)
     )
-    assert main(argv) == 0
+    assert cli(argv) == 0
     assert calls == [1]  # the finished shard is skipped
     assert (tmp_path / "data" / shards[0]).stat().st_mtime_ns == first_mtime
     views = loaded(tmp_path)
     assert views["seed"] == [row_seed(0, i) for i in range(4)]  # every row once, in order
-    assert views["label"] == shapes(num_rows=4)["label"]
+    assert views["label"] == load_split("sample:shapes", "train", max_rows=4)["label"]
     assert all(v is not None for v in views["view_ic"]) and not list((tmp_path / "data").glob(".tmp-*"))
+    record = json.loads((tmp_path / ".work" / "run.json").read_text())
+    assert record["dataset_name"] == "sample:shapes" and record["num_rows"] == 4
+    assert record["dataset_fingerprint"] == load_split("sample:shapes", "train")._fingerprint
 
-    with pytest.raises(ValueError, match="other settings.*seed"):
-        main(argv + ["--seed", "1"])
+    # other settings or another dataset in the same folder: refused by name, nothing touched
+    before = listing(tmp_path)
+    with pytest.raises(ValueError, match=r"other settings \(seed\)"):
+        cli(argv + ["--seed", "1"])
+    with pytest.raises(ValueError, match=r"other settings \(dataset_fingerprint, dataset_name\)"):
+        cli(argv + ["--dataset_name", "sample:digits"])
+    same_settings = config(tmp_path, modes=["ic"], shard_size=2)
+    with pytest.raises(ValueError, match=r"other settings \(dataset_fingerprint\)"):
+        generate_views(shapes(num_rows=4, seed=1), same_settings, dataset_name="sample:shapes")
+    assert listing(tmp_path) == before
 
 
 class FakeApi:
@@ -178,12 +243,19 @@ class FakeApi:
 def test_push_uploads_the_assembled_folder(run, components):
     before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
     api = FakeApi()
-    settings = config(run, push_to_hub="user/views", private=True, revision="v1", commit_message="views")
-    generate_views(
-        source_rows(), settings, components=components, api=api
-    )  # all shards done: assemble + push
+    settings = config(
+        run,
+        push_to_hub=True,
+        hub_dataset_id="user/views",
+        hub_private_repo=True,
+        hub_revision="v1",
+        hub_commit_message="views",
+    )
+    # all shards done: assemble + push
+    generate_views(source_rows(), settings, dataset_name=SOURCE_NAME, components=components, api=api)
     kinds = [c[0] for c in api.calls]
     assert kinds == ["create_repo", "create_branch", "upload_folder"]
+    assert api.calls[0][1] == "user/views"
     assert api.calls[0][2]["repo_type"] == "dataset" and api.calls[0][2]["private"] is True
     upload = api.calls[2][2]
     assert (
@@ -192,40 +264,61 @@ def test_push_uploads_the_assembled_folder(run, components):
         and upload["commit_message"] == "views"
     )
     assert ".work/*" in upload["ignore_patterns"]
-    assert "user/views" in (run / "README.md").read_text()
+    assert 'load_dataset("user/views", split="train")' in (run / "README.md").read_text()
 
     with pytest.raises(ConnectionError):
-        generate_views(source_rows(), settings, components=components, api=FakeApi(fail=True))
+        generate_views(
+            source_rows(), settings, dataset_name=SOURCE_NAME, components=components, api=FakeApi(fail=True)
+        )
     assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before  # the folder stays whole
     assert len(loaded(run)) == 6
 
 
-def test_bad_input_is_named(tmp_path, components):
+def test_hub_dataset_id_defaults_to_the_output_folder_name(tmp_path):
+    assert config(tmp_path / "my-views", push_to_hub=True).hub_dataset_id == "my-views"
+    assert config(tmp_path / "my-views").hub_dataset_id is None  # not pushing: nothing to name
+
+
+def test_bad_input_is_named_before_anything_is_written(tmp_path, components):
     data = shapes(num_rows=2, image_size=32)
     with pytest.raises(KeyError, match="picture"):
-        generate_views(data, config(tmp_path, image_column="picture"), components=components)
+        generate_views(data, config(tmp_path / "a", image_column="picture"), components=components)
     with pytest.raises(KeyError, match="caption"):
-        generate_views(data.remove_columns("caption"), config(tmp_path), components=components)
+        generate_views(data.remove_columns("caption"), config(tmp_path / "b"), components=components)
     with pytest.raises(ValueError, match="unknown generation mode"):
         config(tmp_path, modes=["ic", "video"])
+    other_grid = ForegroundScorer(direction=torch.ones(32), threshold=0.0, grid=(4, 4))
+    other_grid.save(tmp_path.parent / f"{tmp_path.name}-fg")
+    with pytest.raises(
+        ValueError, match=r"foreground_artifacts .* \(4, 4\) token grid, the encoder has \(8, 8\)"
+    ):
+        artifacts = str(tmp_path.parent / f"{tmp_path.name}-fg")
+        generate_views(data, config(tmp_path / "c", foreground_artifacts=artifacts), components=components)
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(SystemExit):  # fixed choices are checked by the parser
+        cli(["--mixed_precision", "fp8"])
 
 
 def test_help_lists_every_setting(capsys):
     with pytest.raises(SystemExit) as stop:
-        main(["--help"])
+        cli(["--help"])
     assert stop.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--push-to-hub", "--private", "--revision", "--commit-message", "--max_rows", "--modes"):
-        assert flag in text
+    flags = (
+        "--dataset_name", "--dataset_config", "--dataset_train_split", "--push_to_hub", "--hub_dataset_id",
+        "--hub_private_repo", "--hub_revision", "--hub_commit_message", "--max_rows", "--modes",
+        "--scorer_model",
+    )  # fmt: skip
+    for flag in flags:
+        assert flag in text, flag
+    assert "{no,fp16,bf16}" in text
 
 
-def test_input_from_sample_saved_folder_and_load_dataset_folder(run, tmp_path):
-    from genview_hf.generation import load_input
-
-    assert len(load_input(ViewGenerationConfig(dataset="sample:shapes"))) == 240
+def test_the_recipe_reads_samples_saved_folders_and_views_folders(run, tmp_path):
+    assert "image" in load_split("sample:shapes", "train").column_names
     shapes(num_rows=3, image_size=16).save_to_disk(str(tmp_path / "saved"))
-    assert len(load_input(ViewGenerationConfig(dataset=str(tmp_path / "saved")))) == 3
-    again = load_input(ViewGenerationConfig(dataset=str(run)))  # a views folder is itself an input
+    assert len(load_split(str(tmp_path / "saved"), "train")) == 3
+    again = load_split(str(run), "train")  # a views folder is itself an input
     assert len(again) == 6 and "view_ic" in again.column_names
 
 
@@ -240,3 +333,26 @@ def test_map_workers_with_rank_give_the_same_rows(run, tmp_path, components):
             assert (x is None) == (y is None)
             if x is not None:
                 assert np.abs(np.asarray(x, np.int16) - np.asarray(y, np.int16)).max() <= 2, column
+
+
+@pytest.mark.parametrize(
+    "name", ["genview_ic_imagenet", "genviewpp_ic_cc3m", "genviewpp_tc_cc3m", "genviewpp_itc_cc3m"]
+)
+def test_shipped_configs_run_with_tiny_stand_ins(name, tmp_path):
+    """Each paper config as written, with only the models, sizes and data swapped for tiny local ones
+    that keep the real data's column names (ImageNet: image/label, CC3M: jpg/txt)."""
+    path = CONFIGS / f"{name}.yaml"
+    data = shapes(num_rows=3, image_size=32)
+    if "cc3m" in name:
+        data = data.rename_columns({"image": "jpg", "caption": "txt"})
+    data.save_to_disk(str(tmp_path / "data"))
+    sizes = [
+        "--max_rows", "3", "--num_inference_steps", "2", "--height", "32", "--width", "32",
+        "--fg_sample_size", "3", "--batch_size", "2", "--shard_size", "2",
+    ]  # fmt: skip
+    out = tmp_path / "views"
+    argv = ["--config", str(path), "--dataset_name", str(tmp_path / "data"), "--output_dir", str(out)]
+    assert cli(argv + TINY_MODELS + sizes) == 0
+    modes = parse_config((ScriptArguments, ViewGenerationConfig), ["--config", str(path)])[1].modes
+    views = loaded(out)
+    assert len(views) == 3 and all(v is not None for m in modes for v in views[f"view_{m}"])

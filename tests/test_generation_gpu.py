@@ -6,8 +6,8 @@ import torch
 from datasets import load_dataset
 
 from genview_hf.data.samples import shapes
-from genview_hf.generation import NoisePolicy, ViewGenerationConfig, generate_views
-from genview_hf.generation.components import load_components
+from genview_hf.generation import NoisePolicy, ViewGenerationConfig, generate_views, load_components
+from genview_hf.testing import tiny_path
 
 pytestmark = pytest.mark.gpu
 
@@ -17,7 +17,8 @@ def test_half_precision_run_on_cuda(tmp_path, precision, dtype):
     if not torch.cuda.is_available():
         pytest.fail("this test needs a CUDA device: run it on the GPU machine with pytest -m gpu")
     config = ViewGenerationConfig(
-        output_dir=str(tmp_path), unclip_model="tiny", text2img_model="tiny", modes=["ic", "tc", "itc"],
+        output_dir=str(tmp_path), unclip_model=str(tiny_path("unclip-img2img")),
+        text2img_model=str(tiny_path("text2img")), modes=["ic", "tc", "itc"],
         num_inference_steps=2, height=32, width=32, batch_size=4, shard_size=4, fg_sample_size=8,
         mixed_precision=precision,
     )  # fmt: skip

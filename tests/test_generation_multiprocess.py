@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 from datasets import load_dataset
 
-from genview_hf.generation.run import main
+from genview_hf.recipes.generate_views import cli
+from genview_hf.testing import tiny_path
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = [
     "--config", str(ROOT / "recipes" / "configs" / "tiny_shapes_generate.yaml"),
+    "--unclip_model", str(tiny_path("unclip-img2img")), "--text2img_model", str(tiny_path("text2img")),
     "--max_rows", "4", "--shard_size", "1", "--modes", "ic", "itc", "--fg_sample_size", "4",
 ]  # fmt: skip
 
@@ -27,7 +29,7 @@ def free_port():
 
 def test_two_processes_match_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    assert main(ARGS + ["--output_dir", str(one)]) == 0
+    assert cli(ARGS + ["--output_dir", str(one)]) == 0
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",

@@ -1,17 +1,29 @@
-"""The batched map function on its own: decoding, bad rows, grouping by noise level and guidance."""
+"""The batched map function on its own: decoding, bad rows, grouping by noise level and guidance; and
+which encoder the scorer gets."""
 
 import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from genview_hf.data.images import decode_image
 from genview_hf.data.samples import shapes
 from genview_hf.data.views import check_mask_shape
-from genview_hf.generation import ForegroundScorer, NoisePolicy, ViewGenerator, decode_image, row_seed
-from genview_hf.generation.components import load_components
-from genview_hf.generation.config import ViewGenerationConfig
+from genview_hf.generation import (
+    ForegroundScorer,
+    NoisePolicy,
+    ViewGenerationConfig,
+    ViewGenerator,
+    load_components,
+    row_seed,
+)
 from genview_hf.generation.views import FAILURE
+from genview_hf.testing import tiny_clip_vision_with_projection, tiny_path
+
+UNCLIP = str(tiny_path("unclip-img2img"))
+TEXT2IMG = str(tiny_path("text2img"))
 
 
 def png_bytes(image, fmt="PNG"):
@@ -38,7 +50,7 @@ class Spy:
 @pytest.fixture(scope="module")
 def generator():
     config = ViewGenerationConfig(
-        unclip_model="tiny", text2img_model="tiny", modes=["ic", "tc", "itc"], mixed_precision="no"
+        unclip_model=UNCLIP, text2img_model=TEXT2IMG, modes=["ic", "tc", "itc"], mixed_precision="no"
     )
     components = load_components(config)
     grid = components.encoder.grid
@@ -46,8 +58,6 @@ def generator():
     # A fixed scorer (not fitted) whose threshold puts rows in several noise bins.
     direction = np.zeros(dim, np.float32)
     direction[0] = 1.0
-    import torch
-
     scorer = ForegroundScorer(direction=torch.from_numpy(direction), threshold=0.0, grid=grid)
     return ViewGenerator(
         encoder=components.encoder,
@@ -61,16 +71,26 @@ def generator():
     )
 
 
-def test_decode_converts_modes_and_rejects_garbage():
+def test_decode_generation_uses_converts_modes_and_rejects_garbage():
+    """Generation reads images with the shared decode, at any size (``min_side=1``)."""
     rgb = Image.new("RGB", (12, 10), (10, 200, 30))
     for mode in ("L", "RGBA", "P", "CMYK", "LA", "I;16"):
-        assert decode_image(png_bytes(rgb.convert(mode), "TIFF" if mode == "CMYK" else "PNG")).mode == "RGB"
+        value = png_bytes(rgb.convert(mode), "TIFF" if mode == "CMYK" else "PNG")
+        assert decode_image(value, "row 0", min_side=1).mode == "RGB"
     rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
-    assert decode_image(rgba).getpixel((0, 0)) == (255, 255, 255)  # transparent -> white, not black
-    with pytest.raises(ValueError, match="cannot be decoded"):
-        decode_image({"bytes": b"not an image", "path": None})
-    with pytest.raises(ValueError, match="missing"):
-        decode_image(None)
+    assert decode_image(rgba, "row 0", min_side=1).getpixel((0, 0)) == (255, 255, 255)  # over white
+    assert decode_image(Image.new("RGB", (1, 1)), "row 0", min_side=1).size == (1, 1)
+
+
+def test_undecodable_and_missing_images_become_null_rows_with_a_reason(generator):
+    data = shapes(num_rows=1, image_size=32)
+    images = [png_bytes(data[0]["image"]), {"bytes": b"not an image", "path": None}, None]
+    out = generator({"image": images, "caption": ["a circle"] * 3}, [0, 1, 2])
+    assert out[FAILURE][0] == "" and out["image"][0] is not None
+    assert out[FAILURE][1].startswith("row 1, column 'image': cannot decode the image")
+    assert out[FAILURE][2].startswith("row 2, column 'image': the image is missing")
+    assert out["image"][1:] == [None, None] and out["view_ic"][1:] == [None, None]
+    assert out["view_tc"][1] is not None  # the caption is fine: its text-only view is still made
 
 
 def test_batch_groups_rows_and_names_bad_rows(generator):
@@ -83,10 +103,11 @@ def test_batch_groups_rows_and_names_bad_rows(generator):
     generator.text2img.calls.clear()
     out = generator({"image": images, "caption": captions}, list(range(6)))
 
-    assert out["view_ic"][4] is None and out["mask"][4] is None and "cannot be decoded" in out[FAILURE][4]
+    assert out["view_ic"][4] is None and out["mask"][4] is None and "cannot decode" in out[FAILURE][4]
     assert out["view_tc"][4] is not None  # the caption is fine: text-only view still made
     assert out["view_ic"][5].size == (32, 32)  # tiny greyscale image: upscaled for the encoder, converted
-    assert out["view_tc"][5] is None and out["view_itc"][5] is None and "empty caption" in out[FAILURE][5]
+    assert out["view_tc"][5] is None and out["view_itc"][5] is None
+    assert out[FAILURE][5] == "row 5, column 'caption': empty caption, no text-conditioned view"
     assert out[FAILURE][0] == ""
     for i in (0, 1, 2, 3, 5):
         assert out["noise_level"][i] == NoisePolicy()(out["fg_ratio"][i])
@@ -134,7 +155,6 @@ def test_a_separate_scorer_encoder_leaves_unclip_its_own_embeddings(generator):
     """scorer_model: the scorer runs another encoder; unCLIP is still conditioned by its own."""
     import dataclasses
 
-    import torch
     from transformers import CLIPVisionModel
 
     from genview_hf.generation import ClipTokenEncoder
@@ -153,3 +173,36 @@ def test_a_separate_scorer_encoder_leaves_unclip_its_own_embeddings(generator):
     assert b[FAILURE] == ["", ""] and b["noise_level"] == a["noise_level"] == [0, 0]
     for x, y in zip(a["view_ic"], b["view_ic"]):
         assert np.abs(np.asarray(x, np.int16) - np.asarray(y, np.int16)).max() <= 2
+
+
+def test_the_scorer_encoder_is_unclips_own_by_default():
+    """ic/itc: the pipeline's encoder object itself (one forward); tc only: the same weights, read
+    from the unCLIP folder's image_encoder and feature_extractor subfolders."""
+    both = load_components(ViewGenerationConfig(unclip_model=UNCLIP, modes=["ic"], mixed_precision="no"))
+    assert both.encoder.model is both.unclip.image_encoder and both.text2img is None
+    tc_only = load_components(
+        ViewGenerationConfig(unclip_model=UNCLIP, text2img_model=TEXT2IMG, modes=["tc"], mixed_precision="no")
+    )
+    assert tc_only.unclip is None and tc_only.text2img is not None
+    own, loaded = both.encoder.model.state_dict(), tc_only.encoder.model.state_dict()
+    assert own.keys() == loaded.keys() and all(torch.equal(own[k], loaded[k]) for k in own)
+    assert tc_only.encoder.grid == both.encoder.grid == (8, 8)
+
+
+def test_scorer_model_takes_a_clip_vision_folder_or_an_unclip_repo(tmp_path):
+    tower, _ = tiny_clip_vision_with_projection(tmp_path / "vision", image_size=48, seed=3)
+    separate = load_components(
+        ViewGenerationConfig(
+            unclip_model=UNCLIP, scorer_model=str(tmp_path / "vision"), modes=["ic"], mixed_precision="no"
+        )
+    )
+    assert separate.encoder.grid == (6, 6) and separate.encoder.model is not separate.unclip.image_encoder
+    assert torch.equal(separate.encoder.model.visual_projection.weight, tower.visual_projection.weight)
+    # an unCLIP repo as scorer_model: its image_encoder subfolder, loaded as a model of its own
+    repo = load_components(
+        ViewGenerationConfig(unclip_model=UNCLIP, scorer_model=UNCLIP, modes=["ic"], mixed_precision="no")
+    )
+    assert repo.encoder.model is not repo.unclip.image_encoder and repo.encoder.grid == (8, 8)
+    assert torch.equal(
+        repo.encoder.model.visual_projection.weight, repo.unclip.image_encoder.visual_projection.weight
+    )

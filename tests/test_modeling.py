@@ -1,3 +1,6 @@
+"""The model wrappers: state (backbone, heads, momentum encoder, queue), forward passes, round trips.
+The losses are the trainer's (tests/test_trainer*.py); here the models' embeddings and state."""
+
 import pytest
 import torch
 from transformers import AutoModel
@@ -5,6 +8,8 @@ from transformers import AutoModel
 from genview_hf.modeling import GenViewCLIPModel, GenViewConfig, GenViewModel
 from genview_hf.modeling.features import encode_image, masks_to_tokens, token_map
 from genview_hf.testing import tiny_clip, tiny_resnet, tiny_vit
+from genview_hf.training import QualityWeights
+from training_helpers import batch_loss, make_args, make_trainer
 
 SSL = ["mocov2", "mocov3", "simsiam", "byol", "simclr", "leoclr"]
 HEADS = dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=32, queue_size=32)
@@ -38,9 +43,24 @@ def test_mocov2_runs_only_the_two_passes_its_asymmetric_loss_reads():
     calls = []
     model.backbone.register_forward_hook(lambda *args: calls.append("online"))
     model.momentum_backbone.register_forward_hook(lambda *args: calls.append("momentum"))
-    masks = torch.rand(4, 32, 32)
-    output = model(**batch(), masks_1=masks, masks_2=masks.flip(-1))
-    assert sorted(calls) == ["momentum", "online"] and output.weights.shape == (4,)
+    output = model(**batch(), output_tokens=True)
+    assert sorted(calls) == ["momentum", "online"]
+    assert output.queries_2 is None and output.targets_1 is None  # asymmetric: q1 against k2
+    assert output.tokens_1.shape == output.tokens_2.shape == (4, 16, 32)
+    assert output.queue is model.queue
+
+
+def test_each_method_returns_what_its_loss_reads():
+    for method in SSL:
+        model = GenViewModel.from_backbone(tiny_vit()[0], method=method, **HEADS).train()
+        out = model(**batch())
+        assert out.queries_1 is not None, method
+        if method in ("mocov3", "simsiam", "byol"):
+            assert all(t is not None and not t.requires_grad for t in (out.targets_1, out.targets_2)), method
+        if method == "leoclr":
+            assert out.queries_2 is None and out.targets_1 is not None and out.targets_2 is not None
+        if method == "simclr":
+            assert out.queries_2 is not None and out.targets_1 is None and out.targets_2 is None
 
 
 def test_paper_head_defaults_and_no_predictor_where_the_method_has_none():
@@ -93,28 +113,26 @@ def test_token_map_drops_the_prefix_tokens_and_rejects_odd_grids():
 
 
 @pytest.mark.parametrize("method", SSL)
-def test_all_ones_weights_equal_no_weights_and_other_weights_differ(method):
-    backbone, _ = tiny_vit()
-    model = GenViewModel.from_backbone(backbone, method=method, **HEADS)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+def test_all_ones_weights_equal_no_weights_and_other_weights_differ(method, tmp_path):
+    trainer = make_trainer(make_args(tmp_path, method))
+    state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     inputs = batch()
 
     def loss(weights):
-        model.load_state_dict(state)  # the queue is updated by each training forward
-        return model(**inputs, weights=weights).loss
+        trainer.model.load_state_dict(state)  # the Hallucinator's lambda and the queue stay the same
+        torch.manual_seed(0)
+        return batch_loss(trainer, inputs, None if weights is None else QualityWeights(pairs=weights))
 
     plain = loss(None)
     torch.testing.assert_close(plain, loss(torch.ones(4)), rtol=1e-6, atol=1e-6)
     assert not torch.allclose(plain, loss(torch.tensor([3.0, 0.5, 0.25, 0.25])))
 
 
-def test_stored_mode_weights_come_from_masks_and_the_model_tokens():
-    backbone, _ = tiny_vit()
-    model = GenViewModel.from_backbone(backbone, method="mocov3", **HEADS)
-    masks = torch.rand(4, 32, 32)
-    output = model(**batch(), masks_1=masks, masks_2=masks.flip(-1), quality_gamma=1.0)
-    assert output.weights.shape == (4,) and torch.allclose(output.weights.mean(), torch.tensor(1.0))
-    assert not output.weights.requires_grad
+def test_tokens_are_detached_patch_tokens_of_each_view():
+    model = GenViewModel.from_backbone(tiny_vit()[0], method="mocov3", **HEADS)
+    output = model(**batch(), output_tokens=True)
+    assert output.tokens_1.shape == (4, 16, 32) and not output.tokens_1.requires_grad
+    assert model(**batch()).tokens_1 is None
 
 
 def test_momentum_update_is_an_exponential_moving_average():
@@ -149,29 +167,32 @@ def test_bad_batches_fail_before_the_loss():
 def test_queue_is_a_ring_buffer_of_keys():
     backbone, _ = tiny_vit()
     model = GenViewModel.from_backbone(backbone, method="mocov2", **dict(HEADS, queue_size=6))
-    model._enqueue(torch.ones(4, 16))
-    model._enqueue(2 * torch.ones(4, 16))
+    model.enqueue(torch.ones(4, 16))
+    model.enqueue(2 * torch.ones(4, 16))
+    unit = torch.full((16,), 0.25)  # keys are stored unit-normalised
     assert int(model.queue_ptr) == 2
-    assert torch.equal(model.queue[:2], 2 * torch.ones(2, 16)) and torch.equal(
-        model.queue[2:4], torch.ones(2, 16)
-    )
+    assert torch.allclose(model.queue[:4], unit.expand(4, 16))
 
 
-def test_clip_wrapper_loss_equals_transformers_clip_loss_and_slip_adds_ssl():
+def test_clip_wrapper_loss_equals_transformers_clip_loss_and_slip_adds_ssl(tmp_path):
     clip, _ = tiny_clip()
-    model = GenViewCLIPModel.from_clip(clip, method="clip")
     ids = torch.randint(3, 500, (4, 8))
     ids[:, -1] = 1
     pixels = torch.randn(4, 3, 32, 32)
-    ours = model(input_ids=ids, pixel_values=pixels).loss
+    trainer = make_trainer(
+        make_args(tmp_path / "clip", "clip"), model=GenViewCLIPModel.from_clip(clip, method="clip")
+    )
+    ours = batch_loss(trainer, dict(input_ids=ids, pixel_values=pixels))
     reference = clip(input_ids=ids, pixel_values=pixels, return_loss=True).loss
     torch.testing.assert_close(ours, reference)
     slip = GenViewCLIPModel.from_clip(clip, method="slip", ssl_hidden_dim=32, ssl_dim=16)
     with pytest.raises(ValueError, match="pixel_values_1"):
         slip(input_ids=ids, pixel_values=pixels)
-    loss = slip(
-        input_ids=ids, pixel_values=pixels, pixel_values_1=pixels, pixel_values_2=pixels.flip(-1)
-    ).loss
+    trainer = make_trainer(make_args(tmp_path / "slip", "slip"), model=slip)
+    loss = batch_loss(
+        trainer,
+        dict(input_ids=ids, pixel_values=pixels, pixel_values_1=pixels, pixel_values_2=pixels.flip(-1)),
+    )
     assert loss > ours
 
 
@@ -212,9 +233,13 @@ def _tiny_backbone(kind):
 @pytest.mark.parametrize("kind", ["convnext", "dinov2", "clip_vision"])
 def test_other_backbone_families_train_in_stored_mode_and_round_trip(kind, tmp_path):
     model = GenViewModel.from_backbone(_tiny_backbone(kind), method="mocov3", **HEADS)
+    trainer = make_trainer(make_args(tmp_path / "run", "mocov3", quality_mode="stored"), model=model)
     masks = torch.rand(4, 32, 32)
-    output = model(**batch(), masks_1=masks, masks_2=masks.flip(-1))
-    output.loss.backward()
-    assert output.weights.shape == (4,) and torch.isfinite(output.loss)
-    model.backbone.save_pretrained(tmp_path)
-    assert type(AutoModel.from_pretrained(tmp_path)) is type(model.backbone)
+    inputs = dict(batch(), masks_1=masks, masks_2=masks.flip(-1))
+    loss = trainer.compute_loss(trainer.model, inputs)
+    loss.backward()
+    assert torch.isfinite(loss)
+    weights = trainer._weights_seen[-1]
+    assert weights.shape == (4,) and torch.allclose(weights.mean(), torch.tensor(1.0))
+    model.backbone.save_pretrained(tmp_path / "backbone")
+    assert type(AutoModel.from_pretrained(tmp_path / "backbone")) is type(model.backbone)

@@ -9,10 +9,18 @@ def test_every_public_name_resolves():
         assert getattr(genview_hf, name) is not None, name
 
 
-def test_import_is_light():
-    code = "import sys, genview_hf; print(any(m in sys.modules for m in ('diffusers', 'datasets', 'torch')))"
+def test_import_is_light_and_registers_the_wrappers(tmp_path):
+    code = "import sys, genview_hf; print(any(m in sys.modules for m in ('diffusers', 'datasets')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+    from transformers import AutoConfig, AutoModel
+
+    from genview_hf.testing import tiny_vit
+
+    model = genview_hf.GenViewModel.from_backbone(tiny_vit()[0], method="byol", proj_hidden_dim=8, proj_dim=4)
+    model.save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path).method == "byol"
+    assert type(AutoModel.from_pretrained(tmp_path)) is genview_hf.GenViewModel
 
 
 def test_tiny_components_are_saved_atomically(tmp_path):

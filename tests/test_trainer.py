@@ -1,12 +1,18 @@
 """GenViewTrainer on tiny backbones and hand-made batches: parameters, momentum, weights, resume, export."""
 
 import json
+from concurrent.futures import Future
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+import transformers.trainer
+from huggingface_hub import ModelCard
 from transformers import AutoModel, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from genview_hf.training import GenViewTrainer, momentum_at
+from genview_hf.training import GenViewTrainer, QualityWeights, momentum_at
 from training_helpers import full_state, make_args, make_trainer, trainable_state
 
 SSL = ["mocov2", "mocov3", "simsiam", "byol", "simclr", "leoclr"]
@@ -79,8 +85,8 @@ def test_momentum_updates_once_per_optimizer_step_under_gradient_accumulation(tm
 
 
 class OnesTrainer(GenViewTrainer):
-    def frozen_quality_weights(self, pixel_values_1, pixel_values_2):
-        return torch.ones(pixel_values_1.shape[0])
+    def quality_weights(self, inputs, outputs):
+        return QualityWeights(pairs=torch.ones(inputs["pixel_values_1"].shape[0]))
 
 
 def _train(tmp_path, name, trainer_class=GenViewTrainer, **overrides):
@@ -156,10 +162,12 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, method):
         torch.testing.assert_close(state[name], value, rtol=0, atol=0, msg=name)
 
 
-def test_saved_root_is_a_plain_transformers_encoder(tmp_path):
+def test_saved_root_is_a_plain_transformers_encoder_and_checkpoints_load_with_automodel(tmp_path):
     trainer = make_trainer(make_args(tmp_path, "mocov3", save_strategy="steps", save_steps=3))
     trainer.train()
-    root = trainer.save_encoder(metrics={"knn_top1": 0.5})
+    trainer.save_model()
+    trainer.create_model_card(dataset_name="me/views")
+    root = tmp_path
     files = {p.name for p in root.iterdir() if p.is_file()}
     assert "model.safetensors" in files and not any(name.endswith((".bin", ".pt", ".pth")) for name in files)
     config = json.loads((root / "config.json").read_text())
@@ -167,26 +175,66 @@ def test_saved_root_is_a_plain_transformers_encoder(tmp_path):
     loaded = AutoModel.from_pretrained(root)
     for name, value in trainer.model.backbone.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
-    card = (root / "README.md").read_text()
-    assert "mocov3" in card and "knn_top1" in card and "$" not in card.split("---")[1]
+    card = ModelCard.load(root / "README.md")
+    assert card.data.library_name == "transformers" and card.data.datasets == ["me/views"]
+    assert "mocov3" in card.data.tags and card.data.pipeline_tag == "image-feature-extraction"
+    assert card.data.base_model is None  # trained from scratch
+    # The checkpoint holds the training wrapper: AutoModel gives it back (genview_hf is imported).
+    checkpoint = AutoModel.from_pretrained(root / "checkpoint-3")
+    assert type(checkpoint).__name__ == "GenViewModel" and checkpoint.config.method == "mocov3"
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(checkpoint.state_dict()[name], value), name
 
 
 class FakeApi:
+    """Records the Hub calls; its uploads snapshot the folder's root config at call time."""
+
     def __init__(self):
         self.calls = []
 
     def create_repo(self, repo_id, **kwargs):
         self.calls.append(("create_repo", repo_id))
-
-    def create_branch(self, *args, **kwargs):
-        self.calls.append(("create_branch", args))
+        return SimpleNamespace(repo_id=repo_id)
 
     def upload_folder(self, **kwargs):
-        self.calls.append(("upload_folder", kwargs))
+        config = Path(kwargs["folder_path"]) / "config.json"
+        model_type = json.loads(config.read_text()).get("model_type") if config.exists() else None
+        self.calls.append(("upload_folder", dict(kwargs, model_type=model_type)))
+        if kwargs.get("run_as_future"):
+            done = Future()
+            done.set_result("https://hub/commit/1")
+            return done
         return "https://hub/commit/1"
 
+    def uploads(self):
+        return [call[1] for call in self.calls if call[0] == "upload_folder"]
 
-def test_push_uploads_the_root_with_its_card_and_not_the_checkpoints(tmp_path):
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    api = FakeApi()
+    monkeypatch.setattr(transformers.trainer, "hf_api", lambda: api)
+    return api
+
+
+@pytest.mark.parametrize("strategy", ["every_save", "checkpoint"])
+def test_hub_strategies_push_the_plain_encoder_root_and_the_checkpoint(tmp_path, fake_hub, strategy):
+    args = make_args(
+        tmp_path, "byol", push_to_hub=True, hub_model_id="me/byol-genview", hub_strategy=strategy,
+        save_strategy="steps", save_steps=2, max_steps=4,
+    )  # fmt: skip
+    trainer = make_trainer(args)
+    trainer.train()
+    assert fake_hub.calls[0] == ("create_repo", "me/byol-genview")
+    roots = [up for up in fake_hub.uploads() if up["folder_path"] == str(tmp_path)]
+    assert roots and all(up["model_type"] == "vit" for up in roots)  # never the training wrapper
+    assert all(f"{PREFIX_CHECKPOINT_DIR}-*" in up["ignore_patterns"] for up in roots)
+    checkpoints = [up for up in fake_hub.uploads() if up.get("path_in_repo") == "last-checkpoint"]
+    assert bool(checkpoints) == (strategy == "checkpoint")
+    assert all(up["model_type"] == "genview" for up in checkpoints)
+
+
+def test_push_to_hub_uploads_the_root_with_its_card_and_not_the_checkpoints(tmp_path, fake_hub):
     args = make_args(
         tmp_path,
         "byol",
@@ -195,21 +243,20 @@ def test_push_uploads_the_root_with_its_card_and_not_the_checkpoints(tmp_path):
         save_strategy="steps",
         save_steps=3,
     )
-    trainer = make_trainer(args)  # no network: the repository is made when the finished root is pushed
+    trainer = make_trainer(args)
     trainer.train()
-    trainer.save_encoder()
-    api = FakeApi()
-    assert trainer.push_to_hub(api=api) == "https://hub/commit/1"
-    assert api.calls[0] == ("create_repo", "me/byol-genview")
-    upload = api.calls[-1][1]
-    assert upload["repo_id"] == "me/byol-genview" and "checkpoint-*" in upload["ignore_patterns"]
-    assert (tmp_path / "checkpoint-3").is_dir() and (tmp_path / "README.md").exists()
+    trainer.push_to_hub(dataset_name="me/imagenet-genview")
+    upload = fake_hub.uploads()[-1]
+    assert upload["repo_id"] == "me/byol-genview" and upload["model_type"] == "vit"
+    assert f"{PREFIX_CHECKPOINT_DIR}-*" in upload["ignore_patterns"]
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.datasets == ["me/imagenet-genview"] and (tmp_path / "checkpoint-3").is_dir()
 
 
 def test_batch_direction_points_to_the_centre_and_a_scorer_folder_gives_the_fitted_one(tmp_path):
     from genview_hf.foreground import ForegroundScorer
     from genview_hf.modeling.features import principal_direction
-    from genview_hf.training.trainer import load_direction
+    from genview_hf.training import load_direction
 
     axis = torch.nn.functional.normalize(torch.randn(8), dim=0)
     weight = torch.full((4, 4), 0.5)

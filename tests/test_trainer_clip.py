@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import CLIPModel
 
-from training_helpers import make_args, make_trainer, trainable_state
+from genview_hf.training import QualityWeights
+from training_helpers import batch_loss, make_args, make_trainer, trainable_state
 
 
 @pytest.mark.parametrize("method", ["clip", "slip"])
@@ -46,7 +47,8 @@ PIPELINE_CHECK = textwrap.dedent(
 def test_clip_root_serves_the_zero_shot_pipeline_without_genview_hf(tmp_path):
     trainer = make_trainer(make_args(tmp_path, "slip", max_steps=1))
     trainer.train()
-    root = trainer.save_encoder()
+    trainer.save_model()
+    root = tmp_path
     config = json.loads((root / "config.json").read_text())
     assert config["model_type"] == "clip" and (root / "model.safetensors").exists()
     assert not list(root.glob("*.bin"))
@@ -76,7 +78,8 @@ def test_lora_on_clip_trains_adapters_and_the_logit_scale_and_saves_merged(tmp_p
     trainer.train()
     after = trainable_state(trainer.model)
     assert not [name for name in before if torch.equal(before[name], after[name])]
-    root = trainer.save_encoder()
+    trainer.save_model()
+    root = tmp_path
     merged = CLIPModel.from_pretrained(root)
     assert not any("lora" in name for name in merged.state_dict())
     ids = torch.randint(3, 500, (2, 8))
@@ -94,7 +97,8 @@ def test_lora_on_a_vit_backbone_keeps_the_momentum_encoder_in_step(tmp_path):
     model = trainer.model
     assert len(list(model.backbone.parameters())) == len(list(model.momentum_backbone.parameters()))
     trainer.train()
-    root = trainer.save_encoder()
+    trainer.save_model()
+    root = tmp_path
     from transformers import AutoModel
 
     plain = AutoModel.from_pretrained(root)
@@ -109,19 +113,21 @@ def _multi_batch(n=4):
 
 
 @pytest.mark.parametrize("method", ["clip", "slip"])
-def test_genview_pp_multi_positive_loss_weights_reach_it_and_all_ones_equal_none(method):
-    from genview_hf.modeling import GenViewCLIPModel
-    from genview_hf.testing import tiny_clip
-
-    model = GenViewCLIPModel.from_clip(tiny_clip()[0], method=method, ssl_hidden_dim=32, ssl_dim=16)
+def test_genview_pp_multi_positive_loss_weights_reach_it_and_all_ones_equal_none(tmp_path, method):
+    trainer = make_trainer(make_args(tmp_path, method, multi_positive=True, quality_mode="stored"))
+    trainer.model.eval()  # batch-norm statistics fixed: the same batch gives the same embeddings
     batch = _multi_batch()
-    plain = {k: v for k, v in batch.items() if not k.startswith("masks")}
-    none = model(**plain).loss
-    ones = model(**plain, weights=torch.ones(4, 3), ssl_weights=torch.ones(4, 3, 3)).loss
+    none = batch_loss(trainer, batch)
+    ones = batch_loss(
+        trainer, batch, QualityWeights(image_text=torch.ones(4, 3), image_image=torch.ones(4, 3, 3))
+    )
     torch.testing.assert_close(ones, none)
-    stored = model(**batch)
-    assert stored.weights.shape == (4, 3) and torch.allclose(stored.weights.mean(), torch.tensor(1.0))
-    assert not torch.allclose(stored.loss, none)
+    model_inputs = {k: v for k, v in batch.items() if not k.startswith("masks")}
+    outputs = trainer.model(**model_inputs, output_tokens=True)
+    stored = trainer.quality_weights(batch, outputs)
+    assert stored.image_text.shape == (4, 3) and torch.allclose(stored.image_text.mean(), torch.tensor(1.0))
+    assert stored.image_image.shape == (4, 3, 3)
+    assert not torch.allclose(trainer.objective(outputs, stored), none)
 
 
 @pytest.mark.parametrize("mode", ["stored", "frozen"])
@@ -141,6 +147,23 @@ def test_genview_pp_trains_through_the_trainer(tmp_path, mode):
 def test_quality_modes_that_need_multi_positive_are_refused(tmp_path):
     with pytest.raises(ValueError, match="multi_positive"):
         make_args(tmp_path, "clip", quality_mode="stored")
+
+
+@pytest.mark.parametrize("mode", ["stored", "frozen"])
+def test_slip_weights_its_ssl_pair_in_both_quality_modes(tmp_path, mode):
+    from genview_hf.testing.training_data import SyntheticViews
+
+    trainer = make_trainer(make_args(tmp_path, "slip", max_steps=2, quality_mode=mode))
+    rows = [SyntheticViews(4, kind="ssl")[i] | SyntheticViews(4, kind="slip")[i] for i in range(4)]
+    batch = {key: torch.stack([row[key] for row in rows]) for key in rows[0]}
+    weights = trainer.quality_weights(
+        batch,
+        trainer.model(
+            **{k: v for k, v in batch.items() if not k.startswith(("masks", "pixel_values_orig"))},
+            output_tokens=True,
+        ),
+    )
+    assert weights.pairs.shape == (4,) and torch.allclose(weights.pairs.mean(), torch.tensor(1.0))
 
 
 def test_the_logit_scale_gets_no_weight_decay(tmp_path):

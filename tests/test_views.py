@@ -68,7 +68,7 @@ def test_image_paths_and_bytes_are_decoded(tmp_path):
     assert load_image(str(path), "row 0").size == (32, 32)
     assert load_image({"bytes": None, "path": str(path)}, "row 0").size == (32, 32)
     assert load_image(png_bytes(noise(2)), "row 0").mode == "RGB"
-    with pytest.raises(ValueError, match="row 5: cannot decode the image .*got int"):
+    with pytest.raises(ValueError, match="row 5: expected a PIL image.*got int"):
         load_image(3, "row 5")
 
 

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import torch
 
+from genview_hf.testing import tiny_path
 from genview_hf.testing.training_data import SyntheticViews
-from genview_hf.training import GenViewTrainer, GenViewTrainingArguments
-from genview_hf.training.run import build_model
+from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, builders
 
 
 def make_args(output_dir, method: str = "mocov3", **overrides) -> GenViewTrainingArguments:
+    image_text = method in ("clip", "slip")
     settings = dict(
         output_dir=str(output_dir),
         method=method,
-        model_name_or_path="tiny-clip" if method in ("clip", "slip") else "tiny-vit",
+        model_name_or_path=str(tiny_path("clip" if image_text else "vit")),
         proj_hidden_dim=32,
         proj_dim=16,
         pred_hidden_dim=32,
         queue_size=32,
-        ssl_hidden_dim=None,
         quality_mode="off",
-        quality_model="tiny-clip",
+        quality_model=str(tiny_path("clip")),
         per_device_train_batch_size=4,
         max_steps=3,
         learning_rate=1e-2,
@@ -38,32 +38,40 @@ def make_args(output_dir, method: str = "mocov3", **overrides) -> GenViewTrainin
         dataloader_num_workers=0,
         disable_tqdm=True,
         image_size=32,
+        training_figures=False,
     )
-    settings.pop("ssl_hidden_dim")
     settings.update(overrides)
     return GenViewTrainingArguments(**settings)
 
 
+def build_model(args: GenViewTrainingArguments):
+    """The wrapper and processor the recipe builds for ``args``."""
+    return builders.clip_model(args) if args.is_image_text else builders.ssl_model(args)
+
+
 def make_trainer(
-    args: GenViewTrainingArguments, length: int = 16, callbacks=None, trainer_class=GenViewTrainer
+    args: GenViewTrainingArguments, length: int = 16, callbacks=None, trainer_class=GenViewTrainer, model=None
 ):
     torch.manual_seed(args.seed)
-    model, processor = build_model(args)
-    kind = "ssl" if not args.is_clip else ("multi" if args.multi_positive else args.method)
-    quality_model = None
-    if args.quality_mode == "frozen":
-        from genview_hf.training.run import build_quality_model
-
-        quality_model = build_quality_model(args)
+    built, processor = build_model(args)
+    kind = "ssl" if not args.is_image_text else ("multi" if args.multi_positive else args.method)
+    quality_model, direction = builders.quality_model(args)
     return trainer_class(
-        model,
+        model if model is not None else built,
         args,
         train_dataset=SyntheticViews(length=length, kind=kind),
         eval_dataset=SyntheticViews(length=8, kind=kind),
         processing_class=processor,
         quality_model=quality_model,
+        quality_direction=direction,
         callbacks=callbacks,
     )
+
+
+def batch_loss(trainer: GenViewTrainer, batch: dict, weights=None) -> torch.Tensor:
+    """The trainer's objective on one batch with the given ``QualityWeights`` (None: unweighted)."""
+    model_inputs = {key: value for key, value in batch.items() if not key.startswith("masks")}
+    return trainer.objective(trainer.model(**model_inputs), weights)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -1,13 +1,18 @@
 """genview_hf: generative positive views and quality-driven contrastive learning on the HF stack.
 
-The public names below load lazily, so ``import genview_hf`` stays quick and pulls in neither
-diffusers nor datasets until a name that needs them is used.
+``import genview_hf`` registers the training wrappers (``GenViewConfig`` / ``GenViewModel``,
+``GenViewCLIPConfig`` / ``GenViewCLIPModel``) with transformers' ``AutoConfig`` / ``AutoModel``,
+so a ``checkpoint-*`` folder loads with ``AutoModel.from_pretrained``; that imports torch and
+transformers. The other public names load lazily: neither diffusers nor datasets is imported
+until a name that needs them is used.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
+
+from . import modeling as _modeling  # noqa: F401  (registers the wrappers with the Auto classes)
 
 __version__ = "0.1.0"
 
@@ -24,6 +29,7 @@ _EXPORTS = {
     "GenViewTrainingArguments": "genview_hf.training",
     "evaluate_encoder": "genview_hf.evaluation",
     "quality_weights": "genview_hf.quality",
+    "METHODS": "genview_hf.methods",
 }
 
 __all__ = ["__version__", *_EXPORTS]

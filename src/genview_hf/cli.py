@@ -1,8 +1,9 @@
 """The ``genview`` command: ``genview {generate,train,evaluate,demo} [options]``.
 
-Each subcommand hands the rest of the command line to the ``main(argv)`` of its module, imported
-only when that subcommand runs, so ``genview --help`` starts in a fraction of a second and each
-module owns its own options (``genview train --help``).
+Each subcommand hands the rest of the command line to the ``cli(argv)`` of its module, imported
+only when that subcommand runs: the recipes (``recipes/*.py``, shipped as ``genview_hf.recipes``)
+for generate, train and evaluate, so ``genview train`` and ``accelerate launch
+recipes/train_genview.py`` run the same code, and each owns its options (``genview train --help``).
 """
 
 from __future__ import annotations
@@ -10,15 +11,20 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-
-from . import __version__
+from importlib.metadata import version
 
 # subcommand -> (module whose main(argv) runs it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "generate": ("genview_hf.generation.run", "add generated views and foreground masks to a dataset"),
-    "train": ("genview_hf.training.run", "train an encoder with a quality-driven contrastive objective"),
+    "generate": (
+        "genview_hf.recipes.generate_views",
+        "add generated views and foreground masks to a dataset",
+    ),
+    "train": (
+        "genview_hf.recipes.train_genview",
+        "train an encoder with a quality-driven contrastive objective",
+    ),
     "evaluate": (
-        "genview_hf.evaluation.run",
+        "genview_hf.recipes.evaluate_encoder",
         "kNN, linear probe, zero-shot and retrieval metrics of an encoder",
     ),
     "demo": ("genview_hf.demo", "run the main job on the embedded sample data, offline"),
@@ -31,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generative positive views and quality-driven contrastive learning on the Hugging Face stack.",
         epilog="Options after the subcommand go to it: genview SUBCOMMAND --help.",
     )
-    parser.add_argument("--version", action="version", version=f"genview_hf {__version__}")
+    parser.add_argument("--version", action="version", version=f"genview_hf {version('genview-hf')}")
     subcommands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
     for name, (_module, help_text) in COMMANDS.items():
         subcommands.add_parser(name, help=help_text, add_help=False)
@@ -54,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    return int(module.main(argv[1:]) or 0)
+    return int(module.cli(argv[1:]) or 0)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ shows that the whole job runs and what it writes, its accuracies are not results
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import resource
 import shutil
@@ -48,8 +49,8 @@ PREVIEW_ROWS = 8
 PREVIEW_TILE = 128  # pixels per image in the preview grid
 PREVIEW_COLUMNS = 4  # samples per grid row
 IMAGE_SIZE = 32  # generated views and training crops: the tiny models' input size
-SSL_ENCODER = "tiny-vit"  # genview_hf.testing's 2-layer ViT (32 px, patch 8)
-CLIP_MODEL = "tiny-clip"  # genview_hf.testing's 2-layer CLIP
+SSL_ENCODER = "vit"  # genview_hf.testing's 2-layer ViT (32 px, patch 8)
+CLIP_MODEL = "clip"  # genview_hf.testing's 2-layer CLIP
 
 
 @dataclass
@@ -162,14 +163,15 @@ def generate(run: DemoRun) -> str:
     """The views dataset of the train split, with the tiny offline diffusion pipelines."""
     from datasets import load_dataset
 
-    from .generation import TINY, ViewGenerationConfig, generate_views
+    from .generation import ViewGenerationConfig, generate_views
+    from .testing import tiny_path
 
     rows = len(run.dataset) if run.args.max_rows is None else min(run.args.max_rows, len(run.dataset))
     config = ViewGenerationConfig(
         output_dir=str(_fresh(run.output_dir / "views")),
         modes=list(run.args.modes),
-        unclip_model=TINY,
-        text2img_model=TINY,
+        unclip_model=str(tiny_path("unclip-img2img")),
+        text2img_model=str(tiny_path("text2img")),
         num_inference_steps=2,  # paper: 20; the tiny pipelines make noise either way
         height=IMAGE_SIZE,
         width=IMAGE_SIZE,
@@ -180,7 +182,7 @@ def generate(run: DemoRun) -> str:
         mixed_precision="no",
         seed=0,
     )
-    run.views_dir = generate_views(run.dataset, config)
+    run.views_dir = generate_views(run.dataset, config, dataset_name=f"sample:{run.args.sample}")
     run.views = load_dataset(str(run.views_dir), split="train")  # the plain reader, as a user would
     run.outputs.append(run.views_dir)
     failures = (run.views_dir / "failures.jsonl").read_text().count("\n")
@@ -192,12 +194,18 @@ def generate(run: DemoRun) -> str:
 
 
 def train(run: DemoRun) -> str:
-    """MoCo v3 on the tiny ViT with quality-driven weights, through ``GenViewTrainer``."""
+    """MoCo v3 on the tiny ViT with quality-driven weights, through the training recipe."""
     steps = run.args.max_steps
-    trainer = _build_trainer(
+    callbacks = []
+    if "label" in run.test.column_names:  # kNN top-1 on the test split, five times during training
+        from .evaluation import KNNMonitorCallback
+
+        callbacks.append(KNNMonitorCallback(run.dataset, run.test, every_n_steps=max(1, steps // 5)))
+    trainer = _train(
         run,
         "model",
         steps,
+        callbacks,
         method="mocov3",
         model_name_or_path=SSL_ENCODER,
         generated_view_prob=1.0,  # GenView: one view of every pair is generated
@@ -206,21 +214,11 @@ def train(run: DemoRun) -> str:
         pred_hidden_dim=64,
         temperature=0.2,  # MoCo v3 ViT: 0.2
         quality_mode=run.args.quality_mode,
-        quality_model=CLIP_MODEL,  # frozen mode only
         gamma=1.0,  # GenView: 1
         save_strategy="steps",
         save_steps=steps,  # one checkpoint-*, at the end: the exact-resume state
     )
-    if "label" in run.test.column_names:  # kNN top-1 on the test split, five times during training
-        from .evaluation import KNNMonitorCallback
-
-        KNNMonitorCallback(run.dataset, run.test, every_n_steps=max(1, steps // 5), pooling="cls").attach(
-            trainer
-        )
-    trainer.train()
-    trainer.save_encoder(metrics=_train_metrics(trainer))
-    _plot_training(trainer)
-    _record(run, "mocov3", trainer)
+    run.trainers["mocov3"] = trainer
     return f"{_train_summary(trainer)}; encoder root {trainer.args.output_dir} (AutoModel)"
 
 
@@ -228,45 +226,43 @@ def train_clip(run: DemoRun) -> str:
     """GenView++: tiny CLIP on multi-positive batches with quality weights from the stored masks."""
     if run.args.clip_steps <= 0:
         return "skipped (--clip_steps 0)"
-    trainer = _build_trainer(
+    trainer = _train(
         run,
         "clip",
         run.args.clip_steps,
+        [],
         method="clip",
         model_name_or_path=CLIP_MODEL,
         multi_positive=True,  # GenView++: the real image and every generated view of each caption
         temperature=0.1,
         quality_mode="stored",
-        multi_positive_gamma=2.0,  # GenView++: 2
+        gamma=2.0,  # GenView++: 2
         save_strategy="no",
     )
-    trainer.train()
-    trainer.save_encoder(metrics=_train_metrics(trainer))
-    _record(run, "clip", trainer)
+    run.trainers["clip"] = trainer
     return f"{_train_summary(trainer)}; CLIPModel root {trainer.args.output_dir} (zero-shot pipeline)"
 
 
 def evaluate(run: DemoRun) -> str:
     """Trained encoders against their untrained starting points, on the test split."""
     from .evaluation import add_eval_results_to_card, evaluate_encoder, write_results
-    from .training.run import load_component
+    from .testing import tiny_path
+    from .training.builders import load_model
 
     if "label" not in run.test.column_names:
         return f"skipped: the {run.args.sample!r} set has no labels"
     shared = dict(train_dataset=run.dataset, progress=False, seed=0)
     mocov3 = run.trainers["mocov3"]
-    start, start_processor = load_component(SSL_ENCODER)  # what training started from
+    start, start_processor = load_model(str(tiny_path(SSL_ENCODER)))  # what training started from
     protocols = ["knn", "linear"]
     run.results["mocov3_untrained"] = evaluate_encoder(
-        start, run.test, processor=start_processor, protocols=protocols, pooling="cls", **shared
+        start, run.test, processor=start_processor, protocols=protocols, **shared
     )
-    run.results["mocov3"] = evaluate_encoder(
-        mocov3.args.output_dir, run.test, protocols=protocols, pooling="cls", **shared
-    )
+    run.results["mocov3"] = evaluate_encoder(mocov3.args.output_dir, run.test, protocols=protocols, **shared)
     cards = [mocov3.args.output_dir]
     if "clip" in run.trainers:
         clip = run.trainers["clip"]
-        start, start_processor = load_component(CLIP_MODEL)
+        start, start_processor = load_model(str(tiny_path(CLIP_MODEL)))
         protocols = ["zero_shot", "retrieval"]
         run.results["clip_untrained"] = evaluate_encoder(
             start, run.test, processor=start_processor, protocols=protocols, progress=False
@@ -289,7 +285,7 @@ def evaluate(run: DemoRun) -> str:
         **{name: values for name, values in run.results.items() if name != "mocov3"},
     )
     for folder, name in zip(cards, ("mocov3", "clip")):
-        figures = sorted(path.name for path in Path(folder).glob("*.png"))  # from _plot_training
+        figures = sorted(path.name for path in Path(folder).glob("*.png"))  # the training figures
         add_eval_results_to_card(
             folder, run.results[name], dataset_name=dataset, dataset_split="test", figures=figures
         )
@@ -308,7 +304,7 @@ STEPS: tuple[Callable[[DemoRun], str], ...] = (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
+def cli(argv: list[str] | None = None) -> int:
     (args,) = parse_config((DemoArguments,), argv)
     _quiet_libraries()
     run = DemoRun(args=args, output_dir=Path(args.output_dir))
@@ -398,18 +394,21 @@ def _train_summary(trainer: Any) -> str:
     return text + f", {1000 * runtime / max(1, steps):.0f} ms/step"
 
 
-def _build_trainer(run: DemoRun, folder: str, steps: int, **arguments: Any) -> Any:
-    """A quiet ``GenViewTrainer`` writing to a fresh ``<output_dir>/<folder>``, on the views dataset.
+def _train(run: DemoRun, folder: str, steps: int, callbacks: list, **arguments: Any) -> Any:
+    """One run of the training recipe on the views dataset into a fresh ``<output_dir>/<folder>``.
 
-    ``arguments``: the method's own ``GenViewTrainingArguments``; both training steps share the
-    rest: tiny crops, a short schedule of ``steps``, no reporting, seeded.
+    ``arguments``: the method's own ``GenViewTrainingArguments`` (``model_name_or_path`` names a
+    tiny component); both runs share the rest: tiny crops, a short schedule of ``steps``, no
+    reporting, seeded. The recipe writes the encoder root, its card and the training figures.
     """
+    from .config import ScriptArguments
+    from .recipes.train_genview import main
+    from .testing import tiny_path
     from .training import GenViewTrainingArguments
-    from .training.run import build_trainer
 
+    arguments["model_name_or_path"] = str(tiny_path(arguments["model_name_or_path"]))
     args = GenViewTrainingArguments(
         output_dir=str(_fresh(run.output_dir / folder)),
-        dataset_name=str(run.views_dir),
         **arguments,
         image_size=IMAGE_SIZE,
         learning_rate=1e-3,
@@ -419,52 +418,14 @@ def _build_trainer(run: DemoRun, folder: str, steps: int, **arguments: Any) -> A
         max_steps=steps,
         logging_steps=max(1, steps // 10),
         report_to="none",
-        disable_tqdm=True,
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
         seed=0,
     )
-    trainer = build_trainer(args)
-    # No per-log printing: the demo summarises the run's log history itself.
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)
-    return trainer
-
-
-def _record(run: DemoRun, name: str, trainer: Any) -> None:
-    """Keep a trained run for the later steps and list its output folder."""
-    run.trainers[name] = trainer
+    with contextlib.redirect_stdout(io.StringIO()):  # the recipe prints its metrics; the demo sums them up
+        trainer = main(ScriptArguments(dataset_name=str(run.views_dir)), args, callbacks=callbacks)
     run.outputs.append(Path(trainer.args.output_dir))
-
-
-def _train_metrics(trainer: Any) -> dict[str, float]:
-    """The final training figures for the model card."""
-    last = trainer.state.log_history[-1]
-    return {
-        key: round(float(value), 4) for key, value in last.items() if key in ("train_loss", "train_runtime")
-    }
-
-
-def _plot_training(trainer: Any) -> None:
-    """Figures beside the encoder: ``weights.png`` (the quality weights over training),
-    ``pairs.png`` (the highest- and lowest-weighted pairs of one batch), ``knn.png`` (the monitor)."""
-    import torch
-
-    from .evaluation import plot_knn_curve, plot_pair_grid, plot_weight_histograms
-
-    folder, history = Path(trainer.args.output_dir), trainer.state.log_history
-    if any("weight_q50" in entry for entry in history):
-        plot_weight_histograms(history, folder / "weights.png")
-        batch = next(iter(trainer.get_train_dataloader()))
-        trainer.model.eval()
-        with torch.no_grad():
-            _, outputs = trainer.compute_loss(trainer.model, batch, return_outputs=True)
-        plot_pair_grid(
-            batch["pixel_values_1"], batch["pixel_values_2"], outputs.weights, folder / "pairs.png"
-        )
-    if any("knn_top1" in entry for entry in history):
-        plot_knn_curve(history, folder / "knn.png")
+    return trainer
 
 
 def _mask_agreement(views: Any) -> list[tuple[str, str]]:

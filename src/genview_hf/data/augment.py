@@ -8,9 +8,10 @@ generator when none is given), so results are reproducible and do not depend on 
 pixels live on. No torchvision, no Python loops over pixels: one loop over the images of a batch
 for the crop (each image has its own size), everything else batched.
 
-The presets quote the papers' pipelines (torchvision ``ColorJitter`` semantics, random order of
-the four jitter ops per sample, PIL-style solarize threshold 128/255, blur sigma drawn in
-[0.1, 2.0] pixels with a kernel of about 10% of the output side, as in SimCLR).
+The presets below quote the papers' pipelines (torchvision ``ColorJitter`` semantics, random
+order of the four jitter ops per sample, PIL-style solarize threshold 128/255, blur sigma drawn
+in [0.1, 2.0] pixels with a kernel of about 10% of the output side, as in SimCLR); the method
+table (``genview_hf.methods``) says which method uses which.
 """
 
 from __future__ import annotations
@@ -27,9 +28,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-SSL_METHODS = ("mocov2", "mocov3", "simsiam", "byol", "simclr", "leoclr")
-IMAGE_TEXT_METHODS = ("clip", "slip")
-METHODS = SSL_METHODS + IMAGE_TEXT_METHODS
 CROP_MODES = ("random_resized", "center", "resize")
 
 
@@ -134,30 +132,6 @@ SLIP_SSL = replace(MOCOV2, scale=(0.08, 1.0))
 # LeOCLR (Alkhalefi et al. 2024), on MoCo v2: the momentum encoder sees two MoCo v2 crops; the query
 # encoder sees the original resized without cropping, with the remaining (non-crop) augmentations.
 LEOCLR_ORIGINAL = replace(MOCOV2, crop="resize")
-
-
-def check_method(method: str) -> str:
-    """Return ``method`` if it is known, else raise naming the valid ones."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
-    return method
-
-
-def method_augmentations(method: str) -> MethodAugmentations:
-    """The paper's augmentation presets for ``method``."""
-    check_method(method)
-    if method in ("mocov2", "simsiam"):
-        return MethodAugmentations(view_1=MOCOV2, view_2=MOCOV2)
-    if method == "simclr":
-        return MethodAugmentations(view_1=SIMCLR, view_2=SIMCLR)
-    if method in ("byol", "mocov3"):
-        return MethodAugmentations(view_1=BYOL_1, view_2=BYOL_2)
-    if method == "leoclr":
-        return MethodAugmentations(view_1=MOCOV2, view_2=MOCOV2, original=LEOCLR_ORIGINAL)
-    if method == "clip":
-        return MethodAugmentations(image=CLIP_VIEW)
-    # slip
-    return MethodAugmentations(image=CLIP_VIEW, view_1=SLIP_SSL, view_2=SLIP_SSL)
 
 
 def _size2(size: int | Sequence[int]) -> tuple[int, int]:

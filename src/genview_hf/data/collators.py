@@ -30,19 +30,10 @@ from typing import Any
 import torch
 from torch.utils.data import get_worker_info
 
+from ..methods import IMAGE_TEXT_METHODS, SSL_METHODS, get_method
 from . import schema
-from .augment import (
-    CLIP_MEAN,
-    CLIP_STD,
-    IMAGE_TEXT_METHODS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    SSL_METHODS,
-    ViewAugmentation,
-    augment_views,
-    check_method,
-    method_augmentations,
-)
+from .augment import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, ViewAugmentation, augment_views
+from .images import image_tensor
 from .views import (
     check_caption,
     check_mask_shape,
@@ -50,7 +41,6 @@ from .views import (
     choose_pair,
     describe_row,
     generated_columns,
-    image_tensor,
     load_image,
     mask_column_for,
     mask_columns_present,
@@ -203,12 +193,11 @@ class SSLCollator(_Collator):
         seed: int | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
-        check_method(method)
-        if method not in SSL_METHODS:
+        if get_method(method).is_image_text:
             raise ValueError(f"SSLCollator takes an SSL method ({', '.join(SSL_METHODS)}), got {method!r}")
         super().__init__(image_size, mean, std, generated_view_prob, view_columns, masks, seed, device)
         self.method = method
-        self.augmentations = method_augmentations(method)
+        self.augmentations = get_method(method).augmentations
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         _check_rows(rows)
@@ -256,7 +245,7 @@ class CLIPCollator(_Collator):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.padding = padding
-        image_aug = method_augmentations("clip").image
+        image_aug = get_method("clip").augmentations.image
         if crop == "center":
             image_aug = ViewAugmentation(crop="center", flip_prob=0.0)
         elif crop != "random_resized":
@@ -321,7 +310,7 @@ class SLIPCollator(CLIPCollator):
             device=device,
         )
         self.masks = masks
-        self.augmentations = method_augmentations("slip")
+        self.augmentations = get_method("slip").augmentations
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         _check_rows(rows)
@@ -356,8 +345,7 @@ class MultiPositiveCollator(CLIPCollator):
         seed: int | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
-        check_method(method)
-        if method not in IMAGE_TEXT_METHODS:
+        if not get_method(method).is_image_text:
             raise ValueError(f"MultiPositiveCollator takes {' or '.join(IMAGE_TEXT_METHODS)}, got {method!r}")
         super().__init__(
             tokenizer,
@@ -373,7 +361,7 @@ class MultiPositiveCollator(CLIPCollator):
         )
         self.method = method
         self.masks = masks
-        augmentations = method_augmentations(method)
+        augmentations = get_method(method).augmentations
         self.view_augmentation = augmentations.view_1 if method == "slip" else augmentations.image
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
@@ -423,7 +411,7 @@ def build_collator(
     **kwargs: Any,
 ) -> SSLCollator | CLIPCollator | SLIPCollator | MultiPositiveCollator:
     """The collator for ``method`` (``multi_positive``: GenView++ batches for clip/slip)."""
-    check_method(method)
+    get_method(method)
     if multi_positive:
         return MultiPositiveCollator(tokenizer, method, **kwargs)
     if method == "clip":

@@ -6,26 +6,24 @@ among those present) and the other from the original ``image``; which side is wh
 A dataset without generated columns gives the baseline: both sides from the original.
 
 Images arrive as PIL images (the ``datasets`` ``Image`` feature decodes them) or undecoded
-(``{"bytes": ..., "path": ...}``, after ``cast_column(col, Image(decode=False))``); both work, and
-a file that does not decode is reported with its row and column. Greyscale, RGBA and palette
-images are converted to RGB; masks to mode L.
+(``{"bytes": ..., "path": ...}``, after ``cast_column(col, Image(decode=False))``); both go through
+the one decode of ``data.images`` (the pixels generation scored), and a file that does not decode
+is reported with its row and column.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
+from ..methods import get_method
 from . import schema
-from .augment import IMAGE_TEXT_METHODS, check_method
+from .images import MIN_TRAINING_SIDE, decode_image
 
-MIN_IMAGE_SIDE = 8  # px: smaller images cannot be cropped into a meaningful view
 ROW_ID_COLUMNS = ("id", "image_id", "key", "__key__", "idx", "index")
 
 
@@ -38,37 +36,8 @@ def describe_row(row: Mapping[str, Any], position: int) -> str:
 
 
 def load_image(value: Any, where: str, mode: str = "RGB") -> Image.Image:
-    """Decode one image cell to ``mode`` (RGB for images, L for masks), or raise naming ``where``."""
-    if value is None:
-        raise ValueError(f"{where}: the image is missing (None)")
-    try:
-        if isinstance(value, Image.Image):
-            image = value
-        elif isinstance(value, Mapping) and (value.get("bytes") is not None or value.get("path")):
-            source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"]
-            image = Image.open(source)
-        elif isinstance(value, bytes | bytearray):
-            image = Image.open(io.BytesIO(value))
-        elif isinstance(value, str):  # a local file path
-            image = Image.open(value)
-        else:
-            raise TypeError(
-                f"expected a PIL image, {{'bytes', 'path'}}, bytes or a path, got {type(value).__name__}"
-            )
-        image.load()
-    except Exception as error:  # PIL raises many types for a corrupt file
-        raise ValueError(f"{where}: cannot decode the image ({type(error).__name__}: {error})") from error
-    if min(image.size) < MIN_IMAGE_SIDE and mode == "RGB":
-        raise ValueError(
-            f"{where}: image is {image.size[0]}x{image.size[1]} px, smaller than {MIN_IMAGE_SIDE} px a side"
-        )
-    return image if image.mode == mode else image.convert(mode)
-
-
-def image_tensor(image: Image.Image) -> torch.Tensor:
-    """(3, H, W) uint8 from an RGB image, or (H, W) uint8 from a mode-L mask."""
-    array = torch.from_numpy(np.array(image, dtype=np.uint8))
-    return array.permute(2, 0, 1) if array.dim() == 3 else array
+    """A training image (``mode`` RGB, at least ``MIN_TRAINING_SIDE`` px a side) or mask (``mode`` L)."""
+    return decode_image(value, where, mode=mode, min_side=MIN_TRAINING_SIDE if mode == "RGB" else 1)
 
 
 def check_mask_shape(mask_size: tuple[int, int], image_size: tuple[int, int], where: str) -> None:
@@ -84,6 +53,28 @@ def check_mask_shape(mask_size: tuple[int, int], image_size: tuple[int, int], wh
         f"{where}: the mask is {mask_w}x{mask_h} but its image is {width}x{height}: a foreground mask must cover "
         "the image's whole field of view (same aspect ratio, any resolution)"
     )
+
+
+def to_contract_columns(dataset: Any, image_column: str = schema.IMAGE, caption_column: str = schema.CAPTION):
+    """``dataset`` with its source image and caption columns under the contract's names.
+
+    Generation keeps the source's names (CC3M's ``jpg`` / ``txt``) beside the columns it adds
+    (``mask``, ``view_<mode>``, ...); training and evaluation read ``image`` / ``caption``. The one
+    rule: ``image_column`` / ``caption_column`` name the source columns everywhere, and are renamed
+    here. A column that is absent is left alone (the dataset check names what a method lacks).
+    """
+    names = list(dataset.column_names)
+    renames = {
+        source: target
+        for source, target in ((image_column, schema.IMAGE), (caption_column, schema.CAPTION))
+        if source != target and source in names
+    }
+    for source, target in renames.items():
+        if target in names:
+            raise ValueError(
+                f"cannot use column {source!r} as the {target}: the dataset already has a column {target!r}"
+            )
+    return dataset.rename_columns(renames) if renames else dataset
 
 
 def mask_column_for(column: str) -> str:
@@ -203,21 +194,20 @@ def validate_views_dataset(
 ) -> ViewsDatasetInfo:
     """Check a (views) dataset before training, with errors that name the column or the row.
 
-    ``method``: a name from ``augment.METHODS``; image-text methods need a ``caption`` column,
+    ``method``: a name of ``genview_hf.methods.METHODS``; image-text methods need a ``caption`` column,
     ``multi_positive`` (GenView++) needs at least one generated column. ``masks``: True requires
     ``mask`` and the ``mask_<mode>`` of every generated column used, False ignores them, None uses
     them when all are present. The first ``max_rows`` rows (None: all) are decoded: unreadable or
     tiny images, masks whose aspect ratio differs from their image, and (for image-text methods)
     empty captions are reported by row index. Captions are checked on every row.
     """
-    check_method(method)
+    needs_caption = get_method(method).is_image_text or multi_positive
     num_rows = len(dataset) if hasattr(dataset, "__len__") else None
     if num_rows == 0:
         raise ValueError("the dataset is empty: nothing to train on")
     names = _column_names(dataset)
     if not names:
         raise ValueError("the dataset is empty: nothing to train on")
-    needs_caption = method in IMAGE_TEXT_METHODS or multi_positive
     required = [schema.IMAGE] + ([schema.CAPTION] if needs_caption else [])
     missing = [column for column in required if column not in names]
     if missing:

@@ -1,8 +1,8 @@
 """A kNN monitor for ``transformers.Trainer``: kNN top-1 on a small labelled split every N steps.
 
 The encoder is the vision side (``get_image_features``) of a CLIP-type model (or of the one a
-wrapper keeps under ``clip``, as GenViewCLIPModel does), else ``getattr(model, "backbone", model)``
-(the GenView SSL wrapper keeps its encoder there). The split's
+wrapper keeps under ``clip``, as GenViewCLIPModel does), else the SSL wrapper's backbone read with
+the wrapper's pooling: the feature ``genview evaluate`` scores on the exported encoder. The split's
 pixel values are computed once; each check encodes them with the current weights (eval mode,
 no grad, bf16 on GPU), runs the weighted kNN of :mod:`.knn` and logs ``knn_top1``.
 
@@ -111,12 +111,19 @@ class KNNMonitorCallback(TrainerCallback):
             )
         return self._batches
 
-    def measure(self, model: torch.nn.Module, processing_class: Any = None) -> float:
-        """kNN top-1 (a fraction) of ``model``'s encoder now; the model's train/eval mode is kept."""
+    def features(
+        self, model: torch.nn.Module, processing_class: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bank, query) features of ``model``'s encoder now, by the pooling rule ``genview
+        evaluate`` applies to the exported encoder; the model's train/eval mode is kept."""
         bank_batches, query_batches = self._pixel_batches(processing_class)
-        encoder = Encoder(unwrap_encoder(model), self.image_processor, pooling=self.pooling)
-        bank = encode_pixels(encoder, bank_batches)
-        queries = encode_pixels(encoder, query_batches)
+        module, pooling = unwrap_encoder(model, self.pooling)  # a wrapper is read with its own pooling
+        encoder = Encoder(module, self.image_processor, pooling=pooling)
+        return encode_pixels(encoder, bank_batches), encode_pixels(encoder, query_batches)
+
+    def measure(self, model: torch.nn.Module, processing_class: Any = None) -> float:
+        """kNN top-1 (a fraction) of ``model``'s encoder now."""
+        bank, queries = self.features(model, processing_class)
         ranked = knn_predict(bank, self.bank_labels, queries, k=self.k, temperature=self.temperature, top=1)
         return float((ranked[:, 0] == self.query_labels).float().mean())
 

@@ -1,19 +1,18 @@
 """Frozen features of any encoder over a ``datasets.Dataset``: batched, no grad, bf16 on GPU, cached.
 
-Which feature an encoder gives (``pooling="auto"``):
+Which feature an encoder gives is the one pooling rule of training
+(``genview_hf.modeling.features.image_features``), so evaluation scores the feature the
+trainer and its kNN monitor read:
 
-1. CLIP-type models (anything with ``get_image_features``, e.g. ``CLIPModel``):
-   ``get_image_features(pixel_values).pooler_output``, the projected image embedding.
-2. Other encoders loaded by ``AutoModel``, called as ``model(pixel_values=...)``:
-   ``image_embeds`` if the output has it (``CLIPVisionModelWithProjection``), else
-   ``pooler_output`` if present, flattened (ResNet's ``(B, C, 1, 1)`` becomes ``(B, C)``),
-   else from ``last_hidden_state``: for token maps ``(B, N, D)`` the CLS token when the model
-   has one (``embeddings.cls_token`` or ``embeddings.class_embedding``), otherwise the mean of
-   the tokens; for feature maps ``(B, C, H, W)`` the spatial mean.
+1. CLIP-type models (anything with ``get_image_features``, e.g. ``CLIPModel``): the projected
+   image embedding.
+2. Other encoders (``model(pixel_values=...)``), with ``pooling="auto"``: the pooling recorded
+   in the config of an encoder genview_hf exported, else the CLS token of ViT-like models
+   (their dense + tanh pooler is never trained by SSL) and the pooled output of the rest
+   (ResNet / ConvNeXt average pooling, CLIP vision's post-layernorm CLS, ``image_embeds`` of a
+   ``CLIPVisionModelWithProjection``). ``cls``, ``mean`` and ``pooler`` force a choice.
 
-``pooling="cls"`` or ``"mean"`` forces the choice on ``last_hidden_state``. Note that
-``ViTModel`` has a pooler (dense + tanh) that self-supervised checkpoints never train:
-pass ``pooling="cls"`` for those.
+A training wrapper (``GenViewModel``) is read through its backbone with its own pooling.
 """
 
 from __future__ import annotations
@@ -30,7 +29,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-POOLINGS = ("auto", "cls", "mean")
+from ..data.images import decode_image
+from ..modeling.features import POOLINGS, image_features
 
 
 @dataclass
@@ -60,26 +60,8 @@ class Encoder:
             return torch.device("cpu")
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """``(B, D)`` features of a batch of pixel values, following the rule in the module docstring."""
-        if hasattr(self.model, "get_image_features"):
-            return _embedding(self.model.get_image_features(pixel_values=pixel_values))
-        output = self.model(pixel_values=pixel_values)
-        if self.pooling == "auto":
-            for name in ("image_embeds", "pooler_output"):
-                value = _get(output, name)
-                if value is not None:
-                    return value.flatten(1)
-        hidden = _get(output, "last_hidden_state")
-        if hidden is None:
-            raise ValueError(
-                f"{type(self.model).__name__} returned neither image_embeds, pooler_output nor last_hidden_state"
-            )
-        if hidden.ndim == 4:  # (B, C, H, W) feature map
-            return hidden.mean(dim=(2, 3))
-        if hidden.ndim != 3:
-            raise ValueError(f"unexpected last_hidden_state shape {tuple(hidden.shape)}")
-        use_cls = self.pooling == "cls" or (self.pooling == "auto" and _has_cls_token(self.model))
-        return hidden[:, 0] if use_cls else hidden.mean(dim=1)
+        """``(B, D)`` features of a batch of pixel values, by the rule in the module docstring."""
+        return image_features(self.model, pixel_values, self.pooling)
 
     def text_features(self, texts: list[str]) -> torch.Tensor:
         """``(len(texts), D)`` text embeddings; only for CLIP-type encoders."""
@@ -111,15 +93,6 @@ def _embedding(output: Any) -> torch.Tensor:
     return pooled
 
 
-def _has_cls_token(model: nn.Module) -> bool:
-    embeddings = getattr(model, "embeddings", None)
-    if embeddings is None:  # e.g. CLIPVisionModel keeps them under vision_model
-        embeddings = getattr(getattr(model, "vision_model", None), "embeddings", None)
-    return embeddings is not None and (
-        hasattr(embeddings, "cls_token") or hasattr(embeddings, "class_embedding")
-    )
-
-
 def _split_processor(processor: Any) -> tuple[Any, Any]:
     """(image_processor, tokenizer) from a processor, an image processor or ``None``."""
     if processor is None:
@@ -131,15 +104,19 @@ def _split_processor(processor: Any) -> tuple[Any, Any]:
     return image_processor, tokenizer
 
 
-def unwrap_encoder(model: nn.Module) -> nn.Module:
-    """The encoder inside a training wrapper: a CLIP-type model as is, the CLIP model a wrapper
-    keeps under ``clip`` (GenViewCLIPModel), else ``model.backbone`` (GenViewModel) if any."""
+def unwrap_encoder(model: nn.Module, pooling: str = "auto") -> tuple[nn.Module, str]:
+    """(encoder, pooling) of a model or training wrapper: a CLIP-type model as is, the CLIP model
+    a wrapper keeps under ``clip`` (GenViewCLIPModel), else ``model.backbone`` (GenViewModel) read
+    with the wrapper's own pooling when ``pooling`` is ``auto``."""
     if hasattr(model, "get_image_features"):
-        return model
+        return model, pooling
     clip = getattr(model, "clip", None)
     if clip is not None and hasattr(clip, "get_image_features"):
-        return clip
-    return getattr(model, "backbone", model)
+        return clip, pooling
+    backbone = getattr(model, "backbone", None)
+    if backbone is None:
+        return model, pooling
+    return backbone, (getattr(model, "pooling", pooling) if pooling == "auto" else pooling)
 
 
 def load_encoder(
@@ -170,7 +147,7 @@ def load_encoder(
             text_tokenizer = text_tokenizer or found_tokenizer
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     elif isinstance(model, nn.Module):
-        module = unwrap_encoder(model)
+        module, pooling = unwrap_encoder(model, pooling)
         source = str(getattr(module, "name_or_path", "") or "")
         if image_processor is None:
             if source and Path(source).is_dir():
@@ -221,16 +198,12 @@ class _ImageBatches(torch.utils.data.Dataset):
 def pixel_values(
     images: list, image_processor: Any, *, column: str = "image", first_row: int = 0
 ) -> torch.Tensor:
-    """Pixel values of a list of PIL images (greyscale and RGBA converted to RGB); bad rows named."""
-    from PIL import Image
-
-    converted = []
-    for offset, image in enumerate(images):
-        if not isinstance(image, Image.Image):
-            raise TypeError(
-                f"row {first_row + offset}, column {column!r}: expected an image, got {type(image).__name__}"
-            )
-        converted.append(image if image.mode == "RGB" else image.convert("RGB"))
+    """Pixel values of a list of images through the one decode of ``data.images`` (the pixels
+    training saw: alpha over white, 16-bit scaled); a bad row is named."""
+    converted = [
+        decode_image(image, f"row {first_row + offset}, column {column!r}")
+        for offset, image in enumerate(images)
+    ]
     return image_processor(images=converted, return_tensors="pt")["pixel_values"]
 
 

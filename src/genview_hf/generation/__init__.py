@@ -1,18 +1,20 @@
 """Offline view generation: foreground scorer, policies, the batched map function and the driver.
 
-Light to import: the pipelines (diffusers) load only when a run starts.
+Light to import: the pipelines (diffusers) load only when a run starts. The command is the
+recipe ``recipes/generate_views.py`` (``genview generate``).
 """
 
 from ..foreground import ForegroundScorer
-from .config import TINY, ViewGenerationConfig
-from .driver import generate_views, load_input
+from .components import Components, load_components
+from .config import ViewGenerationConfig
+from .driver import generate_views
 from .encoder import ClipTokenEncoder
 from .policies import GuidancePolicy, LMComplexityScorer, NoisePolicy, caption_complexity, count_constraints
-from .views import ViewGenerator, decode_image, row_seed
+from .views import ViewGenerator, row_seed
 
 __all__ = [
-    "TINY",
     "ClipTokenEncoder",
+    "Components",
     "ForegroundScorer",
     "GuidancePolicy",
     "LMComplexityScorer",
@@ -21,8 +23,7 @@ __all__ = [
     "ViewGenerator",
     "caption_complexity",
     "count_constraints",
-    "decode_image",
     "generate_views",
-    "load_input",
+    "load_components",
     "row_seed",
 ]

@@ -1,14 +1,29 @@
-"""The README card of a views dataset, rendered from ``hub_cards/dataset_card.md``."""
+"""The README card of a views dataset: a ``huggingface_hub.DatasetCard`` rendered from the Jinja
+template ``hub_cards/dataset_card.md``.
+
+The YAML header carries what the Hub and ``datasets.load_dataset`` read: ``configs`` (the
+parquet shards of the train split) and ``dataset_info`` (features, sizes), written by
+``datasets``' own ``MetadataConfigs`` / ``DatasetInfosDict`` helpers, so the folder loads with
+plain ``datasets`` and no genview_hf.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 from datasets import DatasetInfo, Features
+from datasets.info import DatasetInfosDict
+from datasets.splits import SplitDict, SplitInfo
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard, DatasetCardData
 
 from ..data import schema
-from ..hub import markdown_table, render_card
+from ..foreground import ForegroundScorer
+from ..hub import card_template_path
 from .config import ViewGenerationConfig
 
+TAGS = ["genview", "synthetic", "contrastive-learning", "image"]
 COLUMN_DOCS = {
     schema.IMAGE: "source image (kept)",
     schema.CAPTION: "source caption",
@@ -24,89 +39,122 @@ MODE_DOCS = {
     "tc": "text-conditioned (text-to-image from the caption, adaptive guidance)",
     "itc": "image+text-conditioned (unCLIP with image and caption, both adaptive)",
 }
+# The Hub's size_categories values, by upper bound on the row count.
+SIZE_CATEGORIES = [
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+]
 
 
-def front_matter(features: Features, num_rows: int, num_bytes: int, pretty_name: str) -> str:
-    info = DatasetInfo(features=features)._to_yaml_dict()
-    meta = {
-        "pretty_name": pretty_name,
-        "tags": ["genview", "synthetic", "contrastive-learning", "image"],
-        "configs": [
-            {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}
-        ],
-        "dataset_info": {
-            **info,
-            "splits": [{"name": "train", "num_bytes": int(num_bytes), "num_examples": int(num_rows)}],
-        },
-    }
-    return yaml.safe_dump(meta, sort_keys=False).strip()
+def size_category(num_rows: int) -> str:
+    return next((name for bound, name in SIZE_CATEGORIES if num_rows < bound), "n>1B")
 
 
-def render_dataset_card(
-    features: Features,
-    num_rows: int,
-    num_bytes: int,
-    config: ViewGenerationConfig,
-    scorer,
-    failures: list[dict],
-    components,
-    num_shards: int,
-) -> str:
-    """The card of the assembled folder, from the shards' features and counts (not their rows)."""
-    repo_id = config.push_to_hub or "path/to/views"
-    pretty_name = f"{config.dataset} generated views ({', '.join(config.modes)})"
+def card_data(
+    features: Features, num_rows: int, num_bytes: int, download_size: int, data_files: str, pretty_name: str
+) -> DatasetCardData:
+    """The YAML header: name, tags, size, the ``configs`` block and ``dataset_info`` of the train split."""
+    data = DatasetCardData(pretty_name=pretty_name, tags=TAGS, size_categories=size_category(num_rows))
+    MetadataConfigs(
+        {"default": {"data_files": [{"split": "train", "path": data_files}]}}
+    ).to_dataset_card_data(data)
+    info = DatasetInfo(
+        features=features,
+        splits=SplitDict({"train": SplitInfo(name="train", num_bytes=num_bytes, num_examples=num_rows)}),
+        dataset_size=num_bytes,
+        download_size=download_size,
+    )
+    DatasetInfosDict({"default": info}).to_dataset_card_data(data)
+    return data
+
+
+def column_docs(features: Features, config: ViewGenerationConfig) -> list[tuple[str, str]]:
+    """(column, description) for every column, in the dataset's order."""
     # the source image/caption columns may have other names (CC3M: jpg, txt)
     contract_name = {config.image_column: schema.IMAGE, config.caption_column: schema.CAPTION}
-    columns = []
-    for name in features:
-        doc = COLUMN_DOCS.get(contract_name.get(name, name))
-        for mode in config.modes:
-            if name == schema.view_column(mode):
-                doc = f"generated view, {MODE_DOCS[mode]} (Image)"
-            elif name == schema.mask_column(mode):
-                doc = f"foreground map of view_{mode} at token resolution (Image, mode L)"
-        columns.append({"column": f"`{name}`", "description": doc or "source column, passed through"})
-    generator = [{"setting": "modes", "value": ", ".join(config.modes)}]
-    if components.unclip is not None:
-        generator.append({"setting": "unCLIP img2img", "value": f"`{config.unclip_model}`"})
-    if components.text2img is not None:
-        generator.append({"setting": "text-to-image (DPM-Solver)", "value": f"`{config.text2img_model}`"})
-    generator += [
-        {"setting": "scorer encoder", "value": f"`{config.scorer_model or config.unclip_model}`"},
-        {"setting": "inference steps", "value": config.num_inference_steps},
-        {"setting": "ic guidance scale", "value": config.ic_guidance_scale},
-        {
-            "setting": "view size",
-            "value": f"{config.height or 'model default'} x {config.width or 'model default'}",
-        },
-    ]
-    edges = [0.0, *config.noise_fg_edges, 1.0]
-    noise = ", ".join(
-        f"({lo:g}, {hi:g}] -> {level}" for lo, hi, level in zip(edges[:-1], edges[1:], config.noise_levels)
-    )
-    guidance = ", ".join(f"{c} -> {g:g}" for c, g in enumerate(config.guidance_scales, start=1))
-    settings = {
-        k: v for k, v in config.to_dict().items() if k not in ("push_to_hub", "private", "commit_message")
+    docs = {schema.view_column(m): f"generated view, {MODE_DOCS[m]} (Image)" for m in config.modes}
+    docs |= {
+        schema.mask_column(m): f"foreground map of view_{m} at token resolution (Image, mode L)"
+        for m in config.modes
     }
-    return render_card(
-        "dataset_card",
-        front_matter=front_matter(features, num_rows, num_bytes, pretty_name),
-        pretty_name=pretty_name,
-        repo_id=repo_id,
+    passed = "source column, passed through"
+    return [
+        (name, docs.get(name) or COLUMN_DOCS.get(contract_name.get(name, name), passed)) for name in features
+    ]
+
+
+def generator_settings(config: ViewGenerationConfig) -> list[tuple[str, object]]:
+    rows: list[tuple[str, object]] = [("modes", ", ".join(config.modes))]
+    if "ic" in config.modes or "itc" in config.modes:
+        rows.append(("unCLIP img2img", f"`{config.unclip_model}`"))
+    if "tc" in config.modes:
+        rows.append(("text-to-image (DPM-Solver)", f"`{config.text2img_model}`"))
+    size = f"{config.height or 'model default'} x {config.width or 'model default'}"
+    return rows + [
+        ("scorer encoder", f"`{config.scorer_model or config.unclip_model}`"),
+        ("inference steps", config.num_inference_steps),
+        ("ic guidance scale", config.ic_guidance_scale),
+        ("view size", size),
+    ]
+
+
+def reproduce_settings(config: ViewGenerationConfig, source: dict) -> str:
+    """The run's settings as a ``--config`` YAML: the known dataset arguments, then the generation
+    settings (publishing left out: where a copy goes is not part of what it holds)."""
+    settings = {k: v for k, v in config.to_dict().items() if k != "push_to_hub" and not k.startswith("hub_")}
+    return yaml.safe_dump({**source, **settings}, sort_keys=False).strip()
+
+
+def dataset_card(
+    files: list[Path],
+    data_files: str,
+    config: ViewGenerationConfig,
+    scorer: ForegroundScorer,
+    num_failures: int,
+    source: dict,
+) -> DatasetCard:
+    """The card of an assembled views folder, from its shards' parquet footers (not their rows).
+
+    ``files``: the shards; ``data_files``: their glob relative to the folder; ``source``: the
+    dataset arguments known for the run (``dataset_name``, ``dataset_train_split``).
+    """
+    import pyarrow.parquet as pq
+
+    footers = [pq.read_metadata(f) for f in files]
+    num_rows = sum(m.num_rows for m in footers)
+    num_bytes = sum(m.row_group(g).total_byte_size for m in footers for g in range(m.num_row_groups))
+    features = Features.from_arrow_schema(pq.read_schema(files[0]))  # datasets' metadata in the footer
+    what = source.get("dataset_name") or Path(config.output_dir).absolute().name
+    pretty_name = f"{what} generated views ({', '.join(config.modes)})"
+    edges = [0.0, *config.noise_fg_edges, 1.0]
+    noise = ", ".join(  # the first bin is closed: fg_ratio 0 gets the first level
+        f"{'[' if k == 0 else '('}{lo:g}, {hi:g}] -> {level}"
+        for k, (lo, hi, level) in enumerate(zip(edges[:-1], edges[1:], config.noise_levels))
+    )
+    download_size = sum(f.stat().st_size for f in files)
+    return DatasetCard.from_template(
+        card_data(features, num_rows, num_bytes, download_size, data_files, pretty_name),
+        template_path=str(card_template_path("dataset_card")),
+        repo_id=config.hub_dataset_id if config.push_to_hub else None,
         num_rows=num_rows,
-        modes=", ".join(config.modes),
-        num_failures=len({f["row"] for f in failures}),
-        num_shards=num_shards,
-        columns_table=markdown_table(columns),
-        generator_table=markdown_table(generator),
+        modes=config.modes,
+        num_failures=num_failures,
+        num_shards=len(files),
+        columns=column_docs(features, config),
+        generator=generator_settings(config),
         noise_policy=noise,
-        guidance_policy=guidance,
-        complexity_scorer=f"`{config.complexity_scorer}`",
-        complexity_edges=config.complexity_edges,
+        guidance_policy=", ".join(f"{c} -> {g:g}" for c, g in enumerate(config.guidance_scales, start=1)),
+        complexity_scorer=config.complexity_scorer,
+        complexity_edges=list(config.complexity_edges),
         seed=config.seed,
         fit_images=scorer.num_fit_images,
         grid=f"{scorer.grid[0]} x {scorer.grid[1]}",
         fg_share=scorer.fg_share,
         threshold=f"{scorer.threshold:.6g}",
-        settings=yaml.safe_dump(settings, sort_keys=False).strip(),
+        settings=reproduce_settings(config, source),
     )

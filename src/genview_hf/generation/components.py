@@ -1,24 +1,29 @@
-"""Load the generation components named by a config: stock diffusers pipelines, no subclassing.
+"""From settings to a ready map function: load the models a config names and build the ``ViewGenerator``.
 
-``"tiny"`` as a model id selects ``genview_hf.testing``'s offline tiny components; anything else
-goes through the ordinary ``from_pretrained`` (Hub id or local folder).
+Stock diffusers pipelines and transformers encoders, loaded with the ordinary ``from_pretrained``
+from a Hub id or a local folder (the tests pass tiny saved folders), no
+subclassing. ``LazyViewGenerator`` does the same inside each ``map(num_proc=k)`` worker.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 import torch
 
-from .config import TINY, ViewGenerationConfig
+from ..foreground import ForegroundScorer
+from .config import ViewGenerationConfig
 from .encoder import ClipTokenEncoder
+from .policies import GuidancePolicy, LMComplexityScorer, NoisePolicy
+from .views import ViewGenerator
 
 
 @dataclass
 class Components:
-    encoder: ClipTokenEncoder
-    unclip: object = None
-    text2img: object = None
+    encoder: ClipTokenEncoder  # the foreground scorer's encoder (by default unCLIP's own)
+    unclip: object = None  # StableUnCLIPImg2ImgPipeline, for ic / itc
+    text2img: object = None  # StableDiffusionPipeline with DPM-Solver, for tc
 
 
 def run_dtype(mixed_precision: str, device: torch.device) -> torch.dtype:
@@ -29,6 +34,12 @@ def run_dtype(mixed_precision: str, device: torch.device) -> torch.dtype:
 
 
 def load_components(config: ViewGenerationConfig, device: torch.device | str = "cpu") -> Components:
+    """The pipelines the config's modes need and the scorer's encoder, on ``device``.
+
+    The scorer's encoder is the unCLIP pipeline's own image encoder unless ``scorer_model`` names
+    another; a tc-only run loads no unCLIP pipeline and reads that encoder from ``unclip_model``'s
+    ``image_encoder`` / ``feature_extractor`` subfolders.
+    """
     device = torch.device(device)
     dtype = run_dtype(config.mixed_precision, device)
     unclip = text2img = None
@@ -51,42 +62,83 @@ def load_components(config: ViewGenerationConfig, device: torch.device | str = "
 def _load_unclip(name: str, dtype: torch.dtype, revision: str | None):
     from diffusers import StableUnCLIPImg2ImgPipeline
 
-    if name == TINY:
-        from ..testing import tiny_unclip_img2img
-
-        return tiny_unclip_img2img().to(dtype=dtype)
-    return StableUnCLIPImg2ImgPipeline.from_pretrained(name, torch_dtype=dtype, revision=revision)
+    return StableUnCLIPImg2ImgPipeline.from_pretrained(name, dtype=dtype, revision=revision)
 
 
 def _load_text2img(name: str, dtype: torch.dtype, revision: str | None):
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
-    if name == TINY:
-        from ..testing import tiny_text2img
-
-        return tiny_text2img().to(dtype=dtype)
     pipe = StableDiffusionPipeline.from_pretrained(
-        name, torch_dtype=dtype, revision=revision, safety_checker=None, requires_safety_checker=False
+        name, dtype=dtype, revision=revision, safety_checker=None, requires_safety_checker=False
     )
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)  # GenView++: DPM-Solver
     return pipe
 
 
 def _load_encoder(name: str, dtype: torch.dtype, revision: str | None) -> ClipTokenEncoder:
+    """A CLIP vision model with its processor: an unCLIP repo's subfolders, else the folder/id itself."""
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-    if name == TINY:
-        from ..testing import tiny_clip_vision_with_projection
-        from ..testing.tiny_diffusion import TINY_DIFFUSION_IMAGE_SIZE
-
-        model, processor = tiny_clip_vision_with_projection(image_size=TINY_DIFFUSION_IMAGE_SIZE)
-        return ClipTokenEncoder(model.to(dtype), processor)
     try:  # a diffusers unCLIP repo keeps its encoder in subfolders
         model = CLIPVisionModelWithProjection.from_pretrained(
-            name, subfolder="image_encoder", torch_dtype=dtype, revision=revision
+            name, subfolder="image_encoder", dtype=dtype, revision=revision
         )
         processor = CLIPImageProcessor.from_pretrained(name, subfolder="feature_extractor", revision=revision)
     except OSError:
-        model = CLIPVisionModelWithProjection.from_pretrained(name, torch_dtype=dtype, revision=revision)
+        model = CLIPVisionModelWithProjection.from_pretrained(name, dtype=dtype, revision=revision)
         processor = CLIPImageProcessor.from_pretrained(name, revision=revision)
     return ClipTokenEncoder(model, processor)
+
+
+def build_generator(
+    components: Components, scorer: ForegroundScorer, config: ViewGenerationConfig
+) -> ViewGenerator:
+    """The map function of a run: its components, the fitted scorer and the config's policies."""
+    complexity = None  # the offline heuristic, bucketed by complexity_edges
+    if config.complexity_scorer != "heuristic":
+        complexity = LMComplexityScorer(config.complexity_scorer, device=str(components.encoder.device))
+    return ViewGenerator(
+        encoder=components.encoder,
+        scorer=scorer,
+        modes=tuple(config.modes),
+        unclip=components.unclip,
+        text2img=components.text2img,
+        noise_policy=NoisePolicy(tuple(config.noise_fg_edges), tuple(config.noise_levels)),
+        guidance_policy=GuidancePolicy(tuple(config.guidance_scales)),
+        complexity=complexity,
+        complexity_edges=tuple(config.complexity_edges),
+        seed=config.seed,
+        num_inference_steps=config.num_inference_steps,
+        ic_guidance_scale=config.ic_guidance_scale,
+        height=config.height,
+        width=config.width,
+        image_column=config.image_column,
+        caption_column=config.caption_column,
+    )
+
+
+@dataclass
+class LazyViewGenerator:
+    """A ``ViewGenerator`` that each ``map(num_proc=k, with_rank=True)`` worker builds for itself.
+
+    Only the settings and the fitted scorer travel to the workers (no pipelines are pickled); on
+    its first batch, worker ``rank`` loads the components on GPU ``rank`` (CPU without GPUs).
+    """
+
+    config: ViewGenerationConfig
+    scorer: ForegroundScorer
+    row_offset: int = 0
+    _generator: ViewGenerator | None = field(default=None, init=False, repr=False)
+
+    def __call__(
+        self, batch: dict[str, list], indices: list[int], rank: int | None = None
+    ) -> dict[str, list]:
+        if self._generator is None:
+            # A forked worker deadlocks in torch's inherited thread pool unless it resets it.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, self.config.num_proc or 1)))
+            device = "cpu"
+            if rank is not None and torch.cuda.is_available():
+                device = f"cuda:{rank % torch.cuda.device_count()}"
+            self._generator = build_generator(load_components(self.config, device), self.scorer, self.config)
+        self._generator.row_offset = self.row_offset
+        return self._generator(batch, indices)

@@ -1,8 +1,11 @@
-"""Settings of a view-generation run: one dataclass, parsed by ``genview_hf.config.parse_config``."""
+"""Settings of a view-generation run: one dataclass, parsed with ``genview_hf.config.ScriptArguments``
+(which names the dataset) by ``genview_hf.config.parse_config``."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
 
 from ..data import schema
 from .policies import (
@@ -14,43 +17,41 @@ from .policies import (
     NoisePolicy,
 )
 
-TINY = "tiny"  # model id value meaning "genview_hf.testing's tiny offline components"
-
 
 @dataclass
 class ViewGenerationConfig:
-    """Everything a generation run needs; defaults are the papers' settings."""
+    """Everything a generation run needs besides its dataset; defaults are the papers' settings."""
 
     output_dir: str = field(
         default="outputs/views", metadata={"help": "Folder for shards, card and artifacts."}
     )
-    # -- input ---------------------------------------------------------------------------
-    dataset: str = field(
-        default="sample:shapes",
-        metadata={"help": "Hub id or local folder for load_dataset, a saved dataset folder, or sample:NAME."},
+    # -- input columns ---------------------------------------------------------------------
+    image_column: str = field(default=schema.IMAGE, metadata={"help": "Column of the source images."})
+    caption_column: str = field(
+        default=schema.CAPTION, metadata={"help": "Column of the captions (modes tc and itc)."}
     )
-    dataset_config: str | None = field(default=None, metadata={"help": "load_dataset config name."})
-    split: str = field(default="train", metadata={"help": "Split to read."})
-    image_column: str = schema.IMAGE
-    caption_column: str = schema.CAPTION
     max_rows: int | None = field(default=None, metadata={"help": "Only the first N rows (trials)."})
     # -- what to generate ----------------------------------------------------------------
-    modes: list[str] = field(default_factory=lambda: ["ic"], metadata={"help": "Any of ic, tc, itc."})
+    modes: list[str] = field(
+        default_factory=lambda: ["ic"], metadata={"help": f"Any of {', '.join(schema.MODES)}."}
+    )
     unclip_model: str = field(
         default="stabilityai/stable-diffusion-2-1-unclip",
-        metadata={
-            "help": "StableUnCLIPImg2ImgPipeline id/folder for ic and itc ('tiny': offline tiny pipeline)."
-        },
+        metadata={"help": "StableUnCLIPImg2ImgPipeline (Hub id or local folder) for ic and itc."},
     )
     text2img_model: str = field(
         default="stabilityai/stable-diffusion-2-1",
-        metadata={"help": "StableDiffusionPipeline id/folder for tc, run with DPM-Solver ('tiny' allowed)."},
+        metadata={"help": "StableDiffusionPipeline (Hub id or local folder) for tc, run with DPM-Solver."},
     )
     scorer_model: str | None = field(
         default=None,
-        metadata={"help": "CLIP vision model for the foreground scorer; default: the unCLIP image encoder."},
+        metadata={
+            "help": "Image encoder of the foreground scorer: a CLIP vision model folder/id, or an unCLIP "
+            "repo (its image_encoder and feature_extractor subfolders). Default: unclip_model's image "
+            "encoder, the one that conditions unCLIP (for tc-only runs, read from unclip_model's subfolders)."
+        },
     )
-    model_revision: str | None = None
+    model_revision: str | None = field(default=None, metadata={"help": "Revision of every model loaded."})
     num_inference_steps: int = field(default=20, metadata={"help": "Denoising steps (paper: 20)."})
     ic_guidance_scale: float = field(default=10.0, metadata={"help": "unCLIP guidance for ic (paper: 10)."})
     height: int | None = field(
@@ -87,15 +88,21 @@ class ViewGenerationConfig:
             "help": "Worker processes per shard (map(num_proc, with_rank)): one per GPU on a multi-GPU host."
         },
     )
-    mixed_precision: str = field(
-        default="bf16", metadata={"help": "no, fp16 or bf16 (GPU only; CPU runs fp32)."}
+    mixed_precision: Literal["no", "fp16", "bf16"] = field(
+        default="bf16", metadata={"help": "Pipeline and encoder dtype on GPU (CPU runs fp32)."}
     )
     grid_rows: int = field(default=6, metadata={"help": "Rows shown in the card's preview grid."})
-    # -- publishing ----------------------------------------------------------------------
-    push_to_hub: str | None = field(default=None, metadata={"help": "user/name of the dataset repo to push."})
-    private: bool = False
-    revision: str | None = field(default=None, metadata={"help": "Hub branch to push to."})
-    commit_message: str | None = None
+    # -- publishing (the Trainer's names, for a dataset repo) ------------------------------
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the finished folder to the Hub."})
+    hub_dataset_id: str | None = field(
+        default=None,
+        metadata={"help": "Dataset repo to push to, user/name or name; default: the output folder's name."},
+    )
+    hub_private_repo: bool | None = field(
+        default=None, metadata={"help": "Create the repo private (default: the Hub's default)."}
+    )
+    hub_revision: str | None = field(default=None, metadata={"help": "Hub branch to push to."})
+    hub_commit_message: str | None = field(default=None, metadata={"help": "Commit message of the push."})
 
     def __post_init__(self):
         self.modes = [
@@ -105,7 +112,7 @@ class ViewGenerationConfig:
             schema.view_column(mode)
         if not self.modes or len(set(self.modes)) != len(self.modes):
             raise ValueError(f"modes must be a non-empty list of distinct modes, got {self.modes}")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
+        if self.mixed_precision not in ("no", "fp16", "bf16"):  # the parser checks flags, this the API
             raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
         for name in ("batch_size", "shard_size", "num_inference_steps", "fg_sample_size"):
             if getattr(self, name) < 1:
@@ -125,6 +132,8 @@ class ViewGenerationConfig:
                 f"guidance_scales needs one scale per caption complexity level ({levels}), "
                 f"got {len(self.guidance_scales)}: {self.guidance_scales}"
             )
+        if self.push_to_hub and self.hub_dataset_id is None:  # as the Trainer's hub_model_id default
+            self.hub_dataset_id = Path(self.output_dir).absolute().name
 
     def to_dict(self) -> dict:
         return asdict(self)

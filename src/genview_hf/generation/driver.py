@@ -13,6 +13,8 @@ Rows are cut into shards of ``shard_size``; each ``accelerate`` process takes a 
 of shards, skips those already on disk (resume after a kill loses at most the unfinished shard),
 and runs ``Dataset.map`` with a ``ViewGenerator`` over the rest. Views depend only on
 (seed, row id), so neither the batch size nor the number of processes changes the result.
+``.work/run.json`` records what fixes the rows (the input dataset's fingerprint and the content
+settings): a re-run into the same folder with anything else is refused before any work.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ import torch
 from datasets import Dataset, Features, Image, Value
 
 from ..data import schema
+from ..data.images import decode_image
 from ..foreground import ForegroundScorer
-from .components import Components, load_components
+from .card import dataset_card
+from .components import Components, LazyViewGenerator, build_generator, load_components
 from .config import ViewGenerationConfig
-from .policies import GuidancePolicy, LMComplexityScorer, NoisePolicy
-from .views import FAILURE, LazyViewGenerator, ViewGenerator, decode_image
+from .views import FAILURE, ViewGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -41,26 +44,11 @@ WORK_DIR = ".work"
 FOREGROUND_DIR = "foreground"
 FAILURES_FILE = "failures.jsonl"
 PREVIEW_FILE = "preview.png"
+RUN_FILE = "run.json"  # in WORK_DIR
 SOURCE_PREFIX = "source_"  # source columns whose names collide with the contract are renamed
 
 
 # -- input ---------------------------------------------------------------------------------
-def load_input(config: ViewGenerationConfig) -> Dataset:
-    """The input split: ``sample:NAME`` (embedded), a saved dataset folder, or load_dataset args."""
-    from datasets import load_dataset, load_from_disk
-
-    name = config.dataset
-    if name.startswith("sample:"):
-        from ..data.samples import load_sample
-
-        return load_sample(name.split(":", 1)[1])
-    path = Path(name)
-    if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
-        loaded = load_from_disk(str(path))
-        return loaded[config.split] if hasattr(loaded, "keys") else loaded
-    return load_dataset(name, config.dataset_config, split=config.split)
-
-
 def added_features(modes: list[str]) -> dict:
     """The columns a run adds: the contract's for ``modes``, plus the temporary failure column."""
     features = {
@@ -117,11 +105,12 @@ def fit_scorer(dataset: Dataset, components: Components, config: ViewGenerationC
 
     def batches():
         for start in range(0, n, config.batch_size):
+            chunk = sample[start : start + config.batch_size][config.image_column]
             images = []
-            for value in sample[start : start + config.batch_size][config.image_column]:
+            for row, value in zip(rows[start:], chunk):
                 try:
-                    images.append(decode_image(value))
-                except ValueError:
+                    images.append(decode_image(value, f"row {row}", min_side=1))
+                except ValueError:  # skipped here; the map reports the row
                     continue
             if images:
                 yield images
@@ -136,31 +125,38 @@ def _shard_name(index: int, total: int) -> str:
     return f"train-{index:05d}-of-{total:05d}.parquet"
 
 
-def _run_settings(config: ViewGenerationConfig, num_rows: int) -> dict:
-    """What fixes the rows' content: a re-run with other values must not mix into the same folder."""
-    keys = [
-        "modes", "unclip_model", "text2img_model", "scorer_model", "model_revision", "num_inference_steps",
-        "ic_guidance_scale", "height", "width", "fg_share", "noise_fg_edges", "noise_levels",
-        "guidance_scales", "complexity_edges", "complexity_scorer", "seed", "shard_size", "dataset",
-        "dataset_config", "split",
-    ]  # fmt: skip
-    settings = {key: getattr(config, key) for key in keys}
-    settings["num_rows"] = num_rows
-    return json.loads(json.dumps(settings))
+# What fixes the rows' content besides the input dataset: a re-run with other values must not mix
+# into the same folder.
+CONTENT_SETTINGS = (
+    "modes", "image_column", "caption_column", "unclip_model", "text2img_model", "scorer_model",
+    "model_revision", "num_inference_steps", "ic_guidance_scale", "height", "width", "fg_share",
+    "noise_fg_edges", "noise_levels", "guidance_scales", "complexity_edges", "complexity_scorer", "seed",
+    "shard_size",
+)  # fmt: skip
 
 
-def _check_or_write_settings(work: Path, settings: dict) -> None:
-    path = work / "run.json"
-    if path.exists():
-        previous = json.loads(path.read_text())
-        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-        if changed:
-            raise ValueError(
-                f"{work.parent} holds a run with other settings ({', '.join(changed)}): "
-                "resume with the same settings or choose another output_dir"
-            )
+def run_record(
+    config: ViewGenerationConfig, dataset: Dataset, dataset_name: str | None, num_rows: int
+) -> dict:
+    """``.work/run.json``: the input dataset's identity (``datasets`` fingerprint, name when given),
+    its row count after ``max_rows`` and the content settings."""
+    record = {key: getattr(config, key) for key in CONTENT_SETTINGS}
+    record.update(dataset_name=dataset_name, dataset_fingerprint=dataset._fingerprint, num_rows=num_rows)
+    return json.loads(json.dumps(record))
+
+
+def check_run_record(work: Path, record: dict) -> None:
+    """Refuse a folder that holds a run of other data or settings (read-only: every process checks)."""
+    path = work / RUN_FILE
+    if not path.exists():
         return
-    _atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
+    previous = json.loads(path.read_text())
+    changed = sorted(k for k in set(previous) | set(record) if previous.get(k) != record.get(k))
+    if changed:
+        raise ValueError(
+            f"{work.parent} holds a run with other settings ({', '.join(changed)}): "
+            "resume with the same dataset and settings or choose another output_dir"
+        )
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -169,43 +165,35 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def build_generator(
-    components: Components, scorer: ForegroundScorer, config: ViewGenerationConfig
-) -> ViewGenerator:
-    complexity = None  # the offline heuristic, bucketed by complexity_edges
-    if config.complexity_scorer != "heuristic":
-        complexity = LMComplexityScorer(config.complexity_scorer, device=str(components.encoder.device))
-    return ViewGenerator(
-        encoder=components.encoder,
-        scorer=scorer,
-        modes=tuple(config.modes),
-        unclip=components.unclip,
-        text2img=components.text2img,
-        noise_policy=NoisePolicy(tuple(config.noise_fg_edges), tuple(config.noise_levels)),
-        guidance_policy=GuidancePolicy(tuple(config.guidance_scales)),
-        complexity=complexity,
-        complexity_edges=tuple(config.complexity_edges),
-        seed=config.seed,
-        num_inference_steps=config.num_inference_steps,
-        ic_guidance_scale=config.ic_guidance_scale,
-        height=config.height,
-        width=config.width,
-        image_column=config.image_column,
-        caption_column=config.caption_column,
-    )
+def given_scorer(config: ViewGenerationConfig, components: Components) -> ForegroundScorer | None:
+    """The ``foreground_artifacts`` to reuse, checked against the encoder's token grid (None: fit)."""
+    if config.foreground_artifacts is None:
+        return None
+    scorer = ForegroundScorer.load(config.foreground_artifacts)
+    if tuple(scorer.grid) != tuple(components.encoder.grid):
+        raise ValueError(
+            f"foreground_artifacts {config.foreground_artifacts} are for a {scorer.grid} token grid, "
+            f"the encoder has {components.encoder.grid}"
+        )
+    return scorer
 
 
 def generate_views(
     dataset: Dataset,
     config: ViewGenerationConfig,
     *,
+    dataset_name: str | None = None,
     components: Components | None = None,
     api=None,
 ) -> Path:
     """Generate the views dataset of ``dataset`` into ``config.output_dir``; returns the folder.
 
+    ``dataset_name``: where ``dataset`` came from (``ScriptArguments.dataset_name``), recorded in
+    the resume guard and the card. ``components``: already loaded models (default: loaded from
+    the config). ``api``: the ``HfApi`` of the push when ``config.push_to_hub`` (tests pass a fake).
+
     Call it from every process of an ``accelerate launch``: each process takes its contiguous
-    share of shards, the main process fits the scorer first and assembles the folder last.
+    share of shards, the main process fits the scorer first and assembles (and pushes) the folder last.
     """
     from accelerate import PartialState
     from datasets.utils.logging import is_progress_bar_enabled
@@ -216,28 +204,29 @@ def generate_views(
     state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(config.output_dir)
     data_dir, work, fg_dir = out / DATA_DIR, out / WORK_DIR, out / FOREGROUND_DIR
+    # Everything that can be refused is refused before a file is written (the guard before a model loads).
     source = prepare_source(dataset, config)
     num_rows = len(source)
     num_shards = math.ceil(num_rows / config.shard_size)
+    record = run_record(config, dataset, dataset_name, num_rows)
+    check_run_record(work, record)
     if components is None:
-        with state.main_process_first():  # the first load may write a cache (tiny components, Hub files)
+        with state.main_process_first():  # the first load may write a cache (Hub files)
             components = load_components(config, state.device)
+    given = given_scorer(config, components)
 
     if state.is_main_process:
         for folder in (data_dir, work):
             folder.mkdir(parents=True, exist_ok=True)
-        _check_or_write_settings(work, _run_settings(config, num_rows))
-        if config.foreground_artifacts is not None:
+        if not (work / RUN_FILE).exists():  # before the scorer: a fit is part of the recorded run
+            _atomic_write_text(work / RUN_FILE, json.dumps(record, indent=2) + "\n")
+        if given is not None:
             if Path(config.foreground_artifacts).resolve() != fg_dir.resolve():
-                ForegroundScorer.load(config.foreground_artifacts).save(fg_dir)
-        elif not ForegroundScorer.exists(fg_dir):
+                given.save(fg_dir)
+        elif not ForegroundScorer.exists(fg_dir):  # else: fitted by an earlier try of this run
             fit_scorer(source, components, config).save(fg_dir)
     state.wait_for_everyone()
     scorer = ForegroundScorer.load(fg_dir)  # every process reads the same saved artifacts
-    if tuple(scorer.grid) != tuple(components.encoder.grid):
-        raise ValueError(
-            f"foreground artifacts are for a {scorer.grid} token grid, the encoder has {components.encoder.grid}"
-        )
 
     generator = build_generator(components, scorer, config)
     features = output_features(source.features, config.modes, config.image_column)
@@ -260,17 +249,18 @@ def generate_views(
         write_shard(source, k, num_shards, generator, features, config, data_dir, work, state.process_index)
     state.wait_for_everyone()
     if state.is_main_process:
-        assemble(out, config, num_shards, components, scorer)
+        known = {"dataset_name": dataset_name, "dataset_train_split": dataset.split}
+        assemble(out, config, num_shards, scorer, {k: str(v) for k, v in known.items() if v is not None})
         if config.push_to_hub:
             from ..hub import push_folder
 
             url = push_folder(
                 out,
-                config.push_to_hub,
+                config.hub_dataset_id,
                 repo_type="dataset",
-                private=config.private,
-                revision=config.revision,
-                commit_message=config.commit_message,
+                private=config.hub_private_repo,
+                revision=config.hub_revision,
+                commit_message=config.hub_commit_message,
                 ignore_patterns=[f"{WORK_DIR}/*", f"{DATA_DIR}/.tmp-*"],
                 api=api,
             )
@@ -321,16 +311,13 @@ def write_shard(
 
 
 # -- assembling the folder ------------------------------------------------------------------
-def assemble(
-    out: Path, config: ViewGenerationConfig, num_shards: int, components: Components, scorer
-) -> None:
+def assemble(out: Path, config: ViewGenerationConfig, num_shards: int, scorer, source: dict) -> None:
     """Check every shard is there; write failures.jsonl, preview.png and the README card.
 
     Reads the shards' parquet footers (rows, bytes, features) and only the first rows the preview
     needs: a million-row views dataset is never loaded (or copied to the cache) whole.
+    ``source``: the dataset arguments known for the run, for the card's reproduce block.
     """
-    import pyarrow.parquet as pq
-
     data_dir = out / DATA_DIR
     missing = [k for k in range(num_shards) if not (data_dir / _shard_name(k, num_shards)).exists()]
     if missing:
@@ -342,29 +329,22 @@ def assemble(
             failures += [json.loads(line) for line in path.read_text().splitlines() if line]
     _atomic_write_text(out / FAILURES_FILE, "".join(json.dumps(f) + "\n" for f in failures))
     files = [data_dir / _shard_name(k, num_shards) for k in range(num_shards)]
-    footers = [pq.read_metadata(f) for f in files]
-    num_rows = sum(m.num_rows for m in footers)
-    num_bytes = sum(m.row_group(g).total_byte_size for m in footers for g in range(m.num_row_groups))
-    features = Features.from_arrow_schema(pq.read_schema(files[0]))  # datasets' metadata in the footer
     columns = [config.image_column, schema.MASK] + [
         c for m in config.modes for c in (schema.view_column(m), schema.mask_column(m))
     ]
-    write_preview(files, features, columns, out / PREVIEW_FILE, config.grid_rows)
-    from .card import render_dataset_card
-
-    card = render_dataset_card(
-        features, num_rows, num_bytes, config, scorer, failures, components, num_shards
-    )
-    _atomic_write_text(out / "README.md", card)
+    write_preview(files, columns, out / PREVIEW_FILE, config.grid_rows)
+    num_failures = len({f["row"] for f in failures})
+    card = dataset_card(files, f"{DATA_DIR}/train-*.parquet", config, scorer, num_failures, source)
+    _atomic_write_text(out / "README.md", str(card))
 
 
-def write_preview(
-    files: list[Path], features: Features, columns: list[str], path: Path, rows: int, cell: int = 128
-) -> None:
+def write_preview(files: list[Path], columns: list[str], path: Path, rows: int, cell: int = 128) -> None:
     """A PNG grid of the first ``rows`` rows with every image column present: per row the original,
     its mask, then each mode's view and mask. Reads the shards batch by batch and stops early."""
     import pyarrow.parquet as pq
     from PIL import Image as PILImage
+
+    features = Features.from_arrow_schema(pq.read_schema(files[0]))
 
     picked: list[list] = []
     for file in files:

@@ -3,9 +3,10 @@
 ``ViewGenerator(...)`` is called by ``datasets.Dataset.map(batched=True, with_indices=True)``.
 Per batch it:
 
-1. decodes every image itself (the image column is read with ``Image(decode=False)``), so one
-   corrupt row becomes a null row with a reason instead of stopping the job; greyscale, RGBA,
-   palette and CMYK images are converted to RGB;
+1. decodes every image itself with the shared ``data.images.decode_image`` (the image column is
+   read with ``Image(decode=False)``), so one corrupt row becomes a null row with a reason instead
+   of stopping the job; greyscale, RGBA (over white), palette, CMYK and 16-bit images become RGB,
+   the same pixels training reads;
 2. runs the CLIP image encoder once: patch tokens -> ``mask`` + ``fg_ratio`` (foreground scorer),
    image embeddings -> unCLIP conditioning (no second forward inside the pipeline);
 3. picks per row ``noise_level`` (from fg_ratio), ``caption_complexity`` and ``guidance_scale``;
@@ -22,7 +23,6 @@ moves to the failures file.
 
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from ..data import schema
+from ..data.images import decode_image
 from ..foreground import ForegroundScorer
 from .encoder import ClipTokenEncoder
 from .policies import DEFAULT_COMPLEXITY_EDGES, GuidancePolicy, NoisePolicy, caption_complexity
@@ -45,38 +46,6 @@ def row_seed(seed: int, row_id: int) -> int:
         2, np.uint32
     )
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
-
-
-def decode_image(value) -> Image.Image:
-    """A stored image value (PIL, ``{"bytes", "path"}`` dict, or path) -> RGB PIL image, or ValueError.
-
-    Unlike training's ``data.views.load_image``, tiny images are accepted (the encoder's processor
-    upscales them) and transparency is composited over white rather than dropped to black.
-    """
-    if value is None:
-        raise ValueError("image is missing (null)")
-    try:
-        if isinstance(value, Image.Image):
-            image = value
-        elif isinstance(value, dict) and value.get("bytes"):
-            image = Image.open(io.BytesIO(value["bytes"]))
-        elif isinstance(value, dict) and value.get("path"):
-            image = Image.open(value["path"])
-        elif isinstance(value, str):
-            image = Image.open(value)
-        else:
-            raise ValueError(f"unsupported image value of type {type(value).__name__}")
-        image.load()
-    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
-        raise ValueError(f"image cannot be decoded: {error}") from None
-    if image.width < 1 or image.height < 1:
-        raise ValueError(f"image has no pixels ({image.width}x{image.height})")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA"))
-    return image.convert("RGB") if image.mode != "RGB" else image
 
 
 @dataclass
@@ -119,6 +88,10 @@ class ViewGenerator:
             self._embedder = ClipTokenEncoder(self.unclip.image_encoder, self.unclip.feature_extractor)
 
     # -- per-row choices -------------------------------------------------------------------
+    @staticmethod
+    def _where(row_id: int, column: str) -> str:
+        return f"row {row_id}, column {column!r}"
+
     def _complexities(self, captions: list[str]) -> list[int]:
         if self.complexity is not None:
             return [int(c) for c in self.complexity(captions)]
@@ -134,7 +107,8 @@ class ViewGenerator:
     def __call__(
         self, batch: dict[str, list], indices: list[int], rank: int | None = None
     ) -> dict[str, list]:
-        """``rank`` (from ``with_rank=True``) is unused here: ``LazyViewGenerator`` places workers."""
+        """``rank`` (from ``with_rank=True``) is unused here: ``components.LazyViewGenerator`` places
+        each worker on its device."""
         n = len(indices)
         row_ids = [self.row_offset + int(i) for i in indices]
         failures: list[list[str]] = [[] for _ in range(n)]
@@ -152,10 +126,10 @@ class ViewGenerator:
 
         images: dict[int, Image.Image] = {}
         for i, value in enumerate(batch[self.image_column]):
-            try:
-                images[i] = decode_image(value)
+            try:  # any size: the encoder's processor resizes
+                images[i] = decode_image(value, self._where(row_ids[i], self.image_column), min_side=1)
             except ValueError as error:
-                failures[i].append(f"{self.image_column}: {error}")
+                failures[i].append(str(error))
         ok = sorted(images)
         # An undecodable source image becomes null, so the views dataset always iterates cleanly.
         out[self.image_column] = [
@@ -191,7 +165,9 @@ class ViewGenerator:
                 raise KeyError(f"modes tc/itc need a {self.caption_column!r} column")
             for i, caption in enumerate(captions):
                 if not isinstance(caption, str) or not caption.strip():
-                    failures[i].append(f"{self.caption_column}: empty caption, no text-conditioned view")
+                    failures[i].append(
+                        f"{self._where(row_ids[i], self.caption_column)}: empty caption, no text-conditioned view"
+                    )
                 else:
                     text_ok.append(i)
             for i, c in zip(text_ok, self._complexities([captions[i] for i in text_ok])):
@@ -259,35 +235,3 @@ class ViewGenerator:
                 )
             views.update(zip(members, result.images))
         return views
-
-
-@dataclass
-class LazyViewGenerator:
-    """A ``ViewGenerator`` that each ``map(num_proc=k, with_rank=True)`` worker builds for itself.
-
-    Only the settings and the fitted scorer travel to the workers (no pipelines are pickled); on
-    its first batch, worker ``rank`` loads the components on GPU ``rank`` (CPU without GPUs).
-    """
-
-    config: object  # ViewGenerationConfig
-    scorer: ForegroundScorer
-    row_offset: int = 0
-    _generator: ViewGenerator | None = field(default=None, init=False, repr=False)
-
-    def __call__(
-        self, batch: dict[str, list], indices: list[int], rank: int | None = None
-    ) -> dict[str, list]:
-        if self._generator is None:
-            import os
-
-            from .components import load_components
-            from .driver import build_generator
-
-            # A forked worker deadlocks in torch's inherited thread pool unless it resets it.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, self.config.num_proc or 1)))
-            device = "cpu"
-            if rank is not None and torch.cuda.is_available():
-                device = f"cuda:{rank % torch.cuda.device_count()}"
-            self._generator = build_generator(load_components(self.config, device), self.scorer, self.config)
-        self._generator.row_offset = self.row_offset
-        return self._generator(batch, indices)

@@ -1,29 +1,38 @@
-"""Model pieces: the SSL wrapper and the CLIP wrapper (PretrainedConfig + PreTrainedModel), the
-Hallucinator, and the backbone feature readers they share.
+"""Model state: the SSL wrapper and the CLIP wrapper (PretrainedConfig + PreTrainedModel), the
+Hallucinator, and the backbone feature readers they share. The losses are the trainer's.
 
-    configuration_genview   GenViewConfig, GenViewCLIPConfig, method names, paper head shapes
+    configuration_genview   GenViewConfig, GenViewCLIPConfig (head shapes from ``genview_hf.methods``)
     modeling_genview        GenViewModel: backbone + heads + momentum encoder + queue (SSL, LeOCLR)
     modeling_genview_clip   GenViewCLIPModel: CLIPModel + SLIP head, GenView++ multi-positive
     hallucinator            Hallucinator: feature-space hard positives
-    features                pooled features, patch tokens, masks on the token grid, batch direction
-    common                  the shared output, PreTrainedModel base and MLP head builder
+    features                the pooling rule, patch tokens, masks on the token grid, batch direction
+    common                  the shared PreTrainedModel base and MLP head builder
+
+Importing this package registers both wrappers with ``AutoConfig`` / ``AutoModel``, so a
+``checkpoint-*`` folder loads with ``AutoModel.from_pretrained``.
 """
 
-from .common import GenViewOutput
-from .configuration_genview import CLIP_METHODS, SSL_METHODS, GenViewCLIPConfig, GenViewConfig
-from .features import encode_image
+from transformers import AutoConfig, AutoModel
+
+from .configuration_genview import GenViewCLIPConfig, GenViewConfig
+from .features import encode_image, image_features, resolve_pooling
 from .hallucinator import Hallucinator
-from .modeling_genview import GenViewModel
-from .modeling_genview_clip import GenViewCLIPModel
+from .modeling_genview import GenViewModel, GenViewSSLOutput
+from .modeling_genview_clip import GenViewCLIPModel, GenViewCLIPOutput
+
+for _config, _model in ((GenViewConfig, GenViewModel), (GenViewCLIPConfig, GenViewCLIPModel)):
+    AutoConfig.register(_config.model_type, _config, exist_ok=True)
+    AutoModel.register(_config, _model, exist_ok=True)
 
 __all__ = [
-    "CLIP_METHODS",
-    "SSL_METHODS",
     "GenViewCLIPConfig",
     "GenViewCLIPModel",
+    "GenViewCLIPOutput",
     "GenViewConfig",
     "GenViewModel",
-    "GenViewOutput",
+    "GenViewSSLOutput",
     "Hallucinator",
     "encode_image",
+    "image_features",
+    "resolve_pooling",
 ]

@@ -1,27 +1,12 @@
-"""Pieces shared by the SSL and the CLIP wrappers: their output, their ``PreTrainedModel`` base
-and the MLP heads (projector, predictor, SLIP's SSL head)."""
+"""Pieces shared by the SSL and the CLIP wrappers: their ``PreTrainedModel`` base and the MLP
+heads (projector, predictor, SLIP's SSL head)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.utils import ModelOutput
-
-
-@dataclass
-class GenViewOutput(ModelOutput):
-    """``loss``: the (weighted) objective; ``weights``: the per-pair weights used (None when off);
-    ``embeddings``: the online embedding of the first view (projector output, or the image
-    embedding for CLIP); ``logit_scale``: CLIP's temperature scale (exp, after clamping)."""
-
-    loss: torch.Tensor | None = None
-    weights: torch.Tensor | None = None
-    embeddings: torch.Tensor | None = None
-    logit_scale: torch.Tensor | None = None
 
 
 def build_mlp(

@@ -12,47 +12,8 @@ from typing import Any
 
 from transformers import AutoConfig, CLIPConfig, PretrainedConfig
 
-SSL_METHODS = ("mocov2", "mocov3", "simsiam", "byol", "simclr", "leoclr")
-CLIP_METHODS = ("clip", "slip")
-MOMENTUM_METHODS = ("mocov2", "mocov3", "byol", "leoclr")  # methods with a momentum (key/target) encoder
-QUEUE_METHODS = ("mocov2", "leoclr")  # methods with a queue of negatives
-PREDICTOR_METHODS = ("mocov3", "simsiam", "byol")  # methods with a predictor on the online branch
-# methods whose loss reads the Hallucinator's rows (elsewhere its weights would get no gradient)
-HALLUCINATOR_METHODS = ("mocov2", "mocov3", "simsiam", "byol")
-
-# Head shapes per method, from the papers / official code:
-# (projector hidden, projector out, projector layers, predictor hidden, BN in the projector)
-_HEADS: dict[str, dict[str, Any]] = {
-    # MoCo v2 (Chen et al. 2020, official code): 2-layer MLP 2048 -> 128, no BN.
-    "mocov2": dict(
-        proj_hidden_dim=2048, proj_dim=128, proj_layers=2, pred_hidden_dim=0, head_batchnorm=False
-    ),
-    # MoCo v3 (Chen, Xie, He 2021): projector 3 layers 4096 -> 256 (ViT), predictor 2 layers 4096, BN.
-    "mocov3": dict(
-        proj_hidden_dim=4096, proj_dim=256, proj_layers=3, pred_hidden_dim=4096, head_batchnorm=True
-    ),
-    # SimSiam (Chen & He 2021): projector 3 layers 2048 -> 2048, predictor bottleneck 512, BN.
-    "simsiam": dict(
-        proj_hidden_dim=2048, proj_dim=2048, proj_layers=3, pred_hidden_dim=512, head_batchnorm=True
-    ),
-    # BYOL (Grill et al. 2020): projector 4096 -> 256, predictor 4096 -> 256, 2 layers, BN.
-    "byol": dict(
-        proj_hidden_dim=4096, proj_dim=256, proj_layers=2, pred_hidden_dim=4096, head_batchnorm=True
-    ),
-    # SimCLR (Chen et al. 2020): 2-layer MLP 2048 -> 128 (v1), BN.
-    "simclr": dict(proj_hidden_dim=2048, proj_dim=128, proj_layers=2, pred_hidden_dim=0, head_batchnorm=True),
-    # LeOCLR (Alkhalefi et al. 2024) builds on MoCo v2: 2-layer MLP 2048 -> 128.
-    "leoclr": dict(
-        proj_hidden_dim=2048, proj_dim=128, proj_layers=2, pred_hidden_dim=0, head_batchnorm=False
-    ),
-}
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    """``value`` if it is one of ``choices``, else a ValueError naming the setting and the choices."""
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}: expected one of {', '.join(choices)}")
-    return value
+from ..methods import IMAGE_TEXT_METHODS, SSL_METHODS, check_choice, get_method
+from .features import POOLINGS
 
 
 def _as_config(
@@ -75,10 +36,10 @@ class GenViewConfig(PretrainedConfig):
             ``AutoModel.from_config`` when the model is not given one.
         method: mocov2 | mocov3 | simsiam | byol | simclr | leoclr.
         proj_hidden_dim, proj_dim, proj_layers, pred_hidden_dim, head_batchnorm: head shapes;
-            ``None`` takes the method's paper value (see ``_HEADS``). ``pred_hidden_dim=0``: no predictor.
-        pooling: how one vector per image is read from the backbone: ``cls`` (first token),
-            ``mean`` (mean of the tokens), ``pooler`` (the backbone's ``pooler_output``) or
-            ``auto`` (cls for ViT-like models with a CLS token, pooler otherwise).
+            ``None`` takes the method's paper value (``genview_hf.methods``). ``pred_hidden_dim=0``:
+            no predictor.
+        pooling: how one vector per image is read from the backbone (``modeling.features.pool``):
+            ``cls``, ``mean``, ``pooler`` or ``auto`` (cls for ViT-like models, pooler otherwise).
         queue_size: negatives kept for mocov2 / leoclr (MoCo v2: 65536).
         use_hallucinator: add the Hallucinator's feature-space positives (training only; mocov2,
             mocov3, simsiam, byol).
@@ -103,28 +64,28 @@ class GenViewConfig(PretrainedConfig):
         **kwargs: Any,
     ) -> None:
         check_choice("method", method, SSL_METHODS)
-        check_choice("pooling", pooling, ("auto", "cls", "mean", "pooler"))
+        check_choice("pooling", pooling, POOLINGS)
         self.backbone_config = _as_config(backbone_config)
         self.method = method
-        heads = _HEADS[method]
-        self.proj_hidden_dim = heads["proj_hidden_dim"] if proj_hidden_dim is None else proj_hidden_dim
-        self.proj_dim = heads["proj_dim"] if proj_dim is None else proj_dim
-        self.proj_layers = heads["proj_layers"] if proj_layers is None else proj_layers
-        if method not in PREDICTOR_METHODS:
+        spec = get_method(method)
+        heads = spec.heads
+        self.proj_hidden_dim = heads.proj_hidden_dim if proj_hidden_dim is None else proj_hidden_dim
+        self.proj_dim = heads.proj_dim if proj_dim is None else proj_dim
+        self.proj_layers = heads.proj_layers if proj_layers is None else proj_layers
+        if not spec.predictor:
             self.pred_hidden_dim = 0  # MoCo v2, SimCLR, LeOCLR have no predictor
         else:
-            self.pred_hidden_dim = heads["pred_hidden_dim"] if pred_hidden_dim is None else pred_hidden_dim
+            self.pred_hidden_dim = heads.pred_hidden_dim if pred_hidden_dim is None else pred_hidden_dim
         if method in ("simsiam", "byol") and self.pred_hidden_dim <= 0:
             raise ValueError(f"method {method!r} needs a predictor: pred_hidden_dim must be > 0")
-        self.head_batchnorm = heads["head_batchnorm"] if head_batchnorm is None else head_batchnorm
+        self.head_batchnorm = heads.batchnorm if head_batchnorm is None else head_batchnorm
         self.pooling = pooling
-        if method in QUEUE_METHODS and queue_size < 1:
+        if spec.queue and queue_size < 1:
             raise ValueError(f"method {method!r} needs a queue: queue_size must be >= 1, got {queue_size}")
         self.queue_size = queue_size
-        if use_hallucinator and method not in HALLUCINATOR_METHODS:
-            raise ValueError(
-                f"use_hallucinator is wired into {', '.join(HALLUCINATOR_METHODS)}, not {method!r}"
-            )
+        if use_hallucinator and not spec.hallucinator:
+            readers = ", ".join(name for name in SSL_METHODS if get_method(name).hallucinator)
+            raise ValueError(f"use_hallucinator is wired into {readers}, not {method!r}")
         self.use_hallucinator = use_hallucinator
         self.hallucinator_max_lambda = hallucinator_max_lambda
         super().__init__(**kwargs)
@@ -142,7 +103,8 @@ class GenViewCLIPConfig(PretrainedConfig):
     Args:
         clip_config: the ``CLIPConfig`` (or its dict).
         method: clip | slip.
-        ssl_hidden_dim, ssl_dim: SLIP's image SSL head (SLIP paper: 3-layer MLP 4096 -> 256).
+        ssl_hidden_dim, ssl_dim: SLIP's image SSL head (``None``: the method table's, SLIP's
+            3-layer MLP 4096 -> 256).
     """
 
     model_type = "genview_clip"
@@ -151,15 +113,16 @@ class GenViewCLIPConfig(PretrainedConfig):
         self,
         clip_config: CLIPConfig | dict | None = None,
         method: str = "clip",
-        ssl_hidden_dim: int = 4096,
-        ssl_dim: int = 256,
+        ssl_hidden_dim: int | None = None,
+        ssl_dim: int | None = None,
         **kwargs: Any,
     ) -> None:
-        check_choice("method", method, CLIP_METHODS)
+        check_choice("method", method, IMAGE_TEXT_METHODS)
         self.clip_config = _as_config(clip_config, default_type="clip")
         self.method = method
-        self.ssl_hidden_dim = ssl_hidden_dim
-        self.ssl_dim = ssl_dim
+        heads = get_method(method).heads
+        self.ssl_hidden_dim = heads.proj_hidden_dim if ssl_hidden_dim is None else ssl_hidden_dim
+        self.ssl_dim = heads.proj_dim if ssl_dim is None else ssl_dim
         super().__init__(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,19 +1,26 @@
 """Reading features from any Hugging Face vision backbone: pooled vectors, patch tokens, masks.
 
-Shared by the SSL and CLIP wrappers, the Trainer's ``frozen`` quality mode and the stored-mask
-weights. Shapes: N images, C channels, T patch tokens on a square grid, H x W pixels.
+Shared by the SSL and CLIP wrappers, the trainer's quality modes, evaluation and the kNN monitor:
+one pooling rule for all of them (``resolve_pooling`` + ``pool``). Shapes: N images, C channels, T patch tokens on a square grid, H x W pixels.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, PretrainedConfig
 
+Pooling = Literal["auto", "cls", "mean", "pooler"]
+POOLINGS: tuple[str, ...] = get_args(Pooling)
+# Models whose pooler (dense + tanh on the CLS token) self-supervised training never trains: "auto"
+# reads their CLS token instead.
 _CLS_POOLING_TYPES = ("vit", "deit", "vit_msn", "vit_mae")
+# Written into an exported encoder's config, so "auto" later reads what training read.
+POOLING_CONFIG_KEY = "genview_pooling"
 
 
 def vision_tower(model: nn.Module) -> nn.Module:
@@ -35,11 +42,40 @@ def backbone_feature_dim(config: PretrainedConfig) -> int:
     raise ValueError(f"cannot tell the feature width of a {type(config).__name__}: it has no hidden_size(s)")
 
 
-def resolve_pooling(config: PretrainedConfig, pooling: str) -> str:
-    """``auto`` -> ``cls`` for ViT-like models with a CLS token, ``pooler`` otherwise."""
+def resolve_pooling(config: PretrainedConfig, pooling: str = "auto") -> str:
+    """The pooling rule, shared by training, evaluation and the kNN monitor.
+
+    ``auto``: what the encoder was trained with when genview_hf exported it (its config's
+    ``genview_pooling``), else ``cls`` for ViT-like models (their pooler is untrained by SSL) and
+    ``pooler`` for the rest (ResNet / ConvNeXt average pooling, CLIP's post-layernorm CLS, ...).
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}: expected one of {', '.join(POOLINGS)}")
     if pooling != "auto":
         return pooling
+    recorded = getattr(config, POOLING_CONFIG_KEY, None)
+    if recorded in POOLINGS and recorded != "auto":
+        return recorded
     return "cls" if config.model_type in _CLS_POOLING_TYPES else "pooler"
+
+
+def pool(outputs, pooling: str) -> torch.Tensor:
+    """One vector (N, C) per image from a vision model's outputs, with a resolved ``pooling``.
+
+    ``pooler``: ``pooler_output`` (flattened: ResNet's (N, C, 1, 1)), else ``image_embeds``
+    (models with a projection and no pooler); ``cls``: the first token; ``mean``: the token
+    mean. Feature maps (N, C, h, w) have no CLS token: ``cls`` reads their spatial mean, as
+    does ``pooler`` for a model that has no pooled output.
+    """
+    hidden = outputs.last_hidden_state  # (N, S, C) or (N, C, h, w)
+    if pooling == "pooler":
+        for name in ("pooler_output", "image_embeds"):
+            value = getattr(outputs, name, None)
+            if value is not None:
+                return value.flatten(1)
+    if pooling == "cls" and hidden.dim() == 3:
+        return hidden[:, 0]
+    return hidden.flatten(2).mean(-1) if hidden.dim() == 4 else hidden.mean(1)
 
 
 def token_map(last_hidden_state: torch.Tensor) -> torch.Tensor:
@@ -68,15 +104,17 @@ def encode_image(
     """One pooled feature (N, C) per image (N, 3, H, W) and, when asked, the patch tokens (N, T, C)."""
     model = vision_tower(model)
     outputs = model(pixel_values=pixel_values)
-    hidden = outputs.last_hidden_state  # (N, S, C) or (N, C, h, w)
-    pooling = resolve_pooling(model.config, pooling)
-    if pooling == "pooler" and getattr(outputs, "pooler_output", None) is not None:
-        pooled = outputs.pooler_output.flatten(1)
-    elif pooling == "cls" and hidden.dim() == 3:
-        pooled = hidden[:, 0]
-    else:  # mean of the tokens, or of the spatial map
-        pooled = hidden.flatten(2).mean(-1) if hidden.dim() == 4 else hidden.mean(1)
-    return pooled, (token_map(hidden) if with_tokens else None)
+    pooled = pool(outputs, resolve_pooling(model.config, pooling))
+    return pooled, (token_map(outputs.last_hidden_state) if with_tokens else None)
+
+
+def image_features(model: nn.Module, pixel_values: torch.Tensor, pooling: str = "auto") -> torch.Tensor:
+    """The feature (N, D) an encoder is evaluated on: a CLIP-type model's projected image
+    embedding (``get_image_features``), else the pooled feature of :func:`encode_image`."""
+    if hasattr(model, "get_image_features"):
+        output = model.get_image_features(pixel_values=pixel_values)
+        return output if isinstance(output, torch.Tensor) else output.pooler_output
+    return encode_image(model, pixel_values, pooling)[0]
 
 
 def masks_to_tokens(masks: torch.Tensor, num_tokens: int) -> torch.Tensor:

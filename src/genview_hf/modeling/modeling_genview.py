@@ -1,11 +1,11 @@
-"""``GenViewModel``: image-only SSL as a ``PreTrainedModel``.
+"""``GenViewModel``: the state of image-only SSL as a ``PreTrainedModel``.
 
 Any ``AutoModel`` vision backbone (ViT, ResNet, ConvNeXt, CLIP vision, DINOv2 ...) is kept as
 the attribute ``backbone``, so that it can be saved on its own as a plain transformers model.
 The method's heads, the momentum encoder and the MoCo queue are ordinary submodules and
-buffers, so a ``checkpoint-*`` folder written by the Trainer holds everything an exact resume
-needs. ``forward`` returns the loss of a collated batch (see ``genview_hf.data.collators``)
-with optional per-pair quality weights. The image-text wrapper is in ``modeling_genview_clip``.
+buffers, so a ``checkpoint-*`` folder holds everything an exact resume needs. ``forward`` runs
+the passes the method's loss reads and returns the embeddings (``GenViewSSLOutput``); the loss
+itself is the trainer's (``GenViewTrainer.objective``).
 
 Shapes: N pairs, 3 x H x W pixels, D = ``proj_dim``, T patch tokens of C channels, K queue size.
 """
@@ -19,47 +19,42 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel
+from transformers.utils import ModelOutput
 
-from .. import distributed, losses
-from ..quality import quality_weights
-from .common import GenViewOutput, GenViewPreTrainedModel, build_mlp, l2_normalize
-from .configuration_genview import MOMENTUM_METHODS, QUEUE_METHODS, GenViewConfig
-from .features import (
-    backbone_feature_dim,
-    encode_image,
-    masks_to_tokens,
-    resolve_pooling,
-    vision_tower,
-)
+from .. import distributed
+from ..methods import get_method
+from .common import GenViewPreTrainedModel, build_mlp, l2_normalize
+from .configuration_genview import GenViewConfig
+from .features import POOLING_CONFIG_KEY, backbone_feature_dim, encode_image, resolve_pooling, vision_tower
 from .hallucinator import Hallucinator
-
-# Default temperatures per method, from the papers (MoCo v3 ViT: 0.2; MoCo v2: 0.2;
-# SimCLR at large batch: 0.1; LeOCLR follows MoCo v2: 0.2). ResNet MoCo v3 uses 1.0 (set it in the run).
-DEFAULT_TEMPERATURE = {
-    "mocov2": 0.2,
-    "mocov3": 0.2,
-    "simclr": 0.1,
-    "leoclr": 0.2,
-    "simsiam": None,
-    "byol": None,
-}
 
 
 @dataclass
-class _Encoded:
+class GenViewSSLOutput(ModelOutput):
     """What one batch's forward passes produced; None where the method does not need it.
 
-    ``online_*`` (N, D): query encoder + projector (the predictor is applied in the loss;
-    LeOCLR's ``online_1`` is its uncropped original); ``key_*`` (N, D): momentum encoder, no gradient; ``tokens_*`` (N, T, C): the
-    patch tokens read for the ``stored`` quality mode, from whichever encoder saw that view.
+    - ``queries_1``, ``queries_2`` (N, D): the online branch (projector, then the predictor
+      where the method has one); LeOCLR's ``queries_1`` is its uncropped original.
+    - ``targets_1``, ``targets_2`` (N, D): what the queries are pulled toward, without gradient:
+      the momentum encoder's keys, or SimSiam's detached projections. SimCLR has none (its
+      NT-Xent contrasts ``queries_1`` with ``queries_2``).
+    - ``hallucinated_1``, ``hallucinated_2`` (N, D): the Hallucinator's extra positives of
+      ``queries_1`` (against ``targets_2``) and ``queries_2`` (against ``targets_1``), in
+      training only (MoCo v2: ``queries_1`` against ``targets_2``).
+    - ``tokens_1``, ``tokens_2`` (N, T, C): each view's detached patch tokens, from whichever
+      encoder saw it (``output_tokens=True``: the ``stored`` quality mode).
+    - ``queue`` (K, D): the negatives before this batch (MoCo v2, LeOCLR).
     """
 
-    online_1: torch.Tensor
-    online_2: torch.Tensor | None = None
-    key_1: torch.Tensor | None = None
-    key_2: torch.Tensor | None = None
+    queries_1: torch.Tensor | None = None
+    queries_2: torch.Tensor | None = None
+    targets_1: torch.Tensor | None = None
+    targets_2: torch.Tensor | None = None
+    hallucinated_1: torch.Tensor | None = None
+    hallucinated_2: torch.Tensor | None = None
     tokens_1: torch.Tensor | None = None
     tokens_2: torch.Tensor | None = None
+    queue: torch.Tensor | None = None
 
 
 class GenViewModel(GenViewPreTrainedModel):
@@ -84,7 +79,7 @@ class GenViewModel(GenViewPreTrainedModel):
             # trainable parameter without gradient (DDP) and still saved for AutoModel.
             backbone.pooler.requires_grad_(False)
         feature_dim = backbone_feature_dim(backbone.config)
-        last_bn = config.method in ("mocov3", "simsiam")  # a non-affine BN ends their projectors
+        last_bn = get_method(config.method).heads.last_bn
         self.projector = build_mlp(
             feature_dim,
             config.proj_hidden_dim,
@@ -103,7 +98,7 @@ class GenViewModel(GenViewPreTrainedModel):
         self.hallucinator = (
             Hallucinator(config.proj_dim, config.hallucinator_max_lambda) if config.use_hallucinator else None
         )
-        if config.method in QUEUE_METHODS:
+        if get_method(config.method).queue:
             # (K, D) unit-norm negatives and the ring-buffer write position
             self.register_buffer("queue", F.normalize(torch.randn(config.queue_size, config.proj_dim), dim=1))
             self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
@@ -125,7 +120,7 @@ class GenViewModel(GenViewPreTrainedModel):
 
     @property
     def has_momentum_encoder(self) -> bool:
-        return self.config.method in MOMENTUM_METHODS
+        return get_method(self.config.method).momentum_encoder
 
     @torch.no_grad()
     def momentum_update(self, momentum: float) -> None:
@@ -142,9 +137,10 @@ class GenViewModel(GenViewPreTrainedModel):
             torch._foreach_add_(target_params, online_params, alpha=1.0 - momentum)
 
     @torch.no_grad()
-    def _enqueue(self, keys: torch.Tensor) -> None:
-        """Write the keys (N, D) of every process into the ring buffer (the newest K when N > K)."""
-        keys = distributed.gather_no_grad(keys.detach()).to(self.queue.dtype)  # (world N, D)
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Write the unit-normalised keys (N, D) of every process into the ring buffer (the newest
+        K when N > K). The trainer calls it after the loss has read the queue."""
+        keys = distributed.gather_no_grad(l2_normalize(keys.detach())).to(self.queue.dtype)  # (world N, D)
         size = self.queue.shape[0]
         keys = keys[-size:]
         index = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
@@ -156,7 +152,7 @@ class GenViewModel(GenViewPreTrainedModel):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Projection (N, D) of the query encoder and, when asked, its patch tokens (N, T, C)."""
         features, tokens = encode_image(self.backbone, pixel_values, self.pooling, with_tokens)
-        return self.projector(features), tokens
+        return self.projector(features), (tokens.detach() if tokens is not None else None)
 
     @torch.no_grad()
     def _target(
@@ -173,39 +169,46 @@ class GenViewModel(GenViewPreTrainedModel):
         self,
         pixel_values_1: torch.Tensor,
         pixel_values_2: torch.Tensor,
-        masks_1: torch.Tensor | None = None,
-        masks_2: torch.Tensor | None = None,
         pixel_values_orig: torch.Tensor | None = None,
-        weights: torch.Tensor | None = None,
-        temperature: float | None = None,
-        quality_gamma: float = 1.0,
-        return_loss: bool = True,
-        **unused,
-    ) -> GenViewOutput:
-        """Loss of one batch of positive pairs: views ``pixel_values_1``, ``pixel_values_2`` (N, 3, H, W).
+        output_tokens: bool = False,
+    ) -> GenViewSSLOutput:
+        """The embeddings of one batch of pairs: views ``pixel_values_1``, ``pixel_values_2``
+        (N, 3, H, W); ``pixel_values_orig`` (N, 3, H, W) is LeOCLR's uncropped original.
 
-        ``weights`` (N,): per-pair quality weights computed outside (``frozen`` mode). Without
-        them, ``masks_1``/``masks_2`` (N, H, W) give the ``stored`` mode: weights from the stored
-        foreground masks and this model's own detached patch tokens. Neither: unweighted.
-        ``pixel_values_orig`` (N, 3, H, W): LeOCLR's uncropped original image.
+        Only the passes the method's loss reads run:
+
+        - LeOCLR: the original through the query encoder, both crops through the momentum encoder;
+        - MoCo v2 (asymmetric, as the official code): view 1 through the query encoder, view 2
+          through the momentum encoder;
+        - MoCo v3, BYOL: both views through both encoders; SimSiam, SimCLR: both views through
+          the one encoder.
         """
         self._check_batch(pixel_values_1, pixel_values_2, pixel_values_orig)
         method = self.config.method
-        temperature = temperature if temperature is not None else DEFAULT_TEMPERATURE[method]
-        stored = weights is None and masks_1 is not None and masks_2 is not None
-        encoded = self._encode(pixel_values_1, pixel_values_2, pixel_values_orig, with_tokens=stored)
-        if stored:
-            weights = self.stored_quality_weights(
-                encoded.tokens_1, encoded.tokens_2, masks_1, masks_2, quality_gamma
-            )
-        if weights is not None:
-            weights = weights.detach().to(encoded.online_1.device, torch.float32)
-            if weights.shape != (pixel_values_1.shape[0],):
-                raise ValueError(f"weights must be ({pixel_values_1.shape[0]},), got {tuple(weights.shape)}")
-        if not return_loss:
-            return GenViewOutput(weights=weights, embeddings=encoded.online_1)
-        loss = self._loss(encoded, temperature, weights)
-        return GenViewOutput(loss=loss, weights=weights, embeddings=encoded.online_1)
+        out = GenViewSSLOutput()
+        if method == "leoclr":
+            out.queries_1, _ = self._online(pixel_values_orig, False)
+            out.targets_1, out.tokens_1 = self._target(pixel_values_1, output_tokens)
+            out.targets_2, out.tokens_2 = self._target(pixel_values_2, output_tokens)
+        elif method == "mocov2":
+            out.queries_1, out.tokens_1 = self._online(pixel_values_1, output_tokens)
+            out.targets_2, out.tokens_2 = self._target(pixel_values_2, output_tokens)
+        else:
+            z_1, out.tokens_1 = self._online(pixel_values_1, output_tokens)
+            z_2, out.tokens_2 = self._online(pixel_values_2, output_tokens)
+            out.queries_1, out.queries_2 = self._predict(z_1), self._predict(z_2)
+            if self.has_momentum_encoder:
+                out.targets_1, _ = self._target(pixel_values_1, False)
+                out.targets_2, _ = self._target(pixel_values_2, False)
+            elif method == "simsiam":
+                out.targets_1, out.targets_2 = z_1.detach(), z_2.detach()
+        if self.hallucinator is not None and self.training:
+            out.hallucinated_1 = self.hallucinator(out.queries_1, out.targets_2)
+            if out.queries_2 is not None:
+                out.hallucinated_2 = self.hallucinator(out.queries_2, out.targets_1)
+        if get_method(method).queue:
+            out.queue = self.queue
+        return out
 
     def _check_batch(
         self,
@@ -222,140 +225,11 @@ class GenViewModel(GenViewPreTrainedModel):
         if self.config.method == "leoclr" and pixel_values_orig is None:
             raise ValueError("method 'leoclr' needs pixel_values_orig (the uncropped original image)")
 
-    def _encode(
-        self,
-        pixel_values_1: torch.Tensor,
-        pixel_values_2: torch.Tensor,
-        pixel_values_orig: torch.Tensor | None,
-        with_tokens: bool,
-    ) -> _Encoded:
-        """Only the forward passes the method's loss reads.
-
-        - LeOCLR: the uncropped original through the query encoder, both crops through the
-          momentum encoder (tokens from there).
-        - MoCo v2 (asymmetric, as the official code): view 1 through the query encoder, view 2
-          through the momentum encoder (view 2's tokens from there).
-        - MoCo v3, BYOL: both views through both encoders; SimSiam, SimCLR: both views through
-          the one encoder.
-        """
-        method = self.config.method
-        if method == "leoclr":
-            query, _ = self._online(pixel_values_orig, False)
-            key_1, tokens_1 = self._target(pixel_values_1, with_tokens)
-            key_2, tokens_2 = self._target(pixel_values_2, with_tokens)
-            return _Encoded(query, key_1=key_1, key_2=key_2, tokens_1=tokens_1, tokens_2=tokens_2)
-        if method == "mocov2":
-            online_1, tokens_1 = self._online(pixel_values_1, with_tokens)
-            key_2, tokens_2 = self._target(pixel_values_2, with_tokens)
-            return _Encoded(online_1, key_2=key_2, tokens_1=tokens_1, tokens_2=tokens_2)
-        online_1, tokens_1 = self._online(pixel_values_1, with_tokens)
-        online_2, tokens_2 = self._online(pixel_values_2, with_tokens)
-        encoded = _Encoded(online_1, online_2, tokens_1=tokens_1, tokens_2=tokens_2)
-        if self.has_momentum_encoder:
-            encoded.key_1, _ = self._target(pixel_values_1, False)
-            encoded.key_2, _ = self._target(pixel_values_2, False)
-        return encoded
-
-    def _loss(
-        self, encoded: _Encoded, temperature: float | None, weights: torch.Tensor | None
-    ) -> torch.Tensor:
-        """The method's objective; ``weights`` (N,) multiply each pair's loss (None: unweighted)."""
-        method = self.config.method
-        if method == "mocov3":
-            # Symmetric InfoNCE, keys gathered across processes, scaled by 2 tau (official code).
-            q_1, q_2 = self._predict(encoded.online_1), self._predict(encoded.online_2)
-            loss = self._info_nce(q_1, encoded.key_2, temperature, weights) + self._info_nce(
-                q_2, encoded.key_1, temperature, weights
-            )
-            return loss * (2 * temperature)
-        if method == "mocov2":
-            # The queue as it was before this batch; this batch's keys are enqueued after the loss.
-            loss = self._info_nce(encoded.online_1, encoded.key_2, temperature, weights, queue=self.queue)
-            if self.training:
-                self._enqueue(l2_normalize(encoded.key_2))
-            return loss
-        if method == "leoclr":
-            loss = losses.leoclr_loss(
-                encoded.online_1,
-                encoded.key_1,
-                encoded.key_2,
-                self.queue,
-                temperature=temperature,
-                weights=weights,
-            )
-            if self.training:
-                self._enqueue(l2_normalize(encoded.key_1))
-            return loss
-        if method == "simsiam":
-            p_1, p_2 = self._predict(encoded.online_1), self._predict(encoded.online_2)
-            return 0.5 * (
-                self._pair_loss(losses.negative_cosine_loss, p_1, encoded.online_2, weights)
-                + self._pair_loss(losses.negative_cosine_loss, p_2, encoded.online_1, weights)
-            )
-        if method == "byol":
-            p_1, p_2 = self._predict(encoded.online_1), self._predict(encoded.online_2)
-            return self._pair_loss(losses.byol_loss, p_1, encoded.key_2, weights) + self._pair_loss(
-                losses.byol_loss, p_2, encoded.key_1, weights
-            )
-        if method == "simclr":
-            # Negatives from every process are gathered inside the loss.
-            return losses.nt_xent_loss(
-                encoded.online_1, encoded.online_2, temperature=temperature, weights=weights
-            )
-        raise ValueError(f"unknown method {method!r}")  # guarded by the config
-
-    def _info_nce(
-        self,
-        query: torch.Tensor,
-        keys: torch.Tensor,
-        temperature: float,
-        weights: torch.Tensor | None,
-        queue: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """InfoNCE of queries (N, D) against detached keys (N, D) (+ the queue (K, D)), plus the
-        Hallucinator's rows against the same keys when it is on and training.
-
-        Normalised inside the loss; in-batch negatives (queue None) are gathered there across processes.
-        """
-        keys = keys.detach()
-        loss = losses.info_nce_loss(query, keys, queue=queue, temperature=temperature, weights=weights)
-        if self.hallucinator is not None and self.training:
-            hallucinated = self.hallucinator(query, keys)  # (N, D)
-            loss = loss + losses.info_nce_loss(
-                hallucinated, keys, queue=queue, temperature=temperature, weights=weights
-            )
-        return loss
-
-    def _pair_loss(
-        self, loss_fn, p: torch.Tensor, z: torch.Tensor, weights: torch.Tensor | None
-    ) -> torch.Tensor:
-        """``loss_fn(p, stopgrad(z))`` for predictions and targets (N, D), plus the Hallucinator's rows."""
-        z = z.detach()
-        loss = loss_fn(p, z, weights=weights)
-        if self.hallucinator is not None and self.training:
-            loss = loss + loss_fn(self.hallucinator(p, z), z, weights=weights)
-        return loss
-
-    @torch.no_grad()
-    def stored_quality_weights(
-        self,
-        tokens_1: torch.Tensor,
-        tokens_2: torch.Tensor,
-        masks_1: torch.Tensor,
-        masks_2: torch.Tensor,
-        gamma: float,
-    ) -> torch.Tensor:
-        """``stored`` mode weights (N,): masks (N, H, W) cropped with the views, pooled onto this
-        model's own token grid of ``tokens_*`` (N, T, C)."""
-        if masks_1.shape[0] != tokens_1.shape[0] or masks_2.shape[0] != tokens_2.shape[0]:
-            raise ValueError(
-                f"masks batch {masks_1.shape[0]}/{masks_2.shape[0]} does not match the views batch {tokens_1.shape[0]}"
-            )
-        return quality_weights(
-            tokens_1.detach().float(),
-            tokens_2.detach().float(),
-            None,
-            gamma=gamma,
-            masks1=masks_to_tokens(masks_1, tokens_1.shape[1]),
-            masks2=masks_to_tokens(masks_2, tokens_2.shape[1]),
-        )
+    def export_encoder(self) -> nn.Module:
+        """The backbone as a plain transformers model (LoRA merged into a copy), its config
+        recording the pooling so that evaluation reads the feature training read."""
+        encoder = self.backbone
+        if hasattr(encoder, "merge_and_unload"):  # a PEFT model
+            encoder = copy.deepcopy(encoder).merge_and_unload()
+        setattr(encoder.config, POOLING_CONFIG_KEY, self.pooling)
+        return encoder

@@ -1,7 +1,26 @@
-"""Training: ``GenViewTrainingArguments``, ``GenViewTrainer``, the momentum callback and ``run.main``."""
+"""Training: ``GenViewTrainingArguments``, ``GenViewTrainer``, the quality modes, the callbacks
+and the building blocks the recipes use.
+
+    arguments       GenViewTrainingArguments: every run setting (Literal choices, paper defaults)
+    trainer         GenViewTrainer: model -> quality weights -> the method's loss, checkpoints, the root
+    quality_modes   frozen / stored / off: where the weights' token and foreground maps come from
+    callbacks       the momentum (EMA) update, the training figures
+    builders        load a model, prepare the views dataset, the collator, the quality model, the kNN monitor
+"""
 
 from .arguments import GenViewTrainingArguments
-from .callbacks import MomentumCallback, momentum_at
+from .callbacks import MomentumCallback, TrainingFiguresCallback, momentum_at
+from .quality_modes import FrozenQualityModel, QualityWeights, load_direction, quality_weights
 from .trainer import GenViewTrainer
 
-__all__ = ["GenViewTrainer", "GenViewTrainingArguments", "MomentumCallback", "momentum_at"]
+__all__ = [
+    "FrozenQualityModel",
+    "GenViewTrainer",
+    "GenViewTrainingArguments",
+    "MomentumCallback",
+    "QualityWeights",
+    "TrainingFiguresCallback",
+    "load_direction",
+    "momentum_at",
+    "quality_weights",
+]

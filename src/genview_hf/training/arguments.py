@@ -1,40 +1,40 @@
 """``GenViewTrainingArguments``: every run setting of GenView training in one dataclass.
 
 Parsed by ``HfArgumentParser`` through ``genview_hf.config.parse_config`` (YAML ``--config``
-plus flags). Architecture lives in the model's ``PretrainedConfig``; these are the run's knobs.
-Defaults quote the papers beside the number.
+plus flags), beside ``ScriptArguments`` (the dataset and its splits). Architecture lives in the
+model's ``PretrainedConfig``; per-method defaults (heads, temperature, augmentation) in
+``genview_hf.methods``. Fields with fixed choices are ``Literal``: ``--help`` lists them and
+a bad value is refused at parse time. Defaults quote the papers beside the number.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import torch
 from transformers import TrainingArguments
 
-from ..modeling.configuration_genview import CLIP_METHODS, SSL_METHODS, check_choice
+from ..methods import MethodName, QualityMode, check_choice, get_method
+from ..modeling.features import POOLINGS, Pooling
 
-METHODS = SSL_METHODS + CLIP_METHODS
-QUALITY_MODES = ("frozen", "stored", "off")
-MOMENTUM_SCHEDULES = ("cosine", "constant")
+ViewMode = Literal["ic", "tc", "itc", "none"]
+MomentumSchedule = Literal["cosine", "constant"]
 
 
 @dataclass
 class GenViewTrainingArguments(TrainingArguments):
     # --- what to train -------------------------------------------------------------------
-    method: str = field(
+    method: MethodName = field(
         default="mocov3",
         metadata={
-            "help": "mocov2 | mocov3 | simsiam | byol | simclr | leoclr (image SSL) or clip | slip (image-text)"
+            "help": "Image SSL (mocov2, mocov3, simsiam, byol, simclr, leoclr) or image-text (clip, slip)"
         },
     )
     model_name_or_path: str = field(
         default="google/vit-base-patch16-224-in21k",
-        metadata={
-            "help": "Backbone (SSL) or CLIPModel (clip/slip): a Hub id, a local folder, or a tiny offline component "
-            "(tiny-vit, tiny-resnet, tiny-clip)."
-        },
+        metadata={"help": "Backbone (SSL) or CLIPModel (clip, slip): a Hub id or a local folder"},
     )
     from_scratch: bool = field(
         default=True,
@@ -43,8 +43,11 @@ class GenViewTrainingArguments(TrainingArguments):
             "False loads the pretrained weights."
         },
     )
-    pooling: str = field(
-        default="auto", metadata={"help": "auto | cls | mean | pooler: one vector per image"}
+    pooling: Pooling = field(
+        default="auto",
+        metadata={
+            "help": "One vector per image: auto (cls for ViT-like models, else the pooler), cls, mean, pooler"
+        },
     )
     proj_hidden_dim: int | None = field(
         default=None, metadata={"help": "Projector width (None: the method's paper value)"}
@@ -67,22 +70,17 @@ class GenViewTrainingArguments(TrainingArguments):
         metadata={"help": "Add Hallucinator feature-space positives (mocov2, mocov3, simsiam, byol)"},
     )
     # --- data ------------------------------------------------------------------------------
-    dataset_name: str = field(
-        default="sample:shapes",
-        metadata={
-            "help": "A views dataset: Hub id, local folder (load_from_disk or data files) or sample:<name>"
-        },
+    image_column: str = field(
+        default="image", metadata={"help": "Column of the source images (renamed to `image` for training)"}
     )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration name"})
-    train_split: str = field(default="train", metadata={"help": "Split to train on"})
-    eval_split: str | None = field(
-        default=None, metadata={"help": "Split for the eval loss (None: no evaluation)"}
+    caption_column: str = field(
+        default="caption", metadata={"help": "Column of the captions (renamed to `caption` for training)"}
     )
-    image_column: str = field(default="image", metadata={"help": "Column of the source images"})
-    caption_column: str = field(default="caption", metadata={"help": "Column of the captions (clip/slip)"})
-    view_mode: str | None = field(
+    view_mode: ViewMode | None = field(
         default=None,
-        metadata={"help": "Generated views to use: ic | tc | itc (None: the first present; none: real only)"},
+        metadata={
+            "help": "Generated views to use: ic, tc, itc (None: every one present; none: real images only)"
+        },
     )
     generated_view_prob: float = field(
         default=1.0,
@@ -104,49 +102,48 @@ class GenViewTrainingArguments(TrainingArguments):
     temperature: float | None = field(
         default=None,
         metadata={
-            "help": "Contrastive temperature (None: method default; MoCo v3 ViT 0.2, R50 1.0; MoCo v2 0.2; "
-            "SimCLR 0.1; SLIP's SimCLR term 0.1)"
+            "help": "Contrastive temperature (None: the method's; MoCo v3 ViT 0.2, R50 1.0; MoCo v2 0.2; "
+            "SimCLR 0.1; SLIP's SimCLR term and GenView++'s image-image term 0.1)"
         },
     )
     ssl_scale: float = field(default=1.0, metadata={"help": "SLIP: weight of the SimCLR term (SLIP: 1.0)"})
     multi_positive: bool = field(
         default=False,
         metadata={
-            "help": "GenView++ (clip/slip): the real image and all its generated views are positives of the caption"
+            "help": "GenView++ (clip, slip): the real image and all its generated views are positives of the caption"
         },
-    )
-    multi_positive_gamma: float = field(
-        default=2.0,
-        metadata={"help": "GenView++: gamma of the image-image and image-text weights (paper: 2)"},
     )
     loss_coefficients: list[float] = field(
         default_factory=lambda: [1.0, 1.0, 1.0, 1.0],
         metadata={"help": "GenView++: c0 L_ii + c1 L_ii_QD + c2 L_it + c3 L_it_QD (paper: 1 1 1 1)"},
     )
     # --- quality-driven weights --------------------------------------------------------------
-    quality_mode: str = field(
+    quality_mode: QualityMode = field(
         default="frozen",
         metadata={
-            "help": "frozen (paper: a frozen vision model's token map) | stored (stored masks + the training "
-            "model's own detached tokens, no extra forward) | off"
+            "help": "frozen (the papers: a frozen vision model's token map) | stored (our approximation: the "
+            "stored masks and the training model's own detached tokens, no extra forward) | off"
         },
     )
     quality_model: str = field(
         default="openai/clip-vit-base-patch16",
         metadata={
-            "help": "Frozen vision model for quality_mode=frozen (any HF vision model; official code: a CLIP "
-            "ConvNeXt-Base). tiny-clip / tiny-vit for offline runs."
+            "help": "Frozen vision model of quality_mode=frozen (any HF vision model; GenView++ needs a CLIPModel; "
+            "official GenView code: a CLIP ConvNeXt-Base)"
         },
     )
     quality_direction: str | None = field(
         default=None,
         metadata={
-            "help": "A .pt/.npy file with the foreground direction v for the frozen model's tokens (None: the "
-            "first principal component of each batch's tokens)"
+            "help": "The foreground direction of the frozen model's tokens: a views dataset's foreground/ folder "
+            "or a .safetensors/.pt/.npy/.json vector (None: the first principal component of each batch's tokens)"
         },
     )
-    gamma: float = field(
-        default=1.0, metadata={"help": "Sharpness of the pair weights softmax (GenView: 1.0)"}
+    gamma: float | None = field(
+        default=None,
+        metadata={
+            "help": "Sharpness of the quality weights (None: the paper's, 1 for GenView pairs, 2 for GenView++)"
+        },
     )
     # --- momentum encoder -------------------------------------------------------------------
     momentum: float = field(
@@ -158,7 +155,7 @@ class GenViewTrainingArguments(TrainingArguments):
     momentum_end: float = field(
         default=1.0, metadata={"help": "Final momentum of the cosine schedule (MoCo v3, BYOL: 1.0)"}
     )
-    momentum_schedule: str = field(default="cosine", metadata={"help": "cosine | constant"})
+    momentum_schedule: MomentumSchedule = field(default="cosine", metadata={"help": "cosine or constant"})
     sync_batchnorm: bool = field(
         default=True,
         metadata={"help": "Convert BatchNorm to SyncBatchNorm when training on several CUDA processes"},
@@ -174,6 +171,13 @@ class GenViewTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "Module names to adapt (None: attention query/value projections)"}
     )
     # --- output ------------------------------------------------------------------------------
+    training_figures: bool = field(
+        default=True,
+        metadata={
+            "help": "Write the quality weights over training, the highest/lowest-weighted pairs and the kNN "
+            "curve as PNGs into output_dir, linked from the model card"
+        },
+    )
     logging_nan_inf_filter: bool = field(
         default=False,
         metadata={
@@ -186,9 +190,12 @@ class GenViewTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        check_choice("method", self.method, METHODS)
-        check_choice("quality_mode", self.quality_mode, QUALITY_MODES)
-        check_choice("momentum_schedule", self.momentum_schedule, MOMENTUM_SCHEDULES)
+        method = get_method(self.method)
+        check_choice("quality_mode", self.quality_mode, get_args(QualityMode))
+        check_choice("momentum_schedule", self.momentum_schedule, get_args(MomentumSchedule))
+        check_choice("pooling", self.pooling, POOLINGS)
+        if self.view_mode is not None:
+            check_choice("view_mode", self.view_mode, get_args(ViewMode))
         if not 0.0 <= self.generated_view_prob <= 1.0:
             raise ValueError(f"generated_view_prob must be in [0, 1], got {self.generated_view_prob}")
         if not 0.0 <= self.momentum <= 1.0 or not 0.0 <= self.momentum_end <= 1.0:
@@ -197,18 +204,19 @@ class GenViewTrainingArguments(TrainingArguments):
             )
         if self.temperature is not None and self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.gamma is not None and self.gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {self.gamma}")
         if len(self.loss_coefficients) != 4:
             raise ValueError(f"loss_coefficients needs 4 values (c0 c1 c2 c3), got {self.loss_coefficients}")
-        if self.multi_positive and self.method not in CLIP_METHODS:
+        if self.multi_positive and not method.is_image_text:
             raise ValueError(
                 f"multi_positive is GenView++ image-text training: method must be clip or slip, not {self.method!r}"
             )
-        if self.method in CLIP_METHODS and not self.multi_positive and self.quality_mode != "off":
-            if not (self.method == "slip" and self.quality_mode == "frozen"):
-                raise ValueError(
-                    f"quality_mode={self.quality_mode!r} with method {self.method!r} needs --multi_positive "
-                    "(GenView++ weights); without it only slip + frozen (weights on the SSL pair) or off"
-                )
+        if self.method == "clip" and not self.multi_positive and self.quality_mode != "off":
+            raise ValueError(
+                f"quality_mode={self.quality_mode!r} with method 'clip' needs --multi_positive (GenView++ weights "
+                "on the views of each caption); without it CLIP has no image pair to weight: use quality_mode=off"
+            )
         if self.remove_unused_columns:
             raise ValueError(
                 "remove_unused_columns must stay False: the collators read the raw image/view/mask columns"
@@ -224,5 +232,22 @@ class GenViewTrainingArguments(TrainingArguments):
         super().__post_init__()
 
     @property
-    def is_clip(self) -> bool:
-        return self.method in CLIP_METHODS
+    def is_image_text(self) -> bool:
+        return get_method(self.method).is_image_text
+
+    @property
+    def needs_masks(self) -> bool:
+        """The collator reads the stored masks only for the ``stored`` quality mode."""
+        return self.quality_mode == "stored"
+
+    @property
+    def quality_gamma(self) -> float:
+        """The weights' gamma: the given one, else GenView's 1 (pairs) or GenView++'s 2 (multi-positive)."""
+        if self.gamma is not None:
+            return self.gamma
+        return 2.0 if self.multi_positive else 1.0
+
+    @property
+    def loss_temperature(self) -> float | None:
+        """The given temperature, else the method's paper value."""
+        return self.temperature if self.temperature is not None else get_method(self.method).temperature

@@ -1,8 +1,10 @@
-"""Callbacks of GenView training: the momentum (EMA) update of the key/target encoder."""
+"""Callbacks of GenView training: the momentum (EMA) update of the key/target encoder, and the
+figures every run leaves beside its encoder (what the quality weights preferred)."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from transformers import TrainerCallback
 
@@ -45,3 +47,35 @@ class MomentumCallback(TrainerCallback):
         model.momentum_update(momentum)
         self.last_momentum = momentum
         return control
+
+
+class TrainingFiguresCallback(TrainerCallback):
+    """At the end of training, PNGs in the output root (the model card links them):
+
+    - ``weights.png``: the distribution of the quality weights over training (logged quantiles);
+    - ``pairs.png``: the highest- and lowest-weighted positive pairs of the last weighted batch;
+    - ``knn.png``: the kNN monitor's curve, when it ran.
+
+    A diagnostic for real data, where no clean / false labels exist: it shows what the weights
+    prefer. Added by ``GenViewTrainer`` when ``args.training_figures`` is on.
+    """
+
+    def __init__(self, trainer) -> None:
+        self.trainer = trainer
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.write(Path(args.output_dir))
+        return control
+
+    def write(self, folder: Path) -> list[Path]:
+        from ..evaluation.plots import plot_knn_curve, plot_pair_grid, plot_weight_quantiles
+
+        history, written = self.trainer.state.log_history, []
+        if any("weight_q50" in entry for entry in history):
+            written.append(plot_weight_quantiles(history, folder / "weights.png"))
+        if self.trainer.last_weighted_pairs is not None:
+            written.append(plot_pair_grid(*self.trainer.last_weighted_pairs, folder / "pairs.png"))
+        if any("knn_top1" in entry for entry in history):
+            written.append(plot_knn_curve(history, folder / "knn.png"))
+        return written

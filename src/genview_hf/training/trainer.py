@@ -1,76 +1,53 @@
 """``GenViewTrainer``: quality-driven SSL and CLIP/SLIP training through ``transformers.Trainer``.
 
-The model (``GenViewModel`` / ``GenViewCLIPModel``) computes its own loss from a collated
-batch; the Trainer adds what belongs to the run: the quality weights of the ``frozen`` mode
-(a frozen vision model's token map), dropping masks in mode ``off``, the momentum update
-(``MomentumCallback``), logging of the weights and the logit scale, the plain-transformers
-export of the encoder at the output root and the Hub push with a card.
+Each step reads, top to bottom, in ``compute_loss``:
+
+1. the model embeds the batch (``GenViewModel`` / ``GenViewCLIPModel``: state and forward
+   passes, no loss);
+2. ``quality_weights`` weights its positive pairs, one branch per quality mode
+   (``training.quality_modes``);
+3. ``objective`` is the method's loss, one ``if`` per method, calling the pure ``losses.*``
+   with hyperparameters from the arguments.
+
+Around that: the momentum update (``MomentumCallback``), logging of the weights and the logit
+scale, checkpoints that hold the training wrapper (``checkpoint-*``, loadable with
+``AutoModel`` after ``import genview_hf``), and an output root that holds the plain
+transformers encoder, its processor and a model card (``save_model``, ``create_model_card``,
+``push_to_hub`` and every ``hub_strategy`` keep that layout).
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import safetensors.torch
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer
-from transformers.trainer import TRAINING_ARGS_NAME
+from transformers import trainer as hf_trainer
+from transformers.trainer import TRAINING_ARGS_NAME, PushInProgress
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .. import hub
+from .. import hub, losses
+from ..methods import get_method
 from ..modeling import GenViewCLIPModel, GenViewModel
-from ..modeling.features import encode_image, principal_direction, token_map, vision_tower
-from ..quality import image_text_quality_weights, multi_view_quality_weights, quality_weights
 from .arguments import GenViewTrainingArguments
-from .callbacks import MomentumCallback
+from .callbacks import MomentumCallback, TrainingFiguresCallback
+from .quality_modes import FrozenQualityModel, QualityWeights, quality_weights
 
-PAIR_MASK_KEYS = ("masks_1", "masks_2")  # what the stored mode reads
-MASK_KEYS = PAIR_MASK_KEYS + ("masks_orig", "masks_real")
 CHECKPOINT_WEIGHTS = "model.safetensors"
 HISTOGRAM_WINDOW = 64  # batches of weights kept for the logged quantiles and histogram
-# Files at the output root that are not the exported encoder (kept out of the Hub push).
-PUSH_IGNORE = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.pth", "*.bin", "*.pt"]
-
-
-def load_direction(path: str | Path) -> torch.Tensor:
-    """A foreground direction: the scorer folder a views dataset was generated with
-    (``genview_hf.generation.foreground``), or a .safetensors / .pt / .npy / .json vector."""
-    path = Path(path)
-    if path.is_dir():
-        from ..foreground import ForegroundScorer
-
-        value = ForegroundScorer.load(path).direction
-    elif path.suffix == ".safetensors":
-        value = safetensors.torch.load_file(str(path))["direction"]
-    elif path.suffix == ".pt":
-        value = torch.load(path, map_location="cpu", weights_only=True)
-    elif path.suffix == ".npy":
-        import numpy as np
-
-        value = torch.from_numpy(np.load(path))
-    elif path.suffix == ".json":
-        value = torch.tensor(json.loads(path.read_text()))
-    else:
-        raise ValueError(
-            f"{path}: a foreground direction is a scorer folder or a .safetensors/.pt/.npy/.json file"
-        )
-    value = torch.as_tensor(value, dtype=torch.float32).flatten()
-    if value.numel() == 0 or not torch.isfinite(value).all():
-        raise ValueError(f"{path}: the foreground direction is empty or not finite")
-    return value
 
 
 class GenViewTrainer(Trainer):
     """A ``Trainer`` for ``GenViewModel`` / ``GenViewCLIPModel``.
 
     Args (beyond ``Trainer``'s):
-        quality_model: the frozen vision model of ``quality_mode="frozen"`` (any HF vision model;
-            a CLIPModel's vision tower is used). Put in eval mode, no grad, bf16 on GPU.
+        quality_model: the frozen vision model of ``quality_mode="frozen"`` (any HF vision
+            model; a CLIPModel for GenView++). Put in eval mode, no grad, bf16 on GPU.
         quality_direction: (C,) foreground direction for the frozen model's tokens; None: the
             first principal component of each batch's tokens.
     """
@@ -88,10 +65,7 @@ class GenViewTrainer(Trainer):
     ) -> None:
         if not isinstance(args, GenViewTrainingArguments):
             raise TypeError(f"GenViewTrainer needs GenViewTrainingArguments, got {type(args).__name__}")
-        is_clip = isinstance(model, GenViewCLIPModel)
-        if is_clip != args.is_clip:
-            raise ValueError(f"method {args.method!r} does not match the model {type(model).__name__}")
-        if not is_clip and model.config.method != args.method:
+        if model.config.method != args.method:
             raise ValueError(
                 f"args.method is {args.method!r} but the model was built for {model.config.method!r}"
             )
@@ -113,140 +87,106 @@ class GenViewTrainer(Trainer):
             )
         # transformers 5 with a custom loss: no loss kwargs, the Trainer divides by the accumulation steps.
         self.model_accepts_loss_kwargs = False
-        self.loss_is_scaled_for_ga = False
         self.can_return_loss = True
         self.label_names = []
         self.momentum_callback = MomentumCallback()
         self.add_callback(self.momentum_callback)
-        self.quality_model = self._prepare_quality_model(quality_model)
-        self.quality_direction = quality_direction
+        if args.training_figures:
+            self.add_callback(TrainingFiguresCallback(self))
+        self.frozen_quality = None
+        if args.quality_mode == "frozen":
+            self.frozen_quality = FrozenQualityModel(
+                quality_model, quality_direction, multi_positive=args.multi_positive, device=args.device
+            )
+        self.last_weighted_pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._weights_seen: list[torch.Tensor] = []  # the last HISTOGRAM_WINDOW batches' weights
         self._weight_totals: list | None = None  # sum, count, min, max since the last log
         self._logit_scale: torch.Tensor | None = None
 
-    # ------------------------------------------------------------------ quality weights
-    def _prepare_quality_model(self, quality_model: nn.Module | None) -> nn.Module | None:
-        if quality_model is None or self.args.quality_mode != "frozen":
-            return None
-        if self.args.multi_positive:
-            if not hasattr(quality_model, "get_text_features"):
-                raise ValueError(
-                    "GenView++ image-text weights need a frozen CLIP model (image and text towers)"
-                )
-        else:
-            quality_model = vision_tower(quality_model)
-        quality_model = quality_model.eval().requires_grad_(False)
-        dtype = torch.bfloat16 if self.args.device.type == "cuda" else torch.float32
-        return quality_model.to(self.args.device, dtype)
-
-    def _fit(self, pixels: torch.Tensor, model: nn.Module) -> torch.Tensor:
-        """Pixels resized to the frozen model's ``image_size`` (when it has one), in its dtype."""
-        parameter = next(model.parameters())
-        size = getattr(model.config, "image_size", None)
-        if isinstance(size, int) and pixels.shape[-2:] != (size, size):
-            pixels = F.interpolate(pixels.float(), size=(size, size), mode="bilinear", align_corners=False)
-        return pixels.to(parameter.device, parameter.dtype)
-
-    @torch.no_grad()
-    def frozen_quality_weights(
-        self, pixel_values_1: torch.Tensor, pixel_values_2: torch.Tensor
-    ) -> torch.Tensor:
-        """Pair weights (N,) from the frozen model's token maps of the two views (N, 3, H, W) (GenView's default).
-
-        Both views go through the frozen model in one pass (eval mode: no batch statistics).
-        """
-        model = vision_tower(self.quality_model)
-        n = pixel_values_1.shape[0]
-        pixels = self._fit(torch.cat([pixel_values_1, pixel_values_2]), model)  # (2N, 3, h, w)
-        _, tokens = encode_image(model, pixels, with_tokens=True)
-        tokens = tokens.float()  # (2N, T, C)
-        direction = self.quality_direction
-        if direction is None:
-            direction = principal_direction(tokens)
-        return quality_weights(tokens[:n], tokens[n:], direction.to(tokens.device), gamma=self.args.gamma)
-
-    @torch.no_grad()
-    def frozen_multi_positive_weights(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """GenView++ weights from a frozen CLIP: image-text (N, V) and image-image (N, V, V)."""
-        clip = self.quality_model
-        vision = clip.vision_model
-        pixels = inputs["pixel_values"]
-        n, v = pixels.shape[:2]
-        outputs = vision(pixel_values=self._fit(pixels.flatten(0, 1), vision))
-        tokens = token_map(outputs.last_hidden_state).float()
-        tokens = tokens.reshape(n, v, *tokens.shape[1:])
-        image_embeds = clip.visual_projection(outputs.pooler_output).float().reshape(n, v, -1)
-        text_embeds = clip.get_text_features(
-            input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")
-        ).pooler_output.float()
-        real = vision(pixel_values=self._fit(inputs["pixel_values_real"], vision)).last_hidden_state
-        real_tokens = token_map(real).float()
-        direction = self.quality_direction
-        if direction is None:
-            direction = principal_direction(torch.cat([tokens.flatten(0, 1), real_tokens]))
-        direction = direction.to(tokens.device)
-        gamma = self.args.multi_positive_gamma
-        image_image = multi_view_quality_weights(tokens, direction, gamma)
-        image_text = image_text_quality_weights(
-            image_embeds, text_embeds, tokens, real_tokens, direction, gamma
-        )
-        return image_text, image_image
-
-    def _model_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        inputs = dict(inputs)
-        mode = self.args.quality_mode
-        if self.args.is_clip:
-            inputs["temperature"] = self.args.temperature if self.args.temperature is not None else 0.1
-            inputs["ssl_scale"] = self.args.ssl_scale
-            inputs["loss_coefficients"] = tuple(self.args.loss_coefficients)
-            inputs["quality_gamma"] = self.args.multi_positive_gamma
-            multi = inputs["pixel_values"].dim() == 5
-            if mode != "stored" or not multi:
-                for key in MASK_KEYS + ("masks",):
-                    inputs.pop(key, None)
-            if mode == "stored" and multi and inputs.get("masks") is None:
-                raise ValueError(
-                    "quality_mode='stored' needs masks in the batch: the dataset has no mask columns"
-                )
-            if mode == "frozen" and multi:
-                inputs["weights"], inputs["ssl_weights"] = self.frozen_multi_positive_weights(inputs)
-            elif mode == "frozen" and self.args.method == "slip":
-                inputs["ssl_weights"] = self.frozen_quality_weights(
-                    inputs["pixel_values_1"], inputs["pixel_values_2"]
-                )
-            return inputs
-        if mode == "off":
-            for key in MASK_KEYS:
-                inputs.pop(key, None)
-        elif mode == "stored":
-            missing = [key for key in PAIR_MASK_KEYS if inputs.get(key) is None]
-            if missing:
-                raise ValueError(
-                    f"quality_mode='stored' needs {' and '.join(missing)} in the batch: the dataset has no mask "
-                    "columns (use quality_mode='frozen' or 'off')"
-                )
-            inputs["quality_gamma"] = self.args.gamma
-        else:  # frozen
-            for key in MASK_KEYS:
-                inputs.pop(key, None)
-            inputs["weights"] = self.frozen_quality_weights(
-                inputs["pixel_values_1"], inputs["pixel_values_2"]
-            )
-        inputs["temperature"] = self.args.temperature
-        return inputs
-
-    # ------------------------------------------------------------------ loss, eval, logs
-    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
-        """transformers' choice (no decay on biases and norms), and none on CLIP's logit scale
-        either, as in CLIP / SLIP / open_clip (decay would pull the temperature toward 1)."""
-        return [name for name in super().get_decay_parameter_names(model) if not name.endswith("logit_scale")]
-
+    # ------------------------------------------------------------------ one step
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**self._model_inputs(inputs))
-        loss = outputs.loss
+        # The masks feed the quality weights, not the model.
+        model_inputs = {key: value for key, value in inputs.items() if not key.startswith("masks")}
+        outputs = model(**model_inputs, output_tokens=self.args.quality_mode == "stored")
+        weights = self.quality_weights(inputs, outputs)
+        loss = self.objective(outputs, weights)
         if model.training:
-            self._record(outputs)
+            if get_method(self.args.method).queue:
+                # After the loss has read the queue: MoCo v2 enqueues its keys, LeOCLR its first crop's.
+                self.unwrapped().enqueue(
+                    outputs.targets_2 if self.args.method == "mocov2" else outputs.targets_1
+                )
+            self._record(inputs, outputs, weights)
         return (loss, outputs) if return_outputs else loss
+
+    def quality_weights(self, inputs: dict[str, Any], outputs: Any) -> QualityWeights | None:
+        """This batch's quality weights under ``args.quality_mode`` (see ``training.quality_modes``)."""
+        return quality_weights(
+            self.args.quality_mode,
+            inputs,
+            outputs,
+            frozen=self.frozen_quality,
+            gamma=self.args.quality_gamma,
+            multi_positive=self.args.multi_positive,
+        )
+
+    def objective(self, out: Any, weights: QualityWeights | None) -> torch.Tensor:
+        """The method's loss of one batch's embeddings; quality weights multiply each pair's term."""
+        args = self.args
+        method, tau = args.method, args.loss_temperature
+        pairs = weights.pairs if weights is not None else None
+        if method == "mocov3":
+            # Symmetric InfoNCE against momentum keys gathered across processes, scaled by 2 tau (official code).
+            info_nce = partial(losses.info_nce_loss, temperature=tau)
+            loss = _with_hallucinated(info_nce, out.queries_1, out.targets_2, out.hallucinated_1, pairs)
+            loss = loss + _with_hallucinated(
+                info_nce, out.queries_2, out.targets_1, out.hallucinated_2, pairs
+            )
+            return loss * (2 * tau)
+        if method == "mocov2":
+            # Against the queue as it was before this batch.
+            info_nce = partial(losses.info_nce_loss, queue=out.queue, temperature=tau)
+            return _with_hallucinated(info_nce, out.queries_1, out.targets_2, out.hallucinated_1, pairs)
+        if method == "leoclr":
+            return losses.leoclr_loss(out.queries_1, out.targets_1, out.targets_2, out.queue, tau, pairs)
+        if method == "simsiam":
+            return 0.5 * (
+                _with_hallucinated(losses.negative_cosine_loss, out.queries_1, out.targets_2, out.hallucinated_1, pairs)
+                + _with_hallucinated(losses.negative_cosine_loss, out.queries_2, out.targets_1, out.hallucinated_2, pairs)
+            )  # fmt: skip
+        if method == "byol":
+            return _with_hallucinated(
+                losses.byol_loss, out.queries_1, out.targets_2, out.hallucinated_1, pairs
+            ) + _with_hallucinated(losses.byol_loss, out.queries_2, out.targets_1, out.hallucinated_2, pairs)
+        if method == "simclr":
+            # Negatives from every process are gathered inside the loss.
+            return losses.nt_xent_loss(out.queries_1, out.queries_2, temperature=tau, weights=pairs)
+        if args.multi_positive:  # GenView++ (clip or slip): c0 L_ii + c1 L_ii_QD + c2 L_it + c3 L_it_QD
+            c0, c1, c2, c3 = args.loss_coefficients
+            image_image = weights.image_image if weights is not None else None
+            image_text = weights.image_text if weights is not None else None
+            l_ii = losses.multi_positive_loss(out.view_embeds, tau)
+            l_it = losses.multi_positive_clip_loss(out.image_embeds, out.text_embeds, out.logit_scale)
+            l_ii_qd = (
+                l_ii if image_image is None else losses.multi_positive_loss(out.view_embeds, tau, image_image)
+            )
+            l_it_qd = (
+                l_it
+                if image_text is None
+                else losses.multi_positive_clip_loss(
+                    out.image_embeds, out.text_embeds, out.logit_scale, image_text
+                )
+            )
+            return c0 * l_ii + c1 * l_ii_qd + c2 * l_it + c3 * l_it_qd
+        if method == "clip":
+            # Negatives from every process are gathered (with gradient) inside the loss.
+            return losses.clip_loss(out.image_embeds, out.text_embeds, out.logit_scale)
+        if method == "slip":
+            return losses.slip_loss(
+                out.image_embeds, out.text_embeds, out.logit_scale, out.ssl_embeds_1, out.ssl_embeds_2,
+                ssl_scale=args.ssl_scale, ssl_temperature=tau, ssl_weights=pairs,
+            )  # fmt: skip
+        raise ValueError(f"unknown method {method!r}")  # guarded by the arguments
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Eval loss without labels; no logits are gathered (the embeddings are not predictions)."""
@@ -255,24 +195,29 @@ class GenViewTrainer(Trainer):
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
 
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        """transformers' choice (no decay on biases and norms), and none on CLIP's logit scale
+        either, as in CLIP / SLIP / open_clip (decay would pull the temperature toward 1)."""
+        return [name for name in super().get_decay_parameter_names(model) if not name.endswith("logit_scale")]
+
+    # ------------------------------------------------------------------ logs
     @torch.no_grad()
-    def _record(self, outputs) -> None:
+    def _record(self, inputs: dict[str, Any], outputs: Any, weights: QualityWeights | None) -> None:
         """Keep the step's weights and logit scale on the device: no host sync until the next log."""
-        if outputs.weights is not None:
-            weights = outputs.weights.detach().float().flatten()
-            self._weights_seen.append(weights)
+        if weights is not None:
+            flat = weights.logged().detach().float().flatten()
+            self._weights_seen.append(flat)
             del self._weights_seen[:-HISTOGRAM_WINDOW]
             total = self._weight_totals
             if total is None:
-                self._weight_totals = [weights.sum(), weights.numel(), weights.min(), weights.max()]
+                self._weight_totals = [flat.sum(), flat.numel(), flat.min(), flat.max()]
             else:
-                total[0], total[1] = total[0] + weights.sum(), total[1] + weights.numel()
-                total[2], total[3] = (
-                    torch.minimum(total[2], weights.min()),
-                    torch.maximum(total[3], weights.max()),
-                )
+                total[0], total[1] = total[0] + flat.sum(), total[1] + flat.numel()
+                total[2], total[3] = torch.minimum(total[2], flat.min()), torch.maximum(total[3], flat.max())
+            if weights.pairs is not None and "pixel_values_1" in inputs:  # for the pair figure
+                self.last_weighted_pairs = (inputs["pixel_values_1"], inputs["pixel_values_2"], weights.pairs)
         if getattr(outputs, "logit_scale", None) is not None:
-            self._logit_scale = outputs.logit_scale
+            self._logit_scale = outputs.logit_scale.detach()
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log: the weights since the last one, the latest logit scale
@@ -301,11 +246,13 @@ class GenViewTrainer(Trainer):
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """A ``checkpoint-*``: the wrapper's config and its full state dict under its own names.
+        """A ``checkpoint-*``: the wrapper's config and its state dict under the module's own names.
 
-        ``save_pretrained`` would rename submodule weights to their legacy layout (transformers 5
-        conversions), which a plain ``load_state_dict`` on resume no longer matches; the raw
-        state dict (heads, momentum encoder, queue included) resumes exactly.
+        ``save_pretrained`` would write some backbones in transformers' legacy layout (ViT's
+        ``attention.attention.query``), which the stock resume (a non-strict ``load_state_dict``)
+        silently skips and which no longer matches a LoRA-adapted backbone; the raw state dict
+        (heads, momentum encoder, queue, adapters) resumes exactly and still loads with
+        ``AutoModel.from_pretrained``.
         """
         if not self.args.should_save:
             return
@@ -321,52 +268,66 @@ class GenViewTrainer(Trainer):
         torch.save(self.args, output_dir / TRAINING_ARGS_NAME)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Strictly, from the files ``_save`` writes; a checkpoint of another method is refused."""
         path = Path(resume_from_checkpoint) / CHECKPOINT_WEIGHTS
         if not path.is_file():
             raise FileNotFoundError(
                 f"{resume_from_checkpoint} has no {CHECKPOINT_WEIGHTS}: not a GenView checkpoint"
             )
-        state_dict = safetensors.torch.load_file(str(path))
-        self.unwrapped().load_state_dict(state_dict, strict=True)
+        wrapper = self.unwrapped()
+        saved = type(wrapper.config).from_pretrained(resume_from_checkpoint)
+        if getattr(saved, "method", None) != wrapper.config.method:
+            raise ValueError(
+                f"{resume_from_checkpoint} is a checkpoint of method {getattr(saved, 'method', None)!r}; "
+                f"this run trains {wrapper.config.method!r}"
+            )
+        wrapper.load_state_dict(safetensors.torch.load_file(str(path)), strict=True)
 
-    # ------------------------------------------------------------------ export and push
+    def _save_checkpoint(self, model, trial) -> None:
+        # The card at the output root follows the run (as TRL's trainers do).
+        self.create_model_card()
+        super()._save_checkpoint(model, trial)
+
+    # ------------------------------------------------------------------ the published root
     def unwrapped(self) -> GenViewModel | GenViewCLIPModel:
         return self.accelerator.unwrap_model(self.model)
 
-    def encoder(self) -> nn.Module:
-        """The plain transformers encoder to publish (LoRA merged into a copy)."""
-        model = self.unwrapped()
-        encoder = model.clip if isinstance(model, GenViewCLIPModel) else model.backbone
-        if hasattr(encoder, "merge_and_unload"):  # a PEFT model
-            encoder = copy.deepcopy(encoder).merge_and_unload()
-        return encoder
-
-    def save_encoder(self, output_dir: str | None = None, metrics: dict[str, float] | None = None) -> Path:
-        """Write the plain encoder (+ processor, + card) at ``output_dir`` (default: the output root).
-
-        SSL: the backbone's own AutoModel class; CLIP/SLIP: the ``CLIPModel`` + ``CLIPProcessor``.
-        safetensors only; loadable without genview_hf and without ``trust_remote_code``.
-        """
-        output_dir = Path(output_dir or self.args.output_dir)
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """``checkpoint-*`` folders get the training wrapper (exact resume); any other folder, the
+        output root by default, the plain encoder and its processor: SSL the backbone's own
+        ``AutoModel`` class, CLIP/SLIP the ``CLIPModel`` (+ ``CLIPProcessor``), safetensors only,
+        loadable without genview_hf and without ``trust_remote_code``."""
+        output_dir = output_dir or self.args.output_dir
+        if Path(output_dir).name.startswith(PREFIX_CHECKPOINT_DIR):
+            super().save_model(output_dir, _internal_call)
+            return
         if self.args.should_save:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            encoder = self.encoder()
-            encoder.save_pretrained(output_dir)
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            self.unwrapped().export_encoder().save_pretrained(output_dir)
             if self.processing_class is not None:
                 self.processing_class.save_pretrained(output_dir)
-            card = self.model_card(metrics, model_class=type(encoder).__name__)
-            (output_dir / "README.md").write_text(card, encoding="utf-8")
-        self.accelerator.wait_for_everyone()
-        return output_dir
 
-    def model_card(self, metrics: dict[str, float] | None = None, model_class: str | None = None) -> str:
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | list[str] | None = None,
+        tags: str | list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Write ``README.md`` at the output root: Hub metadata, settings, last metrics, figures."""
+        if not self.is_world_process_zero():
+            return
         args = self.args
-        is_clip = args.is_clip
-        hyper = {
+        output_dir = Path(args.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if dataset_name is not None:
+            self._card_datasets = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name)
+        method = get_method(args.method)
+        hyperparameters = {
             "method": args.method,
             "quality_mode": args.quality_mode,
-            "gamma": args.gamma,
-            "temperature": args.temperature if args.temperature is not None else "method default",
+            "gamma": args.quality_gamma,
+            "temperature": args.loss_temperature,
             "learning_rate": args.learning_rate,
             "per_device_train_batch_size": args.per_device_train_batch_size,
             "gradient_accumulation_steps": args.gradient_accumulation_steps,
@@ -376,65 +337,94 @@ class GenViewTrainer(Trainer):
             "image_size": args.image_size,
             "use_peft": args.use_peft,
         }
-        if not is_clip:
-            hyper.update(momentum=args.momentum, momentum_end=args.momentum_end, queue_size=args.queue_size)
-        if metrics:
-            metrics_table = hub.markdown_table([{"metric": k, "value": v} for k, v in metrics.items()])
-        else:
-            metrics_table = "_No evaluation was run with this training._"
-        repo_name = args.hub_model_id or Path(args.output_dir).name
-        return hub.render_card(
-            "model_card",
-            repo_name=repo_name,
-            pipeline_tag="zero-shot-image-classification" if is_clip else "image-feature-extraction",
-            base_model=args.model_name_or_path,
-            dataset=args.dataset_name,
+        if method.momentum_encoder:
+            hyperparameters.update(momentum=args.momentum, momentum_end=args.momentum_end)
+        if method.queue:
+            hyperparameters["queue_size"] = args.queue_size
+        if args.multi_positive:
+            hyperparameters["loss_coefficients"] = args.loss_coefficients
+        card = hub.model_card(
+            model_name=model_name or (args.hub_model_id or output_dir.name).split("/")[-1],
+            model_class=_encoder_class(self.unwrapped()),
+            pipeline_tag="zero-shot-image-classification"
+            if args.is_image_text
+            else "image-feature-extraction",
             method=args.method,
+            method_paper=method.paper,
             quality_mode=args.quality_mode,
-            model_class=model_class or type(self.encoder()).__name__,
-            hyperparameters=hub.markdown_table([{"setting": k, "value": v} for k, v in hyper.items()]),
-            metrics=metrics_table,
-            usage=_usage(is_clip, repo_name),
+            architecture_from=args.model_name_or_path,
+            base_model=None if args.from_scratch else args.model_name_or_path,
+            datasets=getattr(self, "_card_datasets", []),
+            hyperparameters=hyperparameters,
+            metrics=_last_metrics(self.state.log_history),
+            figures=sorted(path.name for path in output_dir.glob("*.png")),
+            tags=[tags] if isinstance(tags, str) else tags,
         )
-
-    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
-        """No repository at start: the root is pushed once, finished (``push_to_hub``)."""
+        card.save(output_dir / "README.md")
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        """Checkpoints are training state, not the published model: never pushed."""
+        """``hub_strategy`` every_save / checkpoint / all_checkpoints: the stock version copies the
+        checkpoint's weights (the training wrapper) over the output root before uploading it;
+        here the root gets the plain encoder and card instead, and the checkpoint folder itself
+        is uploaded as ``last-checkpoint`` / ``checkpoint-N`` where the strategy asks."""
+        if not self.is_world_process_zero() or self.args.hub_strategy == "end":
+            return
+        if (
+            not self.args.hub_always_push
+            and self.push_in_progress is not None
+            and not self.push_in_progress.is_done()
+        ):
+            return
+        self.save_model()
+        self.create_model_card()
+        api = hf_trainer.hf_api()
+        message = f"Training in progress, step {self.state.global_step}"
+        upload = partial(
+            api.upload_folder, repo_id=self.hub_model_id, token=self.args.hub_token, run_as_future=True,
+            revision=self.args.hub_revision,
+        )  # fmt: skip
+        jobs = [
+            upload(
+                folder_path=self.args.output_dir,
+                commit_message=message,
+                ignore_patterns=["_*", f"{PREFIX_CHECKPOINT_DIR}-*"],
+            )
+        ]
+        if self.args.hub_strategy in ("checkpoint", "all_checkpoints"):
+            path_in_repo = (
+                "last-checkpoint" if self.args.hub_strategy == "checkpoint" else Path(checkpoint_folder).name
+            )
+            jobs.append(
+                upload(
+                    folder_path=checkpoint_folder,
+                    path_in_repo=path_in_repo,
+                    commit_message=message + ", checkpoint",
+                )
+            )
+        if self.push_in_progress is None or self.push_in_progress.is_done():
+            self.push_in_progress = PushInProgress(jobs)
+        else:
+            self.push_in_progress.jobs.extend(jobs)
 
-    def push_to_hub(self, commit_message: str | None = "End of training", api=None, **kwargs) -> str | None:
-        """Push the exported root (encoder, processor, card) with ``genview_hf.hub.push_folder``."""
-        if not self.is_world_process_zero():
-            return None
-        repo_id = self.args.hub_model_id or Path(self.args.output_dir).name
-        folder = Path(self.args.output_dir)
-        if not (folder / "config.json").exists():
-            self.save_encoder(str(folder))
-        return hub.push_folder(
-            folder,
-            repo_id,
-            private=bool(self.args.hub_private_repo),
-            revision=self.args.hub_revision if hasattr(self.args, "hub_revision") else None,
-            commit_message=commit_message,
-            ignore_patterns=PUSH_IGNORE,
-            api=api,
-        )
+
+def _with_hallucinated(loss_fn, queries, targets, hallucinated, weights) -> torch.Tensor:
+    """``loss_fn(queries, targets)`` plus the Hallucinator's extra positives against the same targets."""
+    loss = loss_fn(queries, targets, weights=weights)
+    if hallucinated is not None:
+        loss = loss + loss_fn(hallucinated, targets, weights=weights)
+    return loss
 
 
-def _usage(is_clip: bool, repo_name: str) -> str:
-    if is_clip:
-        return (
-            "```python\nfrom transformers import pipeline\n\n"
-            f'classifier = pipeline("zero-shot-image-classification", model="{repo_name}")\n'
-            'classifier(image, candidate_labels=["a photo of a cat", "a photo of a dog"])\n```'
-        )
-    return (
-        "```python\nfrom transformers import AutoImageProcessor, AutoModel\n\n"
-        f'processor = AutoImageProcessor.from_pretrained("{repo_name}")\n'
-        f'model = AutoModel.from_pretrained("{repo_name}")\n'
-        'features = model(**processor(images=image, return_tensors="pt")).pooler_output\n```'
-    )
+def _encoder_class(model: GenViewModel | GenViewCLIPModel) -> str:
+    """The class name of what ``export_encoder`` writes (a LoRA-adapted encoder is merged there)."""
+    encoder = model.clip if isinstance(model, GenViewCLIPModel) else model.backbone
+    return type(encoder.get_base_model() if hasattr(encoder, "get_base_model") else encoder).__name__
 
 
-__all__ = ["GenViewTrainer", "load_direction", "principal_direction"]
+def _last_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    """The latest value of each card-worthy metric in the Trainer's log history."""
+    keys = ("train_loss", "train_runtime", "eval_loss", "knn_top1")
+    latest: dict[str, float] = {}
+    for entry in log_history:
+        latest.update({key: round(float(entry[key]), 4) for key in keys if key in entry})
+    return latest

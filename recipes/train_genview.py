@@ -1,0 +1,82 @@
+"""GenView training through ``GenViewTrainer``: image SSL (MoCo v2, MoCo v3, SimSiam, BYOL,
+SimCLR, LeOCLR; the Hallucinator as an option) and image-text (CLIP, SLIP; GenView++ with
+``--multi_positive``).
+
+    accelerate launch recipes/train_genview.py --config recipes/configs/mocov3_vitb16_imagenet.yaml
+    accelerate launch recipes/train_genview.py --config recipes/configs/slip_vitb16_cc3m.yaml
+    genview train --config recipes/configs/mocov3_vitb16_imagenet.yaml --max_steps 100
+
+Copy this file to change a step (another backbone, transform or callback): each step below is
+one call into ``genview_hf``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from genview_hf.config import ScriptArguments, parse_config
+from genview_hf.data.loading import load_split
+from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, builders
+
+
+def main(
+    script_args: ScriptArguments, training_args: GenViewTrainingArguments, callbacks: list | None = None
+) -> GenViewTrainer:
+    """The run; ``callbacks`` are extra ``TrainerCallback``s (from Python: ``main(..., callbacks=[...])``)."""
+    # 1. The views dataset (images, captions, generated views, stored masks) and its splits.
+    load = dict(name=script_args.dataset_name, config=script_args.dataset_config)
+    train_dataset = load_split(
+        split=script_args.dataset_train_split, max_rows=training_args.max_train_samples, **load
+    )
+    train_dataset = builders.views_dataset(train_dataset, training_args, where=script_args.dataset_name)
+    eval_dataset = None
+    if training_args.eval_strategy != "no":
+        eval_split = load_split(split=script_args.dataset_test_split, **load)
+        eval_dataset = builders.views_dataset(eval_split, training_args, where=script_args.dataset_name)
+
+    # 2. The model and its processor: an SSL backbone + the method's heads (+ momentum encoder,
+    #    queue, Hallucinator), or a CLIPModel (+ SLIP's image SSL head) with its CLIPProcessor.
+    if training_args.is_image_text:
+        model, processor = builders.clip_model(training_args)
+    else:
+        model, processor = builders.ssl_model(training_args)
+    quality_model, quality_direction = builders.quality_model(training_args)
+
+    # 3. The trainer: the method's augmented views, the quality weights, the method's loss.
+    trainer = GenViewTrainer(
+        model,
+        training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=builders.collator(training_args, processor, train_dataset),
+        processing_class=processor,
+        quality_model=quality_model,
+        quality_direction=quality_direction,
+        callbacks=callbacks,
+    )
+    monitor = builders.knn_monitor(training_args, script_args.dataset_name, script_args.dataset_config)
+    if monitor is not None:
+        monitor.attach(trainer)
+
+    # 4. Train (resuming from checkpoint-* when asked).
+    result = trainer.train(resume_from_checkpoint=builders.resume_checkpoint(training_args))
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+
+    # 5. The plain encoder (ViTModel, ResNetModel, CLIPModel ...), its processor and the model
+    #    card at the output root, loadable without genview_hf; pushed when asked.
+    trainer.save_model()
+    trainer.create_model_card(dataset_name=script_args.dataset_name)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    return trainer
+
+
+def cli(argv: list[str] | None = None) -> int:
+    script_args, training_args = parse_config((ScriptArguments, GenViewTrainingArguments), argv)
+    main(script_args, training_args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
