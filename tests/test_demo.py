@@ -54,10 +54,33 @@ def test_the_trained_roots_load_with_plain_transformers(demo):
     CLIPProcessor.from_pretrained(output_dir / "clip")
 
 
+BLOCKED_LOAD = """
+import sys
+sys.modules["genview_hf"] = None  # import genview_hf now fails: the roots must not need it
+from transformers import AutoImageProcessor, AutoModel, CLIPModel, CLIPProcessor
+encoder = AutoModel.from_pretrained(sys.argv[1] + "/model")
+AutoImageProcessor.from_pretrained(sys.argv[1] + "/model")
+CLIPModel.from_pretrained(sys.argv[1] + "/clip"), CLIPProcessor.from_pretrained(sys.argv[1] + "/clip")
+print(type(encoder).__name__)
+"""
+
+
+def test_the_roots_load_with_genview_hf_blocked(demo):
+    import subprocess
+    import sys
+
+    output_dir, _ = demo
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCKED_LOAD, str(output_dir)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("ViTModel")
+
+
 def test_eval_results_and_cards(demo):
     output_dir, _ = demo
     results = json.loads((output_dir / "eval_results.json").read_text())
-    for key in ("knn_top1", "linear_top1", "dataset", "checkpoint"):
+    for key in ("knn_top1", "linear_top1", "dataset_name", "model_name_or_path"):  # as `genview evaluate` writes
         assert key in results
     assert set(results["mocov3_untrained"]) >= {"knn_top1", "linear_top1"}
     assert set(results["clip"]) >= {"zero_shot_top1", "i2t_R@1"}

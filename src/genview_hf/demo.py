@@ -278,10 +278,10 @@ def evaluate(run: DemoRun) -> str:
     path = write_results(
         run.results["mocov3"],
         run.output_dir,
-        checkpoint=mocov3.args.output_dir,
-        dataset=dataset,
-        train_split="train",
-        test_split="test",
+        model_name_or_path=mocov3.args.output_dir,
+        dataset_name=dataset,
+        dataset_train_split="train",
+        dataset_test_split="test",
         **{name: values for name, values in run.results.items() if name != "mocov3"},
     )
     for folder, name in zip(cards, ("mocov3", "clip")):

@@ -137,47 +137,31 @@ class GenViewTrainer(Trainer):
         pairs = weights.pairs if weights is not None else None
         if method == "mocov3":
             # Symmetric InfoNCE against momentum keys gathered across processes, scaled by 2 tau (official code).
-            info_nce = partial(losses.info_nce_loss, temperature=tau)
-            loss = _with_hallucinated(info_nce, out.queries_1, out.targets_2, out.hallucinated_1, pairs)
-            loss = loss + _with_hallucinated(
-                info_nce, out.queries_2, out.targets_1, out.hallucinated_2, pairs
-            )
-            return loss * (2 * tau)
+            return 2 * tau * _symmetric(partial(losses.info_nce_loss, temperature=tau), out, pairs)
         if method == "mocov2":
             # Against the queue as it was before this batch.
             info_nce = partial(losses.info_nce_loss, queue=out.queue, temperature=tau)
-            return _with_hallucinated(info_nce, out.queries_1, out.targets_2, out.hallucinated_1, pairs)
+            return _term(info_nce, out.queries_1, out.targets_2, out.hallucinated_1, pairs)
         if method == "leoclr":
             return losses.leoclr_loss(out.queries_1, out.targets_1, out.targets_2, out.queue, tau, pairs)
         if method == "simsiam":
-            return 0.5 * (
-                _with_hallucinated(losses.negative_cosine_loss, out.queries_1, out.targets_2, out.hallucinated_1, pairs)
-                + _with_hallucinated(losses.negative_cosine_loss, out.queries_2, out.targets_1, out.hallucinated_2, pairs)
-            )  # fmt: skip
+            return 0.5 * _symmetric(losses.negative_cosine_loss, out, pairs)
         if method == "byol":
-            return _with_hallucinated(
-                losses.byol_loss, out.queries_1, out.targets_2, out.hallucinated_1, pairs
-            ) + _with_hallucinated(losses.byol_loss, out.queries_2, out.targets_1, out.hallucinated_2, pairs)
+            return _symmetric(losses.byol_loss, out, pairs)
         if method == "simclr":
             # Negatives from every process are gathered inside the loss.
             return losses.nt_xent_loss(out.queries_1, out.queries_2, temperature=tau, weights=pairs)
         if args.multi_positive:  # GenView++ (clip or slip): c0 L_ii + c1 L_ii_QD + c2 L_it + c3 L_it_QD
             c0, c1, c2, c3 = args.loss_coefficients
-            image_image = weights.image_image if weights is not None else None
-            image_text = weights.image_text if weights is not None else None
-            l_ii = losses.multi_positive_loss(out.view_embeds, tau)
-            l_it = losses.multi_positive_clip_loss(out.image_embeds, out.text_embeds, out.logit_scale)
-            l_ii_qd = (
-                l_ii if image_image is None else losses.multi_positive_loss(out.view_embeds, tau, image_image)
+            image_image = losses.multi_positive_loss  # (views (N, V, D), tau, weights (N, V, V))
+            image_text = partial(
+                losses.multi_positive_clip_loss, out.image_embeds, out.text_embeds, out.logit_scale
             )
-            l_it_qd = (
-                l_it
-                if image_text is None
-                else losses.multi_positive_clip_loss(
-                    out.image_embeds, out.text_embeds, out.logit_scale, image_text
-                )
-            )
-            return c0 * l_ii + c1 * l_ii_qd + c2 * l_it + c3 * l_it_qd
+            l_ii, l_it = image_image(out.view_embeds, tau), image_text()
+            if weights is None:  # unweighted, the QD terms are the plain ones
+                return (c0 + c1) * l_ii + (c2 + c3) * l_it
+            l_ii_qd = image_image(out.view_embeds, tau, weights.image_image)
+            return c0 * l_ii + c1 * l_ii_qd + c2 * l_it + c3 * image_text(weights.image_text)
         if method == "clip":
             # Negatives from every process are gathered (with gradient) inside the loss.
             return losses.clip_loss(out.image_embeds, out.text_embeds, out.logit_scale)
@@ -407,12 +391,19 @@ class GenViewTrainer(Trainer):
             self.push_in_progress.jobs.extend(jobs)
 
 
-def _with_hallucinated(loss_fn, queries, targets, hallucinated, weights) -> torch.Tensor:
-    """``loss_fn(queries, targets)`` plus the Hallucinator's extra positives against the same targets."""
+def _term(loss_fn, queries, targets, hallucinated, weights) -> torch.Tensor:
+    """``loss_fn(queries, targets)``, plus the Hallucinator's extra positives against the same targets."""
     loss = loss_fn(queries, targets, weights=weights)
     if hallucinated is not None:
         loss = loss + loss_fn(hallucinated, targets, weights=weights)
     return loss
+
+
+def _symmetric(loss_fn, out: Any, weights) -> torch.Tensor:
+    """Both directions of a pair: view 1's queries to view 2's targets, and back."""
+    return _term(loss_fn, out.queries_1, out.targets_2, out.hallucinated_1, weights) + _term(
+        loss_fn, out.queries_2, out.targets_1, out.hallucinated_2, weights
+    )
 
 
 def _encoder_class(model: GenViewModel | GenViewCLIPModel) -> str:
