@@ -80,7 +80,8 @@ def test_the_roots_load_with_genview_hf_blocked(demo):
 def test_eval_results_and_cards(demo):
     output_dir, _ = demo
     results = json.loads((output_dir / "eval_results.json").read_text())
-    for key in ("knn_top1", "linear_top1", "dataset_name", "model_name_or_path"):  # as `genview evaluate` writes
+    # the keys `genview evaluate` writes
+    for key in ("knn_top1", "linear_top1", "dataset_name", "model_name_or_path"):
         assert key in results
     assert set(results["mocov3_untrained"]) >= {"knn_top1", "linear_top1"}
     assert set(results["clip"]) >= {"zero_shot_top1", "i2t_R@1"}
