@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import sys
 
+from transformers import set_seed
+
 from genview_hf.config import ScriptArguments, parse_config
 from genview_hf.data.loading import load_split
 from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, builders
@@ -36,6 +38,7 @@ def main(
 
     # 2. The model and its processor: an SSL backbone + the method's heads (+ momentum encoder,
     #    queue, Hallucinator), or a CLIPModel (+ SLIP's image SSL head) with its CLIPProcessor.
+    set_seed(training_args.seed)  # the heads are initialised here, before the Trainer seeds
     if training_args.is_image_text:
         model, processor = builders.clip_model(training_args)
     else:

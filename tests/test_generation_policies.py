@@ -10,7 +10,7 @@ from genview_hf.generation import (
     caption_complexity,
     count_constraints,
 )
-from genview_hf.generation.policies import complexity_from_count
+from genview_hf.generation.policies import complexity_from_count, parse_score
 
 
 @pytest.mark.parametrize(
@@ -65,12 +65,29 @@ def test_complexity_buckets():
 
 
 def test_offline_scorer_agrees_with_shapes_truth():
-    data = shapes(num_rows=96, image_size=16)
-    agree = [
-        caption_complexity(caption) == constraint_level(truth)
-        for caption, truth in zip(data["caption"], data["caption_constraints"])
-    ]
-    assert sum(agree) / len(agree) > 0.9
+    # shapes' captions state known constraints: the count is exact on every one of them
+    data = shapes(num_rows=480, image_size=16)
+    counts = [count_constraints(caption) for caption in data["caption"]]
+    assert counts == list(data["caption_constraints"])
+    levels = [caption_complexity(caption) for caption in data["caption"]]
+    assert levels == [constraint_level(truth) for truth in data["caption_constraints"]]
+
+
+@pytest.mark.parametrize(
+    "caption, constraints",
+    [
+        ("a building in the evening", 1),  # evening: lighting; "building" names a thing; "in": a time
+        ("a king holding a string", 1),  # holding; "king", "string" are not actions
+        ("a dog in front of a house", 1),  # one relation, three words
+        ("a dark-blue car on top of a hill", 2),  # one colour (hyphenated), one relation
+        ("people walking during the morning", 2),  # walking, morning
+        ("a cat at night", 1),
+        ("a wedding cake on the ceiling", 1),
+        ("two dogs running on the beach at sunset", 4),  # two, running, on, sunset
+    ],
+)
+def test_offline_scorer_word_handling(caption, constraints):
+    assert count_constraints(caption) == constraints
 
 
 def tiny_causal_lm(folder):
@@ -91,12 +108,56 @@ def tiny_causal_lm(folder):
     tokenizer.save_pretrained(folder)
 
 
-def test_lm_scorer_has_the_same_contract(tmp_path):
+def test_lm_scorer_has_the_same_contract_and_counts_its_fallbacks(tmp_path):
     tiny_causal_lm(tmp_path)
-    scorer = LMComplexityScorer(str(tmp_path))
+    scorer = LMComplexityScorer(str(tmp_path), max_attempts=2)
     captions = ["a dog", "two red wooden chairs beside a table on grass", "a cat"]
     scores = scorer(captions)
     assert len(scores) == 3 and all(s in (1, 2, 3, 4) for s in scores)
-    assert scorer(captions) == scores  # no sampling: deterministic
+    assert scorer(captions) == scores  # greedy first answers, seeded re-asks: reproducible
+    # a random 1-layer LM never answers "[score: N]": every caption is re-asked, then falls back
+    assert (scorer.asked, scorer.reasked, scorer.fell_back) == (6, 6, 6)
+    assert scorer.fallback_rate == 1.0
     with pytest.raises(ValueError, match="non-empty"):
         scorer(["a dog", ""])
+
+
+def test_lm_scorer_reasks_until_a_valid_score_as_the_official_scorer(tmp_path, monkeypatch):
+    tiny_causal_lm(tmp_path)
+    scorer = LMComplexityScorer(str(tmp_path))  # 5 attempts, as GenView++'s score.py
+    rounds = iter(
+        [
+            ["[score: 2]", "I think it is rich", "[score: 7]"],  # only the first is valid
+            ["[Score: 4, explanation: many]", "no idea"],  # asked again: the second and third
+            ["hmm"],
+            ["hmm"],
+            ["hmm"],
+        ]
+    )
+    asked = []
+    monkeypatch.setattr(
+        scorer, "ask", lambda captions, attempt: (asked.append(list(captions)), next(rounds))[1]
+    )
+    monkeypatch.setattr(scorer, "fallback", lambda captions: [3] * len(captions))
+    assert scorer(["a", "b", "c"]) == [2, 4, 3]
+    assert asked == [["a", "b", "c"], ["b", "c"], ["c"], ["c"], ["c"]]
+    assert (scorer.asked, scorer.reasked, scorer.fell_back) == (3, 5, 1)
+    assert scorer.fallback_rate == pytest.approx(1 / 3)
+
+
+def test_lm_prompt_carries_the_official_rubric_and_answer_format(tmp_path):
+    tiny_causal_lm(tmp_path)
+    prompt = LMComplexityScorer(str(tmp_path)).prompt("a red cup")
+    for fact in ("1 to 4", "only names broad categories", "one to three", "four to six", "more than six"):
+        assert fact in prompt
+    assert "[score: N]" in prompt and prompt.rstrip().endswith("Answer:")
+    assert "a red cup" in prompt
+
+
+@pytest.mark.parametrize(
+    "answer, score",
+    [("[score: 3]", 3), ("score: 1", 1), ("[Score:4, explanation: x]", 4), ("[score: 5]", None),
+     ("[score: 12]", None), ("[score: 2.5]", None), ("three", None), ("", None)],
+)  # fmt: skip
+def test_answers_are_read_from_their_score_field(answer, score):
+    assert parse_score(answer) == score

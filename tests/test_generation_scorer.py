@@ -6,7 +6,9 @@ import torch
 from PIL import Image
 
 from genview_hf.data.samples import shapes
+from genview_hf.foreground import border_ring
 from genview_hf.generation import ForegroundScorer
+from genview_hf.modeling.features import principal_direction
 
 GRID = 8
 SIZE = 64
@@ -15,8 +17,8 @@ SIZE = 64
 class ChromaEncoder:
     """Test encoder: one token per 8x8 patch, [1, mean chroma, 0.5] scaled; shapes' objects are chromatic.
 
-    The scorer is not told which component matters: it must find the direction (uncentred PCA),
-    its sign (centre vs border) and the threshold (percentile) by itself.
+    The scorer is not told which component matters: it must find the direction (mean-centred
+    PCA), its sign (centre vs border) and the threshold (percentile) by itself.
     """
 
     grid = (GRID, GRID)
@@ -73,8 +75,9 @@ def test_fg_ratio_follows_truth(fitted):
 
 def test_sign_is_fixed_by_centre_not_by_chance(fitted):
     scorer, encoder, images, _ = fitted
-    # Foreground tokens must project higher: the chroma component of the direction is positive.
-    assert scorer.direction[1] * scorer.direction[0] > 0
+    # Foreground tokens must project higher: the chroma component of the direction is positive
+    # (the constant components carry no variance, so the centred fit leaves them out).
+    assert scorer.direction[1] > 0.99
     flipped = ForegroundScorer.fit(
         lambda b: -encoder(b)[0], lambda: iter([images]), encoder.grid, fg_share=scorer.fg_share
     )
@@ -115,3 +118,46 @@ def test_bad_input_is_named(fitted, tmp_path):
         ForegroundScorer.fit(lambda b: b, lambda: iter([]), (GRID, GRID))
     with pytest.raises(FileNotFoundError, match="foreground.json"):
         ForegroundScorer.load(tmp_path / "missing")
+
+
+def _tokens_with_a_large_mean(images: int = 64, side: int = 6, channels: int = 8, seed: int = 0):
+    """(B, side*side, C) tokens: a weak foreground signal on axis 0 (the centre 4x4 of each grid), a
+    large mean off that axis (norm 19 and cosine -0.28 with it, as the official ViT-H fit's mean
+    vector against its PC1) and isotropic noise."""
+    g = torch.Generator().manual_seed(seed)
+    axis = torch.zeros(channels)
+    axis[0] = 1.0
+    other = torch.zeros(channels)
+    other[1] = 1.0
+    mean = 19.0 * (-0.28 * axis + (1 - 0.28**2) ** 0.5 * other)
+    foreground = (~border_ring((side, side))).float()  # (T,) the centre block
+    signal = 1.0 * foreground[None, :, None] * axis  # (1, T, C)
+    noise = 0.3 * torch.randn(images, side * side, channels, generator=g)
+    return mean + signal + noise, axis, foreground
+
+
+def test_the_fit_centres_the_covariance_and_keeps_projections_uncentred():
+    tokens, axis, foreground = _tokens_with_a_large_mean()
+    flat = tokens.reshape(-1, tokens.shape[-1]).double()
+    uncentred = torch.linalg.eigh(flat.T @ flat).eigenvectors[:, -1].float()
+    assert abs(float(uncentred @ axis)) < 0.5  # the reference failure: pulled toward the mean
+    share = float(foreground.mean())
+    scorer = ForegroundScorer.fit(lambda b: b, lambda: iter(tokens.split(16)), (6, 6), fg_share=share)
+    assert float(scorer.direction @ axis) > 0.99  # on the foreground axis, signed toward the centre
+    # the official fit: eigh of the mean-centred covariance, then un-centred projections
+    centred = flat - flat.mean(0)
+    official = torch.linalg.eigh(centred.T @ centred / (flat.shape[0] - 1)).eigenvectors[:, -1].float()
+    assert abs(float(official @ scorer.direction)) > 0.9999
+    projections = (tokens @ scorer.direction).flatten().numpy()
+    assert scorer.threshold == pytest.approx(float(np.quantile(projections, 1 - share)), rel=1e-5)
+    accuracy = (scorer.token_masks(tokens).float() == foreground).float().mean()
+    sign = 1.0 if float(uncentred @ axis) > 0 else -1.0  # the uncentred fit at its best sign
+    uncentred_scores = tokens @ (sign * uncentred)
+    threshold = float(np.quantile(uncentred_scores.flatten().numpy(), 1 - share))
+    uncentred_accuracy = ((uncentred_scores > threshold).float() == foreground).float().mean()
+    assert accuracy > 0.9 and accuracy > uncentred_accuracy + 0.1, (accuracy, uncentred_accuracy)
+
+
+def test_the_batch_direction_is_centred_too():
+    tokens, axis, _ = _tokens_with_a_large_mean(seed=1)
+    assert float(principal_direction(tokens) @ axis) > 0.99

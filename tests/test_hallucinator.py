@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from genview_hf.losses import info_nce_loss
@@ -84,3 +85,76 @@ def test_bad_shapes():
         module(torch.randn(5, 8), torch.randn(4, 8))
     with pytest.raises(ValueError):
         Hallucinator(0)
+
+
+# ----------------------------------------------------------------------------- against the official code
+
+LAM = 0.07
+
+
+def _trainer_with_fixed_lambda(tmp_path, method):
+    from training_helpers import make_args, make_trainer
+
+    trainer = make_trainer(make_args(tmp_path, method, use_hallucinator=True))
+    model = trainer.model.train()
+    # lam fixed for both the model and the reference (the official draws random.uniform(0, 0.1))
+    model.hallucinator.extrapolate = lambda q, k, lam=None: q + LAM * (q - k)
+    return trainer, model
+
+
+def _official_generator(model, x, k):
+    """models/generator.py ``Generator.forward``: out = [x; MLP([x, (1 + r) x - r k])]."""
+    generated = (1 + LAM) * x - LAM * k
+    return torch.cat([x, model.hallucinator.mlp(torch.cat([x, generated], 1))], 0)
+
+
+def _batch(n=4, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {f"pixel_values_{v}": torch.randn(n, 3, size, size, generator=g) for v in (1, 2)}
+
+
+def _same_loss_and_gradients(model, ours, official):
+    torch.testing.assert_close(ours, official, rtol=1e-5, atol=1e-6)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(ours, params, retain_graph=True, allow_unused=True)
+    reference = torch.autograd.grad(official, params, allow_unused=True)
+    assert any(g is not None for g in grads)
+    for got, expected in zip(grads, reference):
+        assert (got is None) == (expected is None)
+        if got is not None:
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_mocov2_with_hallucinator_equals_the_official_loss(tmp_path):
+    """models/moco.py ``MoCo.forward`` (generator on): q from the projector, the key normalised, then
+    ``generator(q, k_original)``, [q; h] normalised against [k; k], queue negatives, one
+    cross-entropy over the 2N rows (DDP_moco.py)."""
+    trainer, model = _trainer_with_fixed_lambda(tmp_path, "mocov2")
+    out = model(**_batch())
+    ours = trainer.objective(out, None)
+    q = out.queries_1  # mlp_q(v_q), not normalised
+    k = F.normalize(out.targets_2, dim=1)
+    queries = F.normalize(_official_generator(model, q, k), dim=1)
+    keys = torch.cat([k, k], 0)
+    l_pos = torch.einsum("nc,nc->n", queries, keys).unsqueeze(-1)
+    l_neg = torch.einsum("nc,ck->nk", queries, out.queue.clone().detach().T)
+    logits = torch.cat([l_pos, l_neg], 1) / trainer.args.loss_temperature
+    official = F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long))
+    _same_loss_and_gradients(model, ours, official)
+
+
+def test_simsiam_with_hallucinator_equals_the_official_loss(tmp_path):
+    """models/simsiam.py ``SimSiam.forward``: p1 extended from the other view's predictor output p2,
+    p2 from the original p1, targets doubled; DDP_simsiam.py: -0.5 (cos(p1, z2).mean() + cos(p2, z1).mean())."""
+    trainer, model = _trainer_with_fixed_lambda(tmp_path, "simsiam")
+    out = model(**_batch())
+    ours = trainer.objective(out, None)
+    p1, p2 = out.queries_1, out.queries_2
+    z1, z2 = out.targets_1, out.targets_2  # detached projections
+    p1_extended = _official_generator(model, p1, p2)
+    p2_extended = _official_generator(model, p2, p1)
+    z1, z2 = torch.cat([z1, z1], 0).detach(), torch.cat([z2, z2], 0).detach()
+    official = -0.5 * (
+        F.cosine_similarity(p1_extended, z2).mean() + F.cosine_similarity(p2_extended, z1).mean()
+    )
+    _same_loss_and_gradients(model, ours, official)

@@ -460,3 +460,21 @@ def test_cuda_matches_cpu_and_bf16_autocast_stays_float32(name):
     assert torch.allclose(cuda.cpu(), cpu, rtol=1e-4, atol=1e-5)
     assert autocast.dtype == torch.float32
     assert torch.allclose(autocast.cpu(), cpu, rtol=2e-2, atol=2e-2)  # bf16 similarity products
+
+
+def test_leoclr_weights_one_column_per_original_crop_pair():
+    g = torch.Generator().manual_seed(5)
+    q, k1, k2 = (torch.randn(6, D, dtype=torch.float64, generator=g) for _ in range(3))
+    w = torch.rand(6, 2, dtype=torch.float64, generator=g) + 0.5
+
+    def naive(query, key, weights):  # MoCo v2's InfoNCE against the queue, weighted per row
+        query, key, queue = F.normalize(query, dim=1), F.normalize(key, dim=1), F.normalize(QUEUE, dim=1)
+        logits = torch.cat([(query * key).sum(1, keepdim=True), query @ queue.T], 1) / 0.2
+        return (weights * -torch.log_softmax(logits, 1)[:, 0]).mean()
+
+    ours = leoclr_loss(q, k1, k2, QUEUE, temperature=0.2, weights=w)
+    torch.testing.assert_close(ours, naive(q, k1, w[:, 0]) + naive(q, k2, w[:, 1]))
+    both = leoclr_loss(q, k1, k2, QUEUE, temperature=0.2, weights=w[:, 0])  # (N,): the same for both terms
+    torch.testing.assert_close(both, naive(q, k1, w[:, 0]) + naive(q, k2, w[:, 0]))
+    with pytest.raises(ValueError, match=r"\(6, 2\) or \(6,\)"):
+        leoclr_loss(q, k1, k2, QUEUE, weights=torch.ones(6, 3, dtype=torch.float64))

@@ -39,7 +39,8 @@ def test_hallucinator_is_refused_where_the_loss_would_not_read_it(method):
 
 def test_mocov2_runs_only_the_two_passes_its_asymmetric_loss_reads():
     backbone, _ = tiny_vit()
-    model = GenViewModel.from_backbone(backbone, method="mocov2", **HEADS)
+    # shuffle_bn off: with it the key pass runs in sub-batches (test_shuffle_bn.py)
+    model = GenViewModel.from_backbone(backbone, method="mocov2", shuffle_bn=False, **HEADS)
     calls = []
     model.backbone.register_forward_hook(lambda *args: calls.append("online"))
     model.momentum_backbone.register_forward_hook(lambda *args: calls.append("momentum"))
@@ -121,7 +122,11 @@ def test_all_ones_weights_equal_no_weights_and_other_weights_differ(method, tmp_
     def loss(weights):
         trainer.model.load_state_dict(state)  # the Hallucinator's lambda and the queue stay the same
         torch.manual_seed(0)
-        return batch_loss(trainer, inputs, None if weights is None else QualityWeights(pairs=weights))
+        if weights is None:
+            return batch_loss(trainer, inputs, None)
+        if method == "leoclr":  # one weight per (original, crop j) pair: the same for both crops here
+            return batch_loss(trainer, inputs, QualityWeights(original_pairs=torch.stack([weights] * 2, 1)))
+        return batch_loss(trainer, inputs, QualityWeights(pairs=weights))
 
     plain = loss(None)
     torch.testing.assert_close(plain, loss(torch.ones(4)), rtol=1e-6, atol=1e-6)
@@ -243,3 +248,94 @@ def test_other_backbone_families_train_in_stored_mode_and_round_trip(kind, tmp_p
     assert weights.shape == (4,) and torch.allclose(weights.mean(), torch.tensor(1.0))
     model.backbone.save_pretrained(tmp_path / "backbone")
     assert type(AutoModel.from_pretrained(tmp_path / "backbone")) is type(model.backbone)
+
+
+def _official_mocov3_mlp(num_layers, input_dim, mlp_dim, output_dim, last_bn=True):
+    """moco-v3 moco/builder.py ``MoCo._build_mlp``, as written there."""
+    from torch import nn
+
+    mlp = []
+    for layer in range(num_layers):
+        dim1 = input_dim if layer == 0 else mlp_dim
+        dim2 = output_dim if layer == num_layers - 1 else mlp_dim
+        mlp.append(nn.Linear(dim1, dim2, bias=False))
+        if layer < num_layers - 1:
+            mlp.append(nn.BatchNorm1d(dim2))
+            mlp.append(nn.ReLU(inplace=True))
+        elif last_bn:
+            mlp.append(nn.BatchNorm1d(dim2, affine=False))
+    return nn.Sequential(*mlp)
+
+
+def _layout(module):
+    """(type, in, out, bias) of each Linear and (type, features, affine) of each BatchNorm."""
+    rows = []
+    for layer in module:
+        if isinstance(layer, torch.nn.Linear):
+            rows.append(("Linear", layer.in_features, layer.out_features, layer.bias is not None))
+        elif isinstance(layer, torch.nn.BatchNorm1d):
+            rows.append(("BatchNorm1d", layer.num_features, layer.affine))
+        else:
+            rows.append((type(layer).__name__,))
+    return rows
+
+
+def test_mocov3_heads_are_the_official_ones():
+    model = GenViewModel.from_backbone(tiny_vit()[0], method="mocov3", **HEADS)  # ViT: MoCo_ViT
+    assert _layout(model.projector) == _layout(_official_mocov3_mlp(3, 32, 32, 16))
+    assert _layout(model.predictor) == _layout(_official_mocov3_mlp(2, 16, 32, 16))
+    # its ResNet-50 recipe (MoCo_ResNet): 2-layer projector, predictor without the last BN
+    r50 = GenViewModel.from_backbone(
+        tiny_resnet()[0], method="mocov3", proj_layers=2, pred_last_bn=False, **HEADS
+    )
+    assert _layout(r50.projector) == _layout(_official_mocov3_mlp(2, 16, 32, 16))
+    assert _layout(r50.predictor) == _layout(_official_mocov3_mlp(2, 16, 32, 16, last_bn=False))
+
+
+def test_simsiam_predictor_output_layer_keeps_its_bias():
+    # simsiam/builder.py: Linear(dim, pred_dim, bias=False), BN, ReLU, Linear(pred_dim, dim)
+    model = GenViewModel.from_backbone(tiny_vit()[0], method="simsiam", **HEADS)
+    assert _layout(model.predictor) == [
+        ("Linear", 16, 32, False), ("BatchNorm1d", 32, True), ("ReLU",), ("Linear", 32, 16, True)
+    ]  # fmt: skip
+
+
+def test_mocov3_freezes_the_random_patch_projection_where_there_is_one():
+    # moco-v3 vits.py: stop_grad_conv1 sets requires_grad False on patch_embed.proj
+    model = GenViewModel.from_backbone(tiny_vit()[0], method="mocov3", **HEADS)
+    projection = model.backbone.embeddings.patch_embeddings.projection
+    assert not any(p.requires_grad for p in projection.parameters())
+    others = [
+        p for n, p in model.backbone.named_parameters() if "patch_embeddings" not in n and "pooler" not in n
+    ]
+    assert others and all(p.requires_grad for p in others)
+    unfrozen = GenViewModel.from_backbone(
+        tiny_vit()[0], method="mocov3", freeze_patch_projection=False, **HEADS
+    )
+    assert all(p.requires_grad for p in unfrozen.backbone.embeddings.patch_embeddings.parameters())
+    mocov2 = GenViewModel.from_backbone(tiny_vit()[0], method="mocov2", **HEADS)
+    assert all(p.requires_grad for p in mocov2.backbone.embeddings.patch_embeddings.parameters())
+    # a ResNet has no patch projection: the default leaves it alone, asking for it is an error
+    resnet = GenViewModel.from_backbone(tiny_resnet()[0], method="mocov3", **HEADS)
+    assert all(p.requires_grad for p in resnet.backbone.parameters())
+    with pytest.raises(ValueError, match="patch projection"):
+        GenViewModel.from_backbone(tiny_resnet()[0], method="mocov3", freeze_patch_projection=True, **HEADS)
+
+
+def test_clip_logit_scale_is_exp_of_the_parameter_with_gradient_above_the_bound():
+    import math
+
+    model = GenViewCLIPModel.from_clip(tiny_clip()[0], method="clip")
+    with torch.no_grad():
+        model.clip.logit_scale.fill_(math.log(100.0) + 0.5)  # above the bound, e.g. after a large step
+    ids = torch.randint(3, 500, (4, 8))
+    out = model(input_ids=ids, pixel_values=torch.randn(4, 3, 32, 32))
+    assert out.logit_scale.item() == pytest.approx(math.exp(math.log(100.0) + 0.5), rel=1e-5)
+    (out.logit_scale * (out.image_embeds * out.text_embeds).sum()).backward()
+    assert model.clip.logit_scale.grad is not None and model.clip.logit_scale.grad.abs().item() > 0
+    model.clamp_logit_scale()
+    assert model.clip.logit_scale.item() == pytest.approx(math.log(100.0))
+    with torch.no_grad():
+        model.clip.logit_scale.fill_(-1.0)
+    model.clamp_logit_scale()
+    assert model.clip.logit_scale.item() == 0.0

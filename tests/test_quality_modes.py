@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from genview_hf.modeling import GenViewModel
-from genview_hf.modeling.features import encode_image, masks_to_tokens, principal_direction
+from genview_hf.modeling.features import masks_to_tokens, principal_direction
 from genview_hf.quality import foreground_maps, pool_foreground_background
 from genview_hf.testing import tiny_clip, tiny_vit
 from genview_hf.training import FrozenQualityModel, quality_weights
@@ -68,9 +68,9 @@ def test_frozen_mode_is_the_frozen_models_tokens_and_a_foreground_direction(fixe
     frozen = FrozenQualityModel(vision, direction)
     weights = quality_weights("frozen", batch, None, frozen=frozen, gamma=1.0, multi_positive=False)
     with torch.no_grad():
-        _, tokens = encode_image(
-            vision, torch.cat([batch["pixel_values_1"], batch["pixel_values_2"]]), with_tokens=True
-        )
+        pixels = torch.cat([batch["pixel_values_1"], batch["pixel_values_2"]])
+        # CLIP tokens after post_layernorm, CLS dropped: the space the generation scorer reads
+        tokens = vision.post_layernorm(vision(pixel_values=pixels).last_hidden_state[:, 1:])
     used = direction if fixed else principal_direction(tokens)
     fg = foreground_maps(tokens, used)  # min-max normalised projection per image
     expected = _naive_pair_weights(tokens[:N], tokens[N:], fg[:N], fg[N:], 1.0)

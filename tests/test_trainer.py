@@ -12,10 +12,11 @@ from huggingface_hub import ModelCard
 from transformers import AutoModel, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from genview_hf.methods import SSL_METHODS
 from genview_hf.training import GenViewTrainer, QualityWeights, momentum_at
 from training_helpers import full_state, make_args, make_trainer, trainable_state
 
-SSL = ["mocov2", "mocov3", "simsiam", "byol", "simclr", "leoclr"]
+SSL = list(SSL_METHODS)  # every SSL row of the method table
 
 
 class RecordEMA(TrainerCallback):

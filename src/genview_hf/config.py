@@ -1,7 +1,13 @@
 """One way to read a run's settings: dataclasses parsed by ``HfArgumentParser``.
 
 ``--config file.yaml`` supplies values; flags given on the command line override them.
-Unknown YAML keys are an error naming them, so a typo never silently falls back to a default.
+``--config`` may be repeated: later files override earlier ones, and flags override every file,
+so a small file can swap a few settings of a shipped config without editing it::
+
+    genview train --config recipes/configs/mocov3_vitb16_imagenet.yaml --config my_cluster.yaml --max_steps 100
+
+Unknown YAML keys are an error naming them and their file, so a typo never silently falls back
+to a default.
 ``ScriptArguments`` are the settings every command shares, with TRL's names: which dataset and
 which splits.
 """
@@ -41,34 +47,40 @@ def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     """Parse ``argv`` (default ``sys.argv[1:]``) into instances of ``dataclass_types``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(
-        dataclass_types, epilog="--config FILE.yaml supplies settings; flags override it."
+        dataclass_types,
+        epilog="--config FILE.yaml supplies settings (repeat it: later files override earlier ones); "
+        "flags override every file.",
     )
-    config_path = _pop_config(argv)
-    if config_path is not None:
-        values = yaml.safe_load(Path(config_path).read_text()) or {}
-        if not isinstance(values, dict):
+    known = {action.dest for action in parser._actions}
+    values: dict[str, Any] = {}
+    for config_path in _pop_configs(argv):
+        file_values = yaml.safe_load(Path(config_path).read_text()) or {}
+        if not isinstance(file_values, dict):
             raise ValueError(f"{config_path}: expected a mapping of setting names to values")
-        known = {action.dest for action in parser._actions}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(file_values) - known)
         if unknown:
             raise ValueError(f"{config_path}: unknown settings {', '.join(unknown)}")
-        # Required fields given in YAML must not stay required on the command line.
-        for action in parser._actions:
-            if action.dest in values:
-                action.required = False
-        parser.set_defaults(**values)
+        values.update(file_values)
+    # Required fields given in YAML must not stay required on the command line.
+    for action in parser._actions:
+        if action.dest in values:
+            action.required = False
+    parser.set_defaults(**values)
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def _pop_config(argv: list[str]) -> str | None:
-    for index, arg in enumerate(argv):
+def _pop_configs(argv: list[str]) -> list[str]:
+    """Remove every ``--config PATH`` / ``--config=PATH`` from ``argv``; the paths in order."""
+    paths, rest = [], iter(list(argv))
+    argv.clear()
+    for arg in rest:
         if arg == "--config":
-            if index + 1 >= len(argv):
+            path = next(rest, None)
+            if path is None:
                 raise ValueError("--config needs a YAML file path")
-            path = argv[index + 1]
-            del argv[index : index + 2]
-            return path
-        if arg.startswith("--config="):
-            del argv[index]
-            return arg.split("=", 1)[1]
-    return None
+            paths.append(path)
+        elif arg.startswith("--config="):
+            paths.append(arg.split("=", 1)[1])
+        else:
+            argv.append(arg)
+    return paths

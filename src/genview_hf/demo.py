@@ -195,6 +195,8 @@ def generate(run: DemoRun) -> str:
 
 def train(run: DemoRun) -> str:
     """MoCo v3 on the tiny ViT with quality-driven weights, through the training recipe."""
+    from .testing import tiny_path
+
     steps = run.args.max_steps
     callbacks = []
     if "label" in run.test.column_names:  # kNN top-1 on the test split, five times during training
@@ -214,6 +216,7 @@ def train(run: DemoRun) -> str:
         pred_hidden_dim=64,
         temperature=0.2,  # MoCo v3 ViT: 0.2
         quality_mode=run.args.quality_mode,
+        quality_model=str(tiny_path(CLIP_MODEL)),  # frozen mode: a frozen tiny CLIP's token map
         gamma=1.0,  # GenView: 1
         save_strategy="steps",
         save_steps=steps,  # one checkpoint-*, at the end: the exact-resume state

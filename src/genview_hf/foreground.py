@@ -1,8 +1,11 @@
 """Foreground scorer: the first principal direction of an image encoder's patch tokens, thresholded.
 
 Fit (once per dataset, on a sample): patch tokens after the final layer norm, CLS dropped, are
-projected on the first principal component ``v`` of the sample's tokens (no centring: the top
-eigenvector of ``X^T X``). ``v``'s sign is fixed so that the centre of the token grid projects
+projected on the first principal component ``v`` of the sample's tokens: the top eigenvector of
+their mean-centred covariance, as the official GenView fit does (``tools/clip_pca/
+extract_features_pca.py``, ``PCA``); the projection ``t . v`` and the threshold stay un-centred,
+as there. Real CLIP tokens have a large mean (the official ViT-H mean vector has norm 19), which
+would otherwise dominate the top eigenvector of ``X^T X``. ``v``'s sign is fixed so that the centre of the token grid projects
 higher than its border ring (objects sit in the middle more often than at the edges). The
 threshold ``alpha`` is the ``1 - fg_share`` quantile of all sample projections, so about
 ``fg_share`` (default 40%) of the tokens are foreground.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,15 +70,19 @@ class ForegroundScorer:
         """Fit on a sample: ``batches()`` yields batches (twice), ``encode(batch)`` -> (B, T, D) tokens."""
         if not 0.0 < fg_share < 1.0:
             raise ValueError(f"fg_share must be in (0, 1), got {fg_share}")
-        gram, count = None, 0
-        for batch in batches():  # pass 1: uncentred second moment -> first principal direction
+        total, gram, tokens_seen, count = None, None, 0, 0
+        for batch in batches():  # pass 1: sums for the mean-centred covariance
             tokens = _check_tokens(encode(batch), grid).double()
-            flat = tokens.reshape(-1, tokens.shape[-1])
+            flat = tokens.reshape(-1, tokens.shape[-1])  # (B T, D)
+            total = flat.sum(0) if total is None else total + flat.sum(0)
             gram = flat.T @ flat if gram is None else gram + flat.T @ flat
+            tokens_seen += flat.shape[0]
             count += tokens.shape[0]
         if gram is None:
             raise ValueError("cannot fit the foreground scorer: the sample has no decodable image")
-        _, vectors = torch.linalg.eigh(gram)
+        mean = total / tokens_seen
+        covariance = gram - tokens_seen * torch.outer(mean, mean)  # sum of (t - mean)(t - mean)^T
+        _, vectors = torch.linalg.eigh(covariance)
         direction = vectors[:, -1].float()
         projections, ring = [], border_ring(grid)
         centre_minus_border = 0.0
@@ -118,11 +126,15 @@ class ForegroundScorer:
         ]
 
     def save(self, folder: str | Path) -> None:
+        """``foreground.safetensors`` then ``foreground.json``, each written whole or not at all (a
+        temp file renamed): a kill never leaves a half-written artifact that :meth:`exists` accepts."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({"direction": self.direction.contiguous().cpu()}, str(folder / ARTIFACT_TENSORS))
+        tensors = folder / f".tmp-{ARTIFACT_TENSORS}-{os.getpid()}"
+        save_file({"direction": self.direction.contiguous().cpu()}, str(tensors))
+        os.replace(tensors, folder / ARTIFACT_TENSORS)
         meta = {
             "threshold": self.threshold,
             "fg_share": self.fg_share,
@@ -131,22 +143,40 @@ class ForegroundScorer:
             "num_fit_images": self.num_fit_images,
             "dim": int(self.direction.numel()),
         }
-        (folder / ARTIFACT_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+        text = folder / f".tmp-{ARTIFACT_JSON}-{os.getpid()}"
+        text.write_text(json.dumps(meta, indent=2) + "\n")
+        os.replace(text, folder / ARTIFACT_JSON)
 
     @classmethod
     def load(cls, folder: str | Path) -> ForegroundScorer:
+        """The artifacts of ``folder``; a missing, truncated or incomplete file is named."""
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        if not (folder / ARTIFACT_JSON).exists():
-            raise FileNotFoundError(f"{folder} has no {ARTIFACT_JSON}: fit the foreground scorer first")
-        meta = json.loads((folder / ARTIFACT_JSON).read_text())
-        direction = load_file(str(folder / ARTIFACT_TENSORS))["direction"]
+        meta_path, tensors_path = folder / ARTIFACT_JSON, folder / ARTIFACT_TENSORS
+        for path in (meta_path, tensors_path):
+            if not path.exists():
+                raise FileNotFoundError(f"{folder} has no {path.name}: fit the foreground scorer first")
+        try:
+            meta = json.loads(meta_path.read_text())
+            threshold, fg_share, grid = float(meta["threshold"]), float(meta["fg_share"]), tuple(meta["grid"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"{meta_path} is not a foreground scorer's metadata ({type(error).__name__}: {error}): the file "
+                "is truncated or was not written by ForegroundScorer.save; fit the scorer again"
+            ) from None
+        try:
+            direction = load_file(str(tensors_path))["direction"]
+        except Exception as error:  # safetensors raises its own error types for a damaged file
+            raise ValueError(
+                f"{tensors_path} holds no readable 'direction' tensor ({type(error).__name__}: {error}); "
+                "fit the scorer again"
+            ) from None
         return cls(
             direction=direction,
-            threshold=float(meta["threshold"]),
-            fg_share=float(meta["fg_share"]),
-            grid=tuple(meta["grid"]),
+            threshold=threshold,
+            fg_share=fg_share,
+            grid=grid,
             num_fit_images=int(meta.get("num_fit_images", 0)),
         )
 

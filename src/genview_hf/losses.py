@@ -289,12 +289,24 @@ def leoclr_loss(
     ``query`` (N, D): query encoder on the original (uncropped) image; ``key1``, ``key2`` (N, D):
     momentum encoder on two random crops; ``queue`` (K, D): negatives (MoCo v2 style; ``None``
     uses in-batch keys). The two crops are never pulled toward each other. Returns the sum
-    ``info_nce(query, key1) + info_nce(query, key2)`` (the two terms of the LeOCLR loss);
-    halve it to compare with a single MoCo v2 term. ``weights`` (N,) apply to both terms.
+    ``info_nce(query, key1) + info_nce(query, key2)``, one term per (original, crop) pair;
+    halve it to compare with a single MoCo v2 term. ``weights``: (N, 2), column j weighting the
+    (original, crop j) pairs of term j (GenView's quality of the pair that term contrasts), or
+    (N,) for both terms.
     """
     _check_pair("key1", key1, "key2", key2)
-    first = info_nce_loss(query, key1, queue, temperature, weights, gather=gather)
-    second = info_nce_loss(query, key2, queue, temperature, weights, gather=gather)
+    weights_1 = weights_2 = weights
+    if weights is not None:
+        weights = torch.as_tensor(weights)
+        if weights.dim() == 2:
+            if tuple(weights.shape) != (query.shape[0], 2):
+                raise ValueError(
+                    f"weights has shape {_shape(weights)} but expected ({query.shape[0]}, 2) or "
+                    f"({query.shape[0]},) (one per (original, crop) pair; query has shape {_shape(query)})"
+                )
+            weights_1, weights_2 = weights[:, 0], weights[:, 1]
+    first = info_nce_loss(query, key1, queue, temperature, weights_1, gather=gather)
+    second = info_nce_loss(query, key2, queue, temperature, weights_2, gather=gather)
     return first + second
 
 

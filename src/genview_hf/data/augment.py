@@ -20,6 +20,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -28,7 +29,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-CROP_MODES = ("random_resized", "center", "resize")
+CROP_MODES = ("random_resized", "center_box", "center", "resize")
+# The Hallucinator's released configs (configs/IN1K/mocov2_center_hallucinate.py): the query view is
+# a ContrastiveCrop around the fixed box (0.2, 0.2, 0.8, 0.8) with Beta(0.6, 0.6) crop centres.
+CENTER_BOX = (0.2, 0.2, 0.8, 0.8)
+CENTER_BOX_ALPHA = 0.6
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,12 @@ class ViewAugmentation:
     """One view's pipeline: crop -> flip -> colour jitter -> grayscale -> blur -> solarize.
 
     ``crop``: ``random_resized`` (area ``scale`` and aspect ``ratio`` as torchvision's
-    RandomResizedCrop), ``center`` (resize the shorter side, centre crop: the largest centred
-    box of the output's aspect), ``resize`` (the whole image, resized without cropping).
+    RandomResizedCrop), ``center_box`` (the same area and aspect, the crop centred at a point
+    drawn inside ``box`` = (top, left, bottom, right) fractions of the image, Beta(``box_alpha``,
+    ``box_alpha``) along each axis: ContrastiveCrop with a fixed box, as the Hallucinator's
+    ``datasets/transforms/ContrastiveCrop.py``), ``center`` (resize the shorter side, centre crop:
+    the largest centred box of the output's aspect), ``resize`` (the whole image, resized without
+    cropping).
     """
 
     crop: str = "random_resized"
@@ -53,10 +62,17 @@ class ViewAugmentation:
     blur_prob: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_prob: float = 0.0
+    box: tuple[float, float, float, float] = CENTER_BOX
+    box_alpha: float = CENTER_BOX_ALPHA
 
     def __post_init__(self) -> None:
         if self.crop not in CROP_MODES:
             raise ValueError(f"unknown crop mode {self.crop!r}: expected one of {', '.join(CROP_MODES)}")
+        top, left, bottom, right = self.box
+        if not (0 <= top <= bottom <= 1 and 0 <= left <= right <= 1):
+            raise ValueError(f"box must be (top, left, bottom, right) fractions in [0, 1], got {self.box}")
+        if not self.box_alpha > 0:
+            raise ValueError(f"box_alpha must be > 0, got {self.box_alpha}")
         if not 0 < self.scale[0] <= self.scale[1] <= 1:
             raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {self.scale}")
         if not 0 < self.ratio[0] <= self.ratio[1]:
@@ -159,7 +175,8 @@ def sample_crop_boxes(
     """Crop boxes ``(top, left, height, width)`` as an (N, 4) int64 tensor, one per image.
 
     ``random_resized`` follows torchvision's RandomResizedCrop (10 attempts, then the central crop
-    clamped to the aspect range), vectorised over the batch.
+    clamped to the aspect range), vectorised over the batch; ``center_box`` draws the same size
+    and places it as ContrastiveCrop does (see :class:`ViewAugmentation`).
     """
     heights = heights.to(torch.float64)
     widths = widths.to(torch.float64)
@@ -194,10 +211,36 @@ def sample_crop_boxes(
     fh = torch.where(in_ratio < aug.ratio[0], (widths / aug.ratio[0]).round(), heights)
     h = torch.where(found, h, fh.clamp(1))
     w = torch.where(found, w, fw.clamp(1))
-    offsets = torch.rand(n, 2, generator=generator, dtype=torch.float64)
-    top = torch.where(found, (offsets[:, 0] * (heights - h + 1)).floor(), ((heights - h) / 2).round())
-    left = torch.where(found, (offsets[:, 1] * (widths - w + 1)).floor(), ((widths - w) / 2).round())
+    if aug.crop == "center_box":
+        top, left = _box_offsets(heights, widths, h, w, aug, generator)
+    else:
+        offsets = torch.rand(n, 2, generator=generator, dtype=torch.float64)
+        top, left = (offsets[:, 0] * (heights - h + 1)).floor(), (offsets[:, 1] * (widths - w + 1)).floor()
+    top = torch.where(found, top, ((heights - h) / 2).round())
+    left = torch.where(found, left, ((widths - w) / 2).round())
     return torch.stack([top, left, h, w], 1).long()
+
+
+def _box_offsets(
+    heights, widths, h, w, aug: ViewAugmentation, generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ContrastiveCrop's placement (``ContrastiveCrop.get_params``): the crop's top-left corner ranges
+    over the positions that centre it between the box's edges (clamped to the image), at a
+    Beta(alpha, alpha) fraction of that range, per axis."""
+    # Beta draws from numpy, seeded from ``generator`` so that the stream stays reproducible.
+    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
+    fraction = torch.from_numpy(np.random.default_rng(seed).beta(aug.box_alpha, aug.box_alpha, (len(h), 2)))
+    box_top, box_left, box_bottom, box_right = aug.box
+
+    def start(size, crop, low, high, u):
+        first = ((size * low).floor() - (crop / 2).floor()).clamp(min=0).minimum(size - crop)
+        last = ((size * high).floor() - (crop / 2).floor()).clamp(min=0).minimum(size - crop)
+        return first + ((last - first) * u).floor()
+
+    return (
+        start(heights, h, box_top, box_bottom, fraction[:, 0]),
+        start(widths, w, box_left, box_right, fraction[:, 1]),
+    )
 
 
 def _as_float_image(image: torch.Tensor) -> torch.Tensor:

@@ -16,25 +16,41 @@ Batch contract (what the trainer reads):
   and ``masks_real`` (N, H, W) when masks are on; ``pixel_values_real`` (N, 3, H, W) the
   unaugmented real image resized; ``input_ids``, ``attention_mask``.
 
-Randomness: ``seed=None`` draws from torch's global generator (seeded by ``transformers.set_seed``
-and, inside DataLoader workers, per worker by the DataLoader; restored by Trainer checkpoints).
-An integer ``seed`` gives the collator its own generator, re-derived in each DataLoader worker from
-(seed, the worker's seed), so workers never repeat each other's augmentations.
+Randomness. Rows that carry their dataset index (``__index__``: ``RowIndexed`` adds it, as
+``GenViewTrainer`` does) are augmented with a generator of their own, seeded from (``seed``, the
+epoch set by :meth:`set_epoch`, the index): a row's views are a pure function of those three, the
+same whatever the batch it lands in, the DataLoader workers or the processes, and the same again
+after a resume (the Trainer fetches the first batch after a resume before restoring torch's RNG
+state, so nothing that must resume exactly may draw from the global generator). Rows without an
+index (plain lists) share one stream: with ``seed=None`` torch's global generator; with an
+integer ``seed`` the collator's own, re-derived in each DataLoader worker from (seed, the worker's
+seed), so workers never repeat each other's augmentations.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import get_worker_info
+from torch.utils.data import Dataset, get_worker_info
 
 from ..methods import IMAGE_TEXT_METHODS, SSL_METHODS, get_method
 from . import schema
-from .augment import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, ViewAugmentation, augment_views
+from .augment import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MethodAugmentations,
+    ViewAugmentation,
+    augment_views,
+)
 from .images import image_tensor
 from .views import (
+    ROW_INDEX,
     check_caption,
     check_mask_shape,
     check_probability,
@@ -48,6 +64,34 @@ from .views import (
 )
 
 RESIZE_ONLY = ViewAugmentation(crop="resize", flip_prob=0.0)
+
+
+def augmentation_seed(seed: int, epoch: int, index: int) -> int:
+    """The generator seed of one row's augmentation in one epoch: a hash of (seed, epoch, index)."""
+    seed = int(seed) & 0xFFFF_FFFF_FFFF_FFFF  # SeedSequence takes no negative entropy
+    words = [seed & 0xFFFF_FFFF, seed >> 32, int(epoch), int(index)]
+    state = np.random.SeedSequence(words).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+class RowIndexed(Dataset):
+    """A map-style dataset whose rows also carry their position, under ``__index__`` (a row that
+    already has one, say its index in the source views dataset, keeps it)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {ROW_INDEX: int(index), **self.dataset[index]}
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        # datasets.Dataset reads a batch of rows in one call; other datasets row by row.
+        fetch = getattr(self.dataset, "__getitems__", None)
+        rows = fetch(indices) if fetch is not None else [self.dataset[index] for index in indices]
+        return [{ROW_INDEX: int(index), **row} for index, row in zip(indices, rows, strict=True)]
 
 
 class _Collator:
@@ -75,6 +119,7 @@ class _Collator:
         self.view_columns = None if view_columns is None else tuple(view_columns)
         self.masks = masks
         self.seed = seed
+        self.epoch = 0
         self.device = torch.device(device)
         self._generator: torch.Generator | None = None
         self._generator_key: object = None
@@ -85,7 +130,22 @@ class _Collator:
         state["_generator"], state["_generator_key"] = None, None
         return state
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch that, with ``seed`` and each row's ``__index__``, fixes the row's augmentation."""
+        self.epoch = int(epoch)
+
+    def row_generators(self, rows: Sequence[Mapping[str, Any]]) -> list[torch.Generator | None]:
+        """One generator per row: its own, from (seed, epoch, index), when every row carries its
+        index and the collator has a seed; else the shared stream (see the module docstring)."""
+        if self.seed is not None and all(ROW_INDEX in row for row in rows):
+            return [
+                torch.Generator().manual_seed(augmentation_seed(self.seed, self.epoch, row[ROW_INDEX]))
+                for row in rows
+            ]
+        return [self.generator()] * len(rows)
+
     def generator(self) -> torch.Generator | None:
+        """The shared stream of rows without an index (None: torch's global generator)."""
         if self.seed is None:
             return None
         info = get_worker_info()
@@ -121,19 +181,26 @@ class _Collator:
             mask = image_tensor(mask_image).to(self.device)
         return image_tensor(image).to(self.device), mask
 
-    def augment(self, images, masks, aug: ViewAugmentation, generator):
-        """(pixels (N, 3, H, W) normalised, masks (N, H, W) in [0, 1] or None) of one view."""
-        return augment_views(
-            images, aug, self.image_size, masks=masks, mean=self.mean, std=self.std, generator=generator
-        )
+    def augment(self, images, masks, aug: ViewAugmentation, generators):
+        """(pixels (N, 3, H, W) normalised, masks (N, H, W) in [0, 1] or None) of one view; image i
+        draws from ``generators[i]``."""
+        pixels, out_masks = [], []
+        for index, (image, generator) in enumerate(zip(images, generators, strict=True)):
+            one_pixels, one_mask = augment_views(
+                [image], aug, self.image_size, masks=None if masks is None else [masks[index]],
+                mean=self.mean, std=self.std, generator=generator,
+            )  # fmt: skip
+            pixels.append(one_pixels)
+            out_masks.append(one_mask)
+        return torch.cat(pixels), (torch.cat(out_masks) if masks is not None else None)
 
-    def pairs(self, rows: Sequence[Mapping[str, Any]], generator, with_mask: bool, views: Sequence[str]):
+    def pairs(self, rows: Sequence[Mapping[str, Any]], generators, with_mask: bool, views: Sequence[str]):
         """Decode every row's GenView pair: images_1, masks_1, images_2, masks_2, and the originals'
         images and masks (one side of a pair is always the original, decoded once)."""
         sides: list[list] = [[], [], [], [], [], []]
         for position, row in enumerate(rows):
             where = describe_row(row, position)
-            first, second = choose_pair(views, self.generated_view_prob, generator)
+            first, second = choose_pair(views, self.generated_view_prob, generators[position])
             decoded = {column: self.decode(row, column, where, with_mask) for column in {first, second}}
             for offset, column in ((0, first), (2, second), (4, schema.IMAGE)):
                 sides[offset].append(decoded[column][0])
@@ -141,17 +208,17 @@ class _Collator:
         return sides
 
     def augment_pair(
-        self, batch: dict[str, torch.Tensor], sides, augmentations, with_mask: bool, generator
+        self, batch: dict[str, torch.Tensor], sides, augmentations, with_mask: bool, generators
     ) -> None:
         """Add the two views of a GenView pair to ``batch``: ``pixel_values_1``, ``pixel_values_2``
         (N, 3, H, W) and, with masks, ``masks_1``, ``masks_2`` (N, H, W). ``sides`` is
         (images_1, masks_1, images_2, masks_2), as from :meth:`pairs`."""
         images_1, masks_1, images_2, masks_2 = sides
         batch["pixel_values_1"], out_1 = self.augment(
-            images_1, masks_1 if with_mask else None, augmentations.view_1, generator
+            images_1, masks_1 if with_mask else None, augmentations.view_1, generators
         )
         batch["pixel_values_2"], out_2 = self.augment(
-            images_2, masks_2 if with_mask else None, augmentations.view_2, generator
+            images_2, masks_2 if with_mask else None, augmentations.view_2, generators
         )
         if with_mask:
             batch["masks_1"], batch["masks_2"] = out_1, out_2
@@ -177,6 +244,22 @@ def _split_processor(tokenizer: Any, mean, std) -> tuple[Any, Sequence[float], S
     return tokenizer, mean, std
 
 
+def ssl_augmentations(
+    method: str, crop_scale: tuple[float, float] | None = None, query_center_box: bool = False
+) -> MethodAugmentations:
+    """The method's two-view preset with its RandomResizedCrop area range set to ``crop_scale``
+    (GenView's ResNet-50 MoCo v3 uses (0.2, 1), moco-v3 ``--crop-min=.2``) and, with
+    ``query_center_box``, view 1 (the query) cropped around the centre box (the Hallucinator's
+    released configs)."""
+    augmentations = get_method(method).augmentations
+    view_1, view_2 = augmentations.view_1, augmentations.view_2
+    if crop_scale is not None:
+        view_1, view_2 = replace(view_1, scale=tuple(crop_scale)), replace(view_2, scale=tuple(crop_scale))
+    if query_center_box:
+        view_1 = replace(view_1, crop="center_box")
+    return replace(augmentations, view_1=view_1, view_2=view_2)
+
+
 class SSLCollator(_Collator):
     """Two views per row for mocov2 | mocov3 | simsiam | byol | simclr | leoclr (GenView pairs)."""
 
@@ -190,6 +273,8 @@ class SSLCollator(_Collator):
         generated_view_prob: float = 1.0,  # GenView: one side of every pair is generated
         view_columns: Sequence[str] | None = None,
         masks: bool | None = None,
+        crop_scale: tuple[float, float] | None = None,
+        query_center_box: bool = False,
         seed: int | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
@@ -197,20 +282,20 @@ class SSLCollator(_Collator):
             raise ValueError(f"SSLCollator takes an SSL method ({', '.join(SSL_METHODS)}), got {method!r}")
         super().__init__(image_size, mean, std, generated_view_prob, view_columns, masks, seed, device)
         self.method = method
-        self.augmentations = get_method(method).augmentations
+        self.augmentations = ssl_augmentations(method, crop_scale, query_center_box)
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         _check_rows(rows)
         views, with_mask = self.resolve_columns(rows[0])
-        generator = self.generator()
-        sides = self.pairs(rows, generator, with_mask, views)
+        generators = self.row_generators(rows)
+        sides = self.pairs(rows, generators, with_mask, views)
         originals, original_masks = sides[4:]
         aug = self.augmentations
         batch: dict[str, torch.Tensor] = {}
-        self.augment_pair(batch, sides[:4], aug, with_mask, generator)
+        self.augment_pair(batch, sides[:4], aug, with_mask, generators)
         if aug.original is not None:  # LeOCLR: the uncropped original for the query encoder
             pixels, out = self.augment(
-                originals, original_masks if with_mask else None, aug.original, generator
+                originals, original_masks if with_mask else None, aug.original, generators
             )
             batch["pixel_values_orig"] = pixels
             if with_mask:
@@ -262,18 +347,20 @@ class CLIPCollator(_Collator):
         )
         return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
 
-    def clip_images(self, rows: Sequence[Mapping[str, Any]], views: Sequence[str], generator) -> torch.Tensor:
+    def clip_images(
+        self, rows: Sequence[Mapping[str, Any]], views: Sequence[str], generators
+    ) -> torch.Tensor:
         images = []
         for position, row in enumerate(rows):
-            column = pick_generated(views, self.generated_view_prob, generator) or schema.IMAGE
+            column = pick_generated(views, self.generated_view_prob, generators[position]) or schema.IMAGE
             images.append(self.decode(row, column, describe_row(row, position), False)[0])
-        return self.augment(images, None, self.image_augmentation, generator)[0]
+        return self.augment(images, None, self.image_augmentation, generators)[0]
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         _check_rows(rows)
         views, _ = self.resolve_columns(rows[0])
         batch = self.tokenize(rows)
-        batch["pixel_values"] = self.clip_images(rows, views, self.generator())
+        batch["pixel_values"] = self.clip_images(rows, views, self.row_generators(rows))
         return batch
 
 
@@ -315,11 +402,11 @@ class SLIPCollator(CLIPCollator):
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         _check_rows(rows)
         views, with_mask = self.resolve_columns(rows[0])
-        generator = self.generator()
+        generators = self.row_generators(rows)
         batch = self.tokenize(rows)
-        batch["pixel_values"] = self.clip_images(rows, views, generator)
-        sides = self.pairs(rows, generator, with_mask, views)
-        self.augment_pair(batch, sides[:4], self.augmentations, with_mask, generator)
+        batch["pixel_values"] = self.clip_images(rows, views, generators)
+        sides = self.pairs(rows, generators, with_mask, views)
+        self.augment_pair(batch, sides[:4], self.augmentations, with_mask, generators)
         return batch
 
 
@@ -372,7 +459,7 @@ class MultiPositiveCollator(CLIPCollator):
                 "multi-positive batches need at least one generated column "
                 f"({', '.join(schema.view_column(mode) for mode in schema.MODES)}); the rows have {', '.join(rows[0])}"
             )
-        generator = self.generator()
+        generators = self.row_generators(rows)
         batch = self.tokenize(rows)
         columns = [schema.IMAGE, *views]
         decoded = [
@@ -385,7 +472,7 @@ class MultiPositiveCollator(CLIPCollator):
                 [cells[slot][0] for cells in decoded],
                 [cells[slot][1] for cells in decoded] if with_mask else None,
                 self.view_augmentation,
-                generator,
+                generators,
             )
             pixels.append(slot_pixels)
             masks.append(slot_masks)
@@ -394,7 +481,7 @@ class MultiPositiveCollator(CLIPCollator):
             [cells[0][0] for cells in decoded],
             [cells[0][1] for cells in decoded] if with_mask else None,
             RESIZE_ONLY,
-            generator,
+            generators,
         )
         batch["pixel_values_real"] = real
         if with_mask:

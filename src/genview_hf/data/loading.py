@@ -5,9 +5,17 @@
 - ``sample:NAME``: an embedded sample set (``genview_hf.data.samples``: digits, shapes, photos);
 - a folder written by ``Dataset.save_to_disk`` (``state.json`` / ``dataset_dict.json``);
 - a folder of parquet files, such as a views dataset written by ``genview generate``: loaded
-  by its files (``load_dataset("parquet", data_files=...)``), whose cache key follows the files
-  themselves, so a folder regenerated in place is read afresh;
+  by its files (``load_dataset("parquet", data_files=...)``); a ``genview generate`` folder that
+  is not finished yet is refused;
 - any other local folder or Hub id, through ``datasets.load_dataset``.
+
+Local files are read afresh when they change. ``load_dataset(folder)`` on a folder whose card has
+a ``configs:`` block caches under a hash of the card's ``dataset_info`` and the ``data_files``
+patterns alone, so rewriting the files in place (same card) served the old rows; loading by the
+files keys the cache on each file's path and mtime, which a rewrite that keeps the mtime
+(``cp -p``, ``rsync -t``, a coarse-clock filesystem) still fools. So local loads also compare the
+cached copy with the files' ctime (changed by every write, and never set back) and prepare the
+copy again when it is older.
 """
 
 from __future__ import annotations
@@ -15,6 +23,9 @@ from __future__ import annotations
 from pathlib import Path
 
 SAMPLE_PREFIX = "sample:"
+# The layout of a `genview generate` folder (generation.driver): the run's state lives in WORK_DIR
+# (RUN_FILE, the finished shards) until the last shard is done; then the shards appear in DATA_DIR.
+WORK_DIR, DATA_DIR, RUN_FILE = ".work", "data", "run.json"
 
 
 def load_split(name: str, split: str, config: str | None = None, *, max_rows: int | None = None):
@@ -25,13 +36,18 @@ def load_split(name: str, split: str, config: str | None = None, *, max_rows: in
         dataset = load_sample(name[len(SAMPLE_PREFIX) :], split=split)
     else:
         path = Path(name)
+        if path.is_dir() and (path / WORK_DIR / RUN_FILE).is_file() and not (path / DATA_DIR).is_dir():
+            shards = sorted((path / WORK_DIR / "shards").glob("*.parquet"))
+            total = shards[0].stem.rsplit("-of-", 1)[-1].lstrip("0") if shards else "?"
+            raise ValueError(
+                f"{name} is an unfinished `genview generate` run ({len(shards)} of {total} shards done): run "
+                "the same command again to finish it"
+            )
         if path.is_dir() and any((path / marker).exists() for marker in ("state.json", "dataset_dict.json")):
             dataset = _from_disk(path, split)
         elif path.is_dir() and _parquet_files(path, split):
-            from datasets import load_dataset
-
-            files = [str(file) for file in _parquet_files(path, split)]
-            dataset = load_dataset("parquet", data_files={split: files}, split=split)
+            files = _parquet_files(path, split)
+            dataset = _load_fresh(files, "parquet", data_files={split: [str(f) for f in files]}, split=split)
         elif path.is_dir() and any(path.rglob("*.parquet")):
             names = sorted({file.name.split("-")[0] for file in path.rglob("*.parquet")})
             raise KeyError(f"{name} has no split {split!r} (its parquet files are of: {', '.join(names)})")
@@ -44,11 +60,11 @@ def load_split(name: str, split: str, config: str | None = None, *, max_rows: in
 
 def _parquet_files(folder: Path, split: str) -> list[Path]:
     """``<split>-*.parquet`` (the Hub's shard naming) anywhere under ``folder``, hidden files excluded."""
-    return sorted(
-        file
-        for file in folder.rglob(f"{split}-*.parquet")
-        if not any(part.startswith(".") for part in file.relative_to(folder).parts)
-    )
+    return sorted(file for file in folder.rglob(f"{split}-*.parquet") if not _hidden(file, folder))
+
+
+def _hidden(file: Path, folder: Path) -> bool:
+    return any(part.startswith(".") for part in file.relative_to(folder).parts)
 
 
 def _from_disk(path: Path, split: str):
@@ -62,11 +78,27 @@ def _from_disk(path: Path, split: str):
     return loaded
 
 
-def _from_hub_or_folder(name: str, split: str, config: str | None):
-    from datasets import get_dataset_split_names, load_dataset
+def _load_fresh(files: list[Path], *args, **kwargs):
+    """``datasets.load_dataset(*args, **kwargs)`` of local ``files``, prepared again when its cached
+    copy is older than a file's last change (see the module docstring)."""
+    from datasets import load_dataset
 
+    dataset = load_dataset(*args, **kwargs)
+    cached = [Path(entry["filename"]) for entry in dataset.cache_files]
+    if cached and files:
+        changed = max(file.stat().st_ctime_ns for file in files)
+        if changed >= min(file.stat().st_mtime_ns for file in cached):
+            dataset = load_dataset(*args, **kwargs, download_mode="force_redownload")
+    return dataset
+
+
+def _from_hub_or_folder(name: str, split: str, config: str | None):
+    from datasets import get_dataset_split_names
+
+    path = Path(name)
+    files = [f for f in path.rglob("*") if f.is_file() and not _hidden(f, path)] if path.is_dir() else []
     try:
-        return load_dataset(name, config, split=split)
+        return _load_fresh(files, name, config, split=split)
     except ValueError as error:
         if "split" not in str(error).lower():
             raise

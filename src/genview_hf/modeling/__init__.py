@@ -5,6 +5,7 @@ Hallucinator, and the backbone feature readers they share. The losses are the tr
     modeling_genview        GenViewModel: backbone + heads + momentum encoder + queue (SSL, LeOCLR)
     modeling_genview_clip   GenViewCLIPModel: CLIPModel + SLIP head, GenView++ multi-positive
     hallucinator            Hallucinator: feature-space hard positives
+    shuffle_bn              MoCo's shuffling BN for the momentum encoder's keys (MoCo v2, LeOCLR)
     features                the pooling rule, patch tokens, masks on the token grid, batch direction
     common                  the shared PreTrainedModel base and MLP head builder
 

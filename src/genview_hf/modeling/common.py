@@ -10,20 +10,31 @@ from transformers import PreTrainedModel
 
 
 def build_mlp(
-    in_dim: int, hidden_dim: int, out_dim: int, layers: int, batchnorm: bool, last_bn: bool
+    in_dim: int,
+    hidden_dim: int,
+    out_dim: int,
+    layers: int,
+    batchnorm: bool,
+    last_bn: bool,
+    bias: bool = True,
 ) -> nn.Sequential:
-    """Linear(-BN)-ReLU blocks then a Linear (+ a non-affine BN when ``last_bn``), as in the MoCo v3 code."""
+    """Linear(-BN)-ReLU blocks then a Linear (+ a non-affine BN when ``last_bn``), as in the MoCo v3 code.
+
+    A linear layer followed by a BN never has a bias (the BN's mean removes it); the others have
+    one when ``bias`` (MoCo v3's ``_build_mlp`` uses ``bias=False`` everywhere; SimSiam's
+    predictor and MoCo v2's head keep theirs).
+    """
     if layers < 1:
         raise ValueError(f"an MLP head needs at least 1 layer, got {layers}")
     modules: list[nn.Module] = []
     dim = in_dim
     for _ in range(layers - 1):
-        modules.append(nn.Linear(dim, hidden_dim, bias=not batchnorm))
+        modules.append(nn.Linear(dim, hidden_dim, bias=bias and not batchnorm))
         if batchnorm:
             modules.append(nn.BatchNorm1d(hidden_dim))
         modules.append(nn.ReLU(inplace=True))
         dim = hidden_dim
-    modules.append(nn.Linear(dim, out_dim, bias=not last_bn))
+    modules.append(nn.Linear(dim, out_dim, bias=bias and not last_bn))
     if last_bn:
         modules.append(nn.BatchNorm1d(out_dim, affine=False))
     return nn.Sequential(*modules)

@@ -38,9 +38,22 @@ class GenViewConfig(PretrainedConfig):
         proj_hidden_dim, proj_dim, proj_layers, pred_hidden_dim, head_batchnorm: head shapes;
             ``None`` takes the method's paper value (``genview_hf.methods``). ``pred_hidden_dim=0``:
             no predictor.
+        pred_last_bn: a non-affine BN ends the predictor (``None``: the method's; MoCo v3 ViT yes,
+            its ResNet-50 recipe no).
+        head_bias: linear layers of the heads not followed by a BN keep a bias (``None``: the
+            method's; MoCo v3 has none).
         pooling: how one vector per image is read from the backbone (``modeling.features.pool``):
             ``cls``, ``mean``, ``pooler`` or ``auto`` (cls for ViT-like models, pooler otherwise).
         queue_size: negatives kept for mocov2 / leoclr (MoCo v2: 65536).
+        shuffle_bn: the momentum encoder sees each key batch in shuffled sub-batches, so that a
+            query and its positive key never share batch-norm statistics (``None``: the method's;
+            MoCo v2 and LeOCLR yes). Across processes: each process encodes a random slice of the
+            global batch (MoCo's ``_batch_shuffle_ddp``); in one process: a random permutation
+            split into ``shuffle_bn_groups`` sub-batches.
+        shuffle_bn_groups: sub-batches of the keys in a single process (default 2).
+        freeze_patch_projection: a ViT-like backbone's patch projection keeps its initial
+            weights (MoCo v3's ``stop_grad_conv1``; ``None``: the method's, on for MoCo v3 where
+            the backbone has a patch projection).
         use_hallucinator: add the Hallucinator's feature-space positives (training only; mocov2,
             mocov3, simsiam, byol).
         hallucinator_max_lambda: lam ~ U(0, max) per step (paper: 0.1).
@@ -57,8 +70,13 @@ class GenViewConfig(PretrainedConfig):
         proj_layers: int | None = None,
         pred_hidden_dim: int | None = None,
         head_batchnorm: bool | None = None,
+        pred_last_bn: bool | None = None,
+        head_bias: bool | None = None,
         pooling: str = "auto",
         queue_size: int = 65536,
+        shuffle_bn: bool | None = None,
+        shuffle_bn_groups: int = 2,
+        freeze_patch_projection: bool | None = None,
         use_hallucinator: bool = False,
         hallucinator_max_lambda: float = 0.1,
         **kwargs: Any,
@@ -79,10 +97,20 @@ class GenViewConfig(PretrainedConfig):
         if method in ("simsiam", "byol") and self.pred_hidden_dim <= 0:
             raise ValueError(f"method {method!r} needs a predictor: pred_hidden_dim must be > 0")
         self.head_batchnorm = heads.batchnorm if head_batchnorm is None else head_batchnorm
+        self.pred_last_bn = heads.pred_last_bn if pred_last_bn is None else pred_last_bn
+        self.head_bias = heads.bias if head_bias is None else head_bias
         self.pooling = pooling
         if spec.queue and queue_size < 1:
             raise ValueError(f"method {method!r} needs a queue: queue_size must be >= 1, got {queue_size}")
         self.queue_size = queue_size
+        if shuffle_bn and not spec.momentum_encoder:
+            raise ValueError(f"shuffle_bn shuffles the momentum encoder's keys; method {method!r} has none")
+        self.shuffle_bn = spec.shuffle_bn if shuffle_bn is None else shuffle_bn
+        if shuffle_bn_groups < 1:
+            raise ValueError(f"shuffle_bn_groups must be >= 1, got {shuffle_bn_groups}")
+        self.shuffle_bn_groups = shuffle_bn_groups
+        # None is kept: whether a backbone has a patch projection is known once it is built.
+        self.freeze_patch_projection = freeze_patch_projection
         if use_hallucinator and not spec.hallucinator:
             readers = ", ".join(name for name in SSL_METHODS if get_method(name).hallucinator)
             raise ValueError(f"use_hallucinator is wired into {readers}, not {method!r}")

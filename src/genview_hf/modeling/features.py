@@ -128,10 +128,12 @@ def masks_to_tokens(masks: torch.Tensor, num_tokens: int) -> torch.Tensor:
 
 
 def principal_direction(tokens: torch.Tensor) -> torch.Tensor:
-    """First principal direction (C,) (uncentred) of token maps (N, T, C), signed like the
-    generation-time scorer (``genview_hf.generation.foreground``): larger projections in the
-    centre than on the border ring of the square token grid (the mean projection decides when T
-    is not square).
+    """First principal direction (C,) of token maps (N, T, C), fitted as the generation-time scorer
+    fits its own (``genview_hf.foreground.ForegroundScorer.fit``): the top eigenvector of the
+    mean-centred covariance of the tokens (the official ``extract_features_pca.py`` ``PCA``);
+    projections on it stay un-centred. Signed like the scorer: larger projections in the centre
+    than on the border ring of the square token grid (the mean projection decides when T is not
+    square).
 
     The foreground direction when no fitted one is given: the batch's own tokens. The sign is
     chosen on the device, without boolean indexing (no host sync of its own).
@@ -139,7 +141,8 @@ def principal_direction(tokens: torch.Tensor) -> torch.Tensor:
     from ..foreground import border_ring
 
     flat = tokens.reshape(-1, tokens.shape[-1]).float()  # (N T, C)
-    direction = torch.linalg.eigh(flat.T @ flat).eigenvectors[:, -1]  # (C,)
+    centred = flat - flat.mean(0)
+    direction = torch.linalg.eigh(centred.T @ centred).eigenvectors[:, -1]  # (C,)
     projections = tokens.float() @ direction  # (N, T)
     side = math.isqrt(projections.shape[-1]) if projections.dim() >= 2 else 0
     if side >= 3 and side * side == projections.shape[-1]:
@@ -151,3 +154,19 @@ def principal_direction(tokens: torch.Tensor) -> torch.Tensor:
     else:
         centre_minus_border = projections.mean()
     return torch.where(centre_minus_border < 0, -direction, direction)
+
+
+def patch_projection(model: nn.Module) -> nn.Conv2d | None:
+    """The patch projection of a ViT-like backbone (ViT, DeiT, DINOv2, CLIP vision ...): the Conv2d
+    whose kernel and stride are the config's ``patch_size``; None for convolutional backbones
+    (their config lists ``hidden_sizes``) and models without one."""
+    model = vision_tower(model)
+    config = getattr(model, "config", None)
+    patch = getattr(config, "patch_size", None)
+    if patch is None or getattr(config, "hidden_sizes", None):
+        return None
+    size = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and module.kernel_size == size and module.stride == size:
+            return module
+    return None

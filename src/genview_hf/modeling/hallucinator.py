@@ -1,17 +1,19 @@
 """Hallucinator: feature-space hard positives (Wu et al., "Hallucination Improves the Performance
 of Unsupervised Visual Representation Learning", ICCV 2023).
 
-For a query embedding q and its positive key k (both (N, d)), the module extrapolates
+For a query embedding q and a key k (both (N, d)), the module extrapolates
 ``e = q + lam * (q - k)`` with one ``lam ~ U(0, lam_max)`` drawn per forward (``lam_max`` 0.1),
 and maps ``[q, e]`` (concatenated features, 2d) through an MLP 2d -> 2d -> 2d -> d with ReLU
-to a hallucinated positive h. The online batch becomes ``[q; h]`` against ``[k; k]``: h is an
-extra query whose positive is k. The module is trained only through the SSL loss and is off in
-evaluation mode (no extra rows), so a trained encoder never depends on it.
+to a hallucinated positive h (official ``models/generator.py`` ``Generator``). The online batch
+becomes ``[q; h]`` against ``[k; k]``: h is an extra query with q's positive. The module is
+trained only through the SSL loss and is off in evaluation mode (no extra rows), so a trained
+encoder never depends on it.
 
-Note for in-batch InfoNCE (MoCo v3, SimCLR): with ``[k; k]`` as keys, each key appears twice
-among the candidates, once as the positive and once as a negative. Compute
-``info_nce_loss(q, k) + info_nce_loss(h, k)`` instead (:meth:`Hallucinator.extend` gives the
-rows; slice them) when that matters; with a queue (MoCo v2) the duplicated keys are harmless.
+The official losses average over the 2N rows of ``[q; h]`` (one cross-entropy or one mean
+cosine over the extended batch), i.e. ``0.5 * (L(q) + L(h))``: ``GenViewTrainer``'s ``_term``
+computes that. Which k the query is extrapolated away from is the model's choice
+(``GenViewModel._hallucinate``): the L2-normalised momentum key (MoCo), the other view's
+predictor output (SimSiam).
 """
 
 from __future__ import annotations

@@ -25,8 +25,16 @@ from .. import distributed
 from ..methods import get_method
 from .common import GenViewPreTrainedModel, build_mlp, l2_normalize
 from .configuration_genview import GenViewConfig
-from .features import POOLING_CONFIG_KEY, backbone_feature_dim, encode_image, resolve_pooling, vision_tower
+from .features import (
+    POOLING_CONFIG_KEY,
+    backbone_feature_dim,
+    encode_image,
+    patch_projection,
+    resolve_pooling,
+    vision_tower,
+)
 from .hallucinator import Hallucinator
+from .shuffle_bn import shuffled_keys
 
 
 @dataclass
@@ -42,7 +50,8 @@ class GenViewSSLOutput(ModelOutput):
       ``queries_1`` (against ``targets_2``) and ``queries_2`` (against ``targets_1``), in
       training only (MoCo v2: ``queries_1`` against ``targets_2``).
     - ``tokens_1``, ``tokens_2`` (N, T, C): each view's detached patch tokens, from whichever
-      encoder saw it (``output_tokens=True``: the ``stored`` quality mode).
+      encoder saw it (``output_tokens=True``: the ``stored`` quality mode); ``tokens_orig``
+      (N, T, C): LeOCLR's original, from the query encoder.
     - ``queue`` (K, D): the negatives before this batch (MoCo v2, LeOCLR).
     """
 
@@ -54,6 +63,7 @@ class GenViewSSLOutput(ModelOutput):
     hallucinated_2: torch.Tensor | None = None
     tokens_1: torch.Tensor | None = None
     tokens_2: torch.Tensor | None = None
+    tokens_orig: torch.Tensor | None = None
     queue: torch.Tensor | None = None
 
 
@@ -78,6 +88,7 @@ class GenViewModel(GenViewPreTrainedModel):
             # e.g. ViT's dense+tanh pooler, unused with CLS pooling: frozen so that it is not a
             # trainable parameter without gradient (DDP) and still saved for AutoModel.
             backbone.pooler.requires_grad_(False)
+        _freeze_patch_projection(backbone, config)
         feature_dim = backbone_feature_dim(backbone.config)
         last_bn = get_method(config.method).heads.last_bn
         self.projector = build_mlp(
@@ -87,10 +98,17 @@ class GenViewModel(GenViewPreTrainedModel):
             config.proj_layers,
             config.head_batchnorm,
             last_bn,
+            config.head_bias,
         )
         self.predictor = (
             build_mlp(
-                config.proj_dim, config.pred_hidden_dim, config.proj_dim, 2, config.head_batchnorm, False
+                config.proj_dim,
+                config.pred_hidden_dim,
+                config.proj_dim,
+                2,
+                config.head_batchnorm,
+                config.pred_last_bn,
+                config.head_bias,
             )
             if config.pred_hidden_dim > 0
             else None
@@ -158,9 +176,16 @@ class GenViewModel(GenViewPreTrainedModel):
     def _target(
         self, pixel_values: torch.Tensor, with_tokens: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Projection (N, D) of the momentum encoder (no gradient) and, when asked, its tokens (N, T, C)."""
-        features, tokens = encode_image(self.momentum_backbone, pixel_values, self.pooling, with_tokens)
-        return self.momentum_projector(features), tokens
+        """Projection (N, D) of the momentum encoder (no gradient) and, when asked, its tokens (N, T, C);
+        in shuffled sub-batches in training when ``config.shuffle_bn`` (``modeling.shuffle_bn``)."""
+
+        def encode(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            features, tokens = encode_image(self.momentum_backbone, pixels, self.pooling, with_tokens)
+            return self.momentum_projector(features), tokens
+
+        if self.config.shuffle_bn and self.training:
+            return shuffled_keys(encode, pixel_values, self.config.shuffle_bn_groups)
+        return encode(pixel_values)
 
     def _predict(self, z: torch.Tensor) -> torch.Tensor:
         return self.predictor(z) if self.predictor is not None else z
@@ -187,7 +212,7 @@ class GenViewModel(GenViewPreTrainedModel):
         method = self.config.method
         out = GenViewSSLOutput()
         if method == "leoclr":
-            out.queries_1, _ = self._online(pixel_values_orig, False)
+            out.queries_1, out.tokens_orig = self._online(pixel_values_orig, output_tokens)
             out.targets_1, out.tokens_1 = self._target(pixel_values_1, output_tokens)
             out.targets_2, out.tokens_2 = self._target(pixel_values_2, output_tokens)
         elif method == "mocov2":
@@ -203,12 +228,27 @@ class GenViewModel(GenViewPreTrainedModel):
             elif method == "simsiam":
                 out.targets_1, out.targets_2 = z_1.detach(), z_2.detach()
         if self.hallucinator is not None and self.training:
-            out.hallucinated_1 = self.hallucinator(out.queries_1, out.targets_2)
-            if out.queries_2 is not None:
-                out.hallucinated_2 = self.hallucinator(out.queries_2, out.targets_1)
+            self._hallucinate(out)
         if get_method(method).queue:
             out.queue = self.queue
         return out
+
+    def _hallucinate(self, out: GenViewSSLOutput) -> None:
+        """The Hallucinator's positives, each query extrapolated away from what the official code uses
+        (Wu et al. 2023, ``models/moco.py`` ``MoCo.forward``, ``models/simsiam.py`` ``SimSiam.forward``):
+
+        - SimSiam: the other view's predictor output, with its gradient (``generator(p1, p2)``);
+        - MoCo v2: the L2-normalised momentum key (``generator(q, k_original)``); MoCo v3 and BYOL
+          (no official code) follow MoCo's rule.
+        """
+        if self.config.method == "simsiam":
+            key_1, key_2 = out.queries_2, out.queries_1
+        else:
+            key_1 = F.normalize(out.targets_2, dim=-1)
+            key_2 = F.normalize(out.targets_1, dim=-1) if out.targets_1 is not None else None
+        out.hallucinated_1 = self.hallucinator(out.queries_1, key_1)
+        if out.queries_2 is not None:
+            out.hallucinated_2 = self.hallucinator(out.queries_2, key_2)
 
     def _check_batch(
         self,
@@ -233,3 +273,22 @@ class GenViewModel(GenViewPreTrainedModel):
             encoder = copy.deepcopy(encoder).merge_and_unload()
         setattr(encoder.config, POOLING_CONFIG_KEY, self.pooling)
         return encoder
+
+
+def _freeze_patch_projection(backbone: nn.Module, config: GenViewConfig) -> None:
+    """MoCo v3's ``stop_grad_conv1`` (``vits.py`` ``VisionTransformerMoCo``): the patch projection of
+    a ViT-like backbone keeps its initial (random, when training from scratch) weights.
+
+    ``config.freeze_patch_projection`` None: the method's default where the backbone has a patch
+    projection; True on a backbone without one is an error."""
+    wanted = config.freeze_patch_projection
+    projection = patch_projection(backbone)
+    if wanted is None:
+        wanted = get_method(config.method).freeze_patch_projection and projection is not None
+    if not wanted:
+        return
+    if projection is None:
+        raise ValueError(
+            f"freeze_patch_projection: a {type(backbone).__name__} has no ViT-style patch projection to freeze"
+        )
+    projection.requires_grad_(False)

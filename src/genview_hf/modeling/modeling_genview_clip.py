@@ -24,7 +24,9 @@ from .common import GenViewPreTrainedModel, build_mlp, l2_normalize
 from .configuration_genview import GenViewCLIPConfig
 from .features import token_map
 
-LOGIT_SCALE_MAX = math.log(100.0)  # CLIP clamps its learnable log-scale at ln 100
+# CLIP keeps its learnable log-scale in [0, ln 100]: clamped in place after each optimizer step
+# (open_clip src/open_clip_train/train.py, SLIP main.py ``train``), never inside the forward.
+LOGIT_SCALE_MAX = math.log(100.0)
 
 
 @dataclass
@@ -32,7 +34,7 @@ class GenViewCLIPOutput(ModelOutput):
     """Embeddings of one image-text batch; None where the batch or the method has no such part.
 
     - ``image_embeds`` (N, E), or (N, V, E) for a GenView++ batch (view 0 the real image), and
-      ``text_embeds`` (N, E): unit-norm, float32; ``logit_scale``: exp of the clamped parameter.
+      ``text_embeds`` (N, E): unit-norm, float32; ``logit_scale``: exp of the parameter.
     - ``ssl_embeds_1``, ``ssl_embeds_2`` (N, D): SLIP's SSL head on its two extra views.
     - ``view_embeds`` (N, V, D): what GenView++'s image-image term contrasts (SLIP: the SSL head
       on every view; CLIP: ``image_embeds``).
@@ -91,8 +93,15 @@ class GenViewCLIPModel(GenViewPreTrainedModel):
         return self.clip.vision_model
 
     def logit_scale(self) -> torch.Tensor:
-        """exp(logit_scale), the learnable parameter clamped at ln(100) as in CLIP."""
-        return self.clip.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()
+        """exp(logit_scale), unclamped: a clamp here would have zero gradient above ln 100, so a
+        scale that crossed the bound could never come back; :meth:`clamp_logit_scale` bounds it."""
+        return self.clip.logit_scale.exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale(self) -> None:
+        """Clamp the log-scale parameter in place to [0, ln 100], as open_clip and SLIP do after every
+        optimizer step (``LogitScaleClampCallback``)."""
+        self.clip.logit_scale.clamp_(0.0, LOGIT_SCALE_MAX)
 
     def forward(
         self,

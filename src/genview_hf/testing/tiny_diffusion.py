@@ -70,7 +70,7 @@ def _tiny_text_encoder():
 
 
 def sd21_unclip_schedulers() -> dict:
-    """The two schedulers of ``stabilityai/stable-diffusion-2-1-unclip``, as pipeline keyword arguments.
+    """The two schedulers of ``sd2-community/stable-diffusion-2-1-unclip``, as pipeline keyword arguments.
 
     ``scheduler``: v-prediction DDIM (scaled-linear betas 0.00085-0.012, no sample clipping);
     ``image_noising_scheduler``: squared-cosine DDPM that noises the image embedding by

@@ -16,7 +16,15 @@ from typing import Literal, get_args
 import torch
 from transformers import TrainingArguments
 
-from ..methods import MethodName, QualityMode, check_choice, get_method
+from ..methods import (
+    IMAGE_TEXT_METHODS,
+    SSL_METHODS,
+    Method,
+    MethodName,
+    QualityMode,
+    check_choice,
+    get_method,
+)
 from ..modeling.features import POOLINGS, Pooling
 
 ViewMode = Literal["ic", "tc", "itc", "none"]
@@ -29,7 +37,7 @@ class GenViewTrainingArguments(TrainingArguments):
     method: MethodName = field(
         default="mocov3",
         metadata={
-            "help": "Image SSL (mocov2, mocov3, simsiam, byol, simclr, leoclr) or image-text (clip, slip)"
+            "help": f"Image SSL ({', '.join(SSL_METHODS)}) or image-text ({', '.join(IMAGE_TEXT_METHODS)})"
         },
     )
     model_name_or_path: str = field(
@@ -62,12 +70,36 @@ class GenViewTrainingArguments(TrainingArguments):
     pred_hidden_dim: int | None = field(
         default=None, metadata={"help": "Predictor width (None: paper value; 0: none)"}
     )
+    pred_last_bn: bool | None = field(
+        default=None,
+        metadata={
+            "help": "A non-affine BN ends the predictor (None: the method's; MoCo v3 ViT yes, moco-v3 "
+            "MoCo_ViT; its ResNet-50 recipe no, MoCo_ResNet)"
+        },
+    )
+    freeze_patch_projection: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Keep a ViT backbone's random patch projection frozen (MoCo v3's --stop-grad-conv1; None: "
+            "on for mocov3 where the backbone has one)"
+        },
+    )
     queue_size: int = field(
         default=65536, metadata={"help": "MoCo v2 / LeOCLR queue of negatives (MoCo v2: 65536)"}
     )
     use_hallucinator: bool = field(
         default=False,
         metadata={"help": "Add Hallucinator feature-space positives (mocov2, mocov3, simsiam, byol)"},
+    )
+    shuffle_bn: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Keys through the momentum encoder's batch norm in shuffled sub-batches (MoCo's shuffling BN; "
+            "None: on for mocov2 and leoclr)"
+        },
+    )
+    shuffle_bn_groups: int = field(
+        default=2, metadata={"help": "shuffle_bn in a single process: the keys' sub-batches (default 2)"}
     )
     # --- data ------------------------------------------------------------------------------
     image_column: str = field(
@@ -89,14 +121,38 @@ class GenViewTrainingArguments(TrainingArguments):
         },
     )
     image_size: int = field(default=224, metadata={"help": "Crop size of the training views (papers: 224)"})
+    crop_scale: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "RandomResizedCrop area range of the SSL views, two values (None: the method's preset, "
+            "MoCo v2 / SimSiam 0.2 1, MoCo v3 / BYOL 0.08 1; MoCo v3 ResNet-50: 0.2 1, --crop-min=.2)"
+        },
+    )
+    query_center_box: bool | None = field(
+        default=None,
+        metadata={
+            "help": "View 1 (the query) cropped around the centre box (0.2, 0.2, 0.8, 0.8), crop centre "
+            "~ Beta(0.6, 0.6), as the Hallucinator's released configs (None: on with use_hallucinator)"
+        },
+    )
     knn_monitor_split: str | None = field(
         default=None,
-        metadata={"help": "A labelled split of the dataset for the kNN monitor (logs knn_top1; None: off)"},
+        metadata={
+            "help": "A labelled split of the dataset for the kNN monitor (logs knn_top1); off when unset, "
+            "null, none or empty"
+        },
     )
     knn_monitor_steps: int = field(default=100, metadata={"help": "kNN monitor every N optimizer steps"})
     label_column: str = field(default="label", metadata={"help": "Label column of the kNN monitor split"})
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Truncate the training set (debugging)"}
+    )
+    skip_incomplete_rows: bool = field(
+        default=True,
+        metadata={
+            "help": "Leave out, with a logged count, the rows that lack an image, view, mask or caption the run "
+            "reads (generation records such rows in failures.jsonl); False: refuse the dataset, naming them"
+        },
     )
     # --- objective ---------------------------------------------------------------------------
     temperature: float | None = field(
@@ -135,8 +191,18 @@ class GenViewTrainingArguments(TrainingArguments):
     quality_direction: str | None = field(
         default=None,
         metadata={
-            "help": "The foreground direction of the frozen model's tokens: a views dataset's foreground/ folder "
-            "or a .safetensors/.pt/.npy/.json vector (None: the first principal component of each batch's tokens)"
+            "help": "The one foreground direction of the frozen model's tokens: a views dataset's foreground/ "
+            "folder or a .safetensors/.pt/.npy/.json vector (the official pca_vectors.npy too), as wide as the "
+            "tokens. None: fitted once at the start of training on quality_direction_samples training images, "
+            "saved as output_dir/quality_direction/ and reused on resume. 'batch': the first principal "
+            "component of each batch's tokens (a row's weight then depends on its batch)"
+        },
+    )
+    quality_direction_samples: int = field(
+        default=10_000,
+        metadata={
+            "help": "Training images the frozen mode's foreground direction is fitted on when quality_direction "
+            "is not given (the paper: 10,000; every image when the training set is smaller)"
         },
     )
     gamma: float | None = field(
@@ -146,19 +212,36 @@ class GenViewTrainingArguments(TrainingArguments):
         },
     )
     # --- momentum encoder -------------------------------------------------------------------
-    momentum: float = field(
-        default=0.99,
+    momentum: float | None = field(
+        default=None,
         metadata={
-            "help": "Base momentum of the key/target encoder (MoCo v3: 0.99; MoCo v2: 0.999; BYOL: 0.996)"
+            "help": "Base momentum of the key/target encoder (None: the method's; MoCo v2 and LeOCLR 0.999, "
+            "MoCo v3 0.99, BYOL 0.996)"
         },
     )
     momentum_end: float = field(
         default=1.0, metadata={"help": "Final momentum of the cosine schedule (MoCo v3, BYOL: 1.0)"}
     )
-    momentum_schedule: MomentumSchedule = field(default="cosine", metadata={"help": "cosine or constant"})
-    sync_batchnorm: bool = field(
-        default=True,
-        metadata={"help": "Convert BatchNorm to SyncBatchNorm when training on several CUDA processes"},
+    momentum_schedule: MomentumSchedule | None = field(
+        default=None,
+        metadata={
+            "help": "cosine (base to momentum_end) or constant (None: the method's; MoCo v2 and LeOCLR "
+            "constant, MoCo v3 and BYOL cosine)"
+        },
+    )
+    sync_batchnorm: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Convert BatchNorm to SyncBatchNorm when training on several CUDA processes (None: on, "
+            "except with shuffle_bn, which SyncBatchNorm would undo)"
+        },
+    )
+    fixed_predictor_lr: bool | None = field(
+        default=None,
+        metadata={
+            "help": "The predictor keeps the base learning rate while the rest follows the schedule (SimSiam's "
+            "--fix-pred-lr; None: on for simsiam)"
+        },
     )
     # --- PEFT --------------------------------------------------------------------------------
     use_peft: bool = field(
@@ -188,17 +271,26 @@ class GenViewTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collators read image, view and mask columns"}
     )
+    dataloader_drop_last: bool = field(
+        default=True,
+        metadata={
+            "help": "Drop the last incomplete batch (default True here: a last batch of one sample has no "
+            "in-batch negatives and breaks batch norm, so a dataset of length 1 mod the batch would fail)"
+        },
+    )
 
     def __post_init__(self) -> None:
         method = get_method(self.method)
         check_choice("quality_mode", self.quality_mode, get_args(QualityMode))
+        self._resolve_method_defaults(method)
         check_choice("momentum_schedule", self.momentum_schedule, get_args(MomentumSchedule))
         check_choice("pooling", self.pooling, POOLINGS)
         if self.view_mode is not None:
             check_choice("view_mode", self.view_mode, get_args(ViewMode))
         if not 0.0 <= self.generated_view_prob <= 1.0:
             raise ValueError(f"generated_view_prob must be in [0, 1], got {self.generated_view_prob}")
-        if not 0.0 <= self.momentum <= 1.0 or not 0.0 <= self.momentum_end <= 1.0:
+        momentum_ok = self.momentum is None or 0.0 <= self.momentum <= 1.0
+        if not momentum_ok or not 0.0 <= self.momentum_end <= 1.0:
             raise ValueError(
                 f"momentum and momentum_end must be in [0, 1], got {self.momentum}, {self.momentum_end}"
             )
@@ -217,6 +309,8 @@ class GenViewTrainingArguments(TrainingArguments):
                 f"quality_mode={self.quality_mode!r} with method 'clip' needs --multi_positive (GenView++ weights "
                 "on the views of each caption); without it CLIP has no image pair to weight: use quality_mode=off"
             )
+        if str(self.knn_monitor_split).strip().lower() in ("", "none", "null"):
+            self.knn_monitor_split = None  # unset, or switched off from the command line
         if self.remove_unused_columns:
             raise ValueError(
                 "remove_unused_columns must stay False: the collators read the raw image/view/mask columns"
@@ -230,6 +324,39 @@ class GenViewTrainingArguments(TrainingArguments):
             # each process on its own (no DDP); use_cpu makes it a real multi-CPU (gloo) run.
             self.use_cpu = True
         super().__post_init__()
+
+    def _resolve_method_defaults(self, method: Method) -> None:
+        """Settings left at None take the method's value from the method table (``genview_hf.methods``)."""
+        if self.momentum is None:
+            self.momentum = method.momentum  # stays None for methods without a momentum encoder
+        if self.momentum_schedule is None:
+            self.momentum_schedule = method.momentum_schedule
+        if self.shuffle_bn is None:
+            self.shuffle_bn = method.shuffle_bn
+        elif self.shuffle_bn and not method.momentum_encoder:
+            raise ValueError(f"shuffle_bn shuffles the momentum encoder's keys; {self.method!r} has none")
+        if self.sync_batchnorm is None:
+            self.sync_batchnorm = not self.shuffle_bn
+        elif self.sync_batchnorm and self.shuffle_bn:
+            raise ValueError(
+                "sync_batchnorm and shuffle_bn together: SyncBatchNorm pools the keys' statistics over every "
+                "process again; switch one off"
+            )
+        if self.fixed_predictor_lr is None:
+            self.fixed_predictor_lr = method.fixed_predictor_lr
+        elif self.fixed_predictor_lr and (not method.predictor or self.pred_hidden_dim == 0):
+            raise ValueError(f"fixed_predictor_lr: method {self.method!r} trains no predictor")
+        if self.query_center_box is None:
+            self.query_center_box = self.use_hallucinator
+        elif self.query_center_box and method.is_image_text:
+            raise ValueError(f"query_center_box crops the query view of an SSL pair, not {self.method!r}")
+        if self.crop_scale is not None:
+            if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+                raise ValueError(f"crop_scale needs two values 0 < min <= max <= 1, got {self.crop_scale}")
+            if method.is_image_text:
+                raise ValueError(f"crop_scale sets the SSL views' crop, not {self.method!r}'s")
+        if self.shuffle_bn_groups < 1:
+            raise ValueError(f"shuffle_bn_groups must be >= 1, got {self.shuffle_bn_groups}")
 
     @property
     def is_image_text(self) -> bool:

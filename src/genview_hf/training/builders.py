@@ -1,6 +1,6 @@
-"""The building blocks of a training run, shared by ``recipes/ssl_genview.py``,
-``recipes/clip_genview.py`` and ``genview train``: load a model, prepare the views dataset,
-build the collator, the frozen quality model and the kNN monitor, resolve a resume.
+"""The building blocks of a training run, shared by ``recipes/train_genview.py`` (and so
+``genview train``) and the demo: load a model, prepare the views dataset, build the collator, the
+frozen quality model and the kNN monitor, resolve a resume.
 """
 
 from __future__ import annotations
@@ -11,16 +11,25 @@ from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, CLIPModel, CLIPProcessor
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import sort_checkpoints
 
 from ..data import schema
 from ..data.collators import build_collator
 from ..data.loading import load_split
-from ..data.views import generated_columns, to_contract_columns, validate_views_dataset
+from ..data.views import (
+    ROW_INDEX,
+    generated_columns,
+    incomplete_rows,
+    mask_column_for,
+    to_contract_columns,
+    undecoded_images,
+    validate_views_dataset,
+)
 from ..modeling import GenViewCLIPModel, GenViewModel
-from ..modeling.features import vision_tower
+from ..modeling.features import backbone_feature_dim, vision_tower
 from .arguments import GenViewTrainingArguments
-from .quality_modes import load_direction
+from .quality_modes import BATCH_DIRECTION, load_direction
+from .trainer import missing_checkpoint_files
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +63,10 @@ def ssl_model(args: GenViewTrainingArguments) -> tuple[GenViewModel, Any]:
         pooling=args.pooling,
         queue_size=args.queue_size,
         use_hallucinator=args.use_hallucinator,
+        pred_last_bn=args.pred_last_bn,
+        freeze_patch_projection=args.freeze_patch_projection,
+        shuffle_bn=args.shuffle_bn,
+        shuffle_bn_groups=args.shuffle_bn_groups,
     )
     if args.use_peft:
         apply_lora(model, args)
@@ -117,8 +130,11 @@ def _default_lora_targets(encoder: torch.nn.Module) -> list[str]:
 
 
 def quality_model(args: GenViewTrainingArguments) -> tuple[torch.nn.Module | None, torch.Tensor | None]:
-    """The frozen model of ``quality_mode=frozen`` (a whole CLIPModel for GenView++, else its vision
-    tower) and the fixed foreground direction when ``args.quality_direction`` names one."""
+    """The frozen model of ``quality_mode=frozen`` as loaded (a CLIPModel whole: GenView++ reads both
+    towers, the other methods its vision tower; the trainer finds its image processor from its
+    folder), and the foreground direction when ``args.quality_direction`` names a file or folder,
+    checked against the model's token width. Otherwise None: the trainer fits one at the start of
+    training, or for ``batch`` uses each batch's own (``training.quality_modes.run_direction``)."""
     if args.quality_mode != "frozen":
         return None, None
     model, _ = load_model(args.quality_model, from_scratch=False)
@@ -126,8 +142,11 @@ def quality_model(args: GenViewTrainingArguments) -> tuple[torch.nn.Module | Non
         raise ValueError(
             f"GenView++ weights need a CLIP quality_model; {args.quality_model} is {type(model).__name__}"
         )
-    direction = load_direction(args.quality_direction) if args.quality_direction else None
-    return (model if args.multi_positive else vision_tower(model)), direction
+    direction = None
+    if args.quality_direction and args.quality_direction != BATCH_DIRECTION:
+        width = backbone_feature_dim(vision_tower(model).config)
+        direction = load_direction(args.quality_direction, width)
+    return model, direction
 
 
 # ---------------------------------------------------------------------------------- data
@@ -136,19 +155,56 @@ def views_dataset(dataset, args: GenViewTrainingArguments, where: str = "the dat
     (``image_column`` -> ``image``, ``caption_column`` -> ``caption``), checked for what the method
     and the quality mode read (clear errors naming the column or row before any step)."""
     dataset = to_contract_columns(dataset, args.image_column, args.caption_column)
+    names = list(dataset.column_names)
+    if ROW_INDEX not in names:  # each row's index in this dataset: error messages and augmentation seeds
+        dataset = dataset.add_column(ROW_INDEX, range(len(dataset)))
+    context = f"method {args.method!r}" + (", quality_mode='stored'" if args.needs_masks else "")
     try:
+        views = view_columns(args, names)
+        columns = read_columns(args, names, views)
+        dataset = without_incomplete_rows(dataset, columns, args, where)
+        # The collators decode the stored bytes themselves: a file that does not decode is named by its row.
+        dataset = undecoded_images(dataset, columns)
         validate_views_dataset(
             dataset,
             args.method,
             multi_positive=args.multi_positive,
-            view_columns=view_columns(args, list(dataset.column_names)),
+            view_columns=views,
             masks=args.needs_masks,
             max_rows=64,
         )
-    except ValueError as error:
-        context = f"method {args.method!r}" + (", quality_mode='stored'" if args.needs_masks else "")
-        raise ValueError(f"{where} cannot train {context}: {error}") from error
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"{where} cannot train {context}: {error}") from error
     return dataset
+
+
+def read_columns(args: GenViewTrainingArguments, names: list[str], views: list[str] | None) -> list[str]:
+    """The columns of ``names`` that the run's collator reads: images, views, their masks, captions."""
+    images = [schema.IMAGE, *generated_columns(names, views)]
+    columns = images + ([mask_column_for(column) for column in images] if args.needs_masks else [])
+    if args.is_image_text or args.multi_positive:
+        columns.append(schema.CAPTION)
+    return [column for column in columns if column in names]  # a missing one is named by the check
+
+
+def without_incomplete_rows(dataset, columns: list[str], args: GenViewTrainingArguments, where: str):
+    """``dataset`` without the rows that have a null in ``columns`` (``skip_incomplete_rows``), or a
+    ValueError naming them."""
+    missing = incomplete_rows(dataset, columns)
+    if not missing:
+        return dataset
+    shown = ", ".join(str(row) for row in missing[:10]) + (", ..." if len(missing) > 10 else "")
+    if not args.skip_incomplete_rows:
+        raise ValueError(
+            f"{len(missing)} of {len(dataset)} rows have no value in some of {', '.join(columns)} (rows {shown}; "
+            "generation lists why in failures.jsonl): set skip_incomplete_rows to train without them"
+        )
+    logger.warning(
+        "%s: leaving out %d of %d rows without a value in some of %s (rows %s; generation lists why in "
+        "failures.jsonl)", where, len(missing), len(dataset), ", ".join(columns), shown,
+    )  # fmt: skip
+    skipped = set(missing)
+    return dataset.select([index for index in range(len(dataset)) if index not in skipped])
 
 
 def view_columns(args: GenViewTrainingArguments, column_names: list[str]) -> list[str] | None:
@@ -183,7 +239,14 @@ def collator(args: GenViewTrainingArguments, processor: Any, train_dataset):
     mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
     if mean is not None and std is not None:
         kwargs.update(mean=mean, std=std)
-    return build_collator(args.method, masks=args.needs_masks, **kwargs)
+    crop_scale = tuple(args.crop_scale) if args.crop_scale is not None else None
+    return build_collator(
+        args.method,
+        masks=args.needs_masks,
+        crop_scale=crop_scale,
+        query_center_box=args.query_center_box,
+        **kwargs,
+    )
 
 
 def knn_monitor(args: GenViewTrainingArguments, dataset_name: str, dataset_config: str | None = None):
@@ -203,16 +266,21 @@ def knn_monitor(args: GenViewTrainingArguments, dataset_name: str, dataset_confi
 
 
 def resume_checkpoint(args: GenViewTrainingArguments) -> str | None:
-    """``resume_from_checkpoint`` resolved: ``true``/``last`` is the newest ``checkpoint-*`` of
-    the output folder (a warning and a fresh start when there is none)."""
+    """``resume_from_checkpoint`` resolved: ``true``/``last`` is the newest complete ``checkpoint-*``
+    of the output folder (one a kill cut short is passed over, with a warning; a warning and a fresh
+    start when there is none). A folder named explicitly is checked when the Trainer loads it."""
     value = args.resume_from_checkpoint
     if value is None or str(value).lower() in ("", "false", "none"):
         return None
-    if str(value).lower() in ("true", "last"):
-        last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
-        if last is None:
-            logger.warning(
-                "resume requested but %s has no checkpoint-*: starting from scratch", args.output_dir
-            )
-        return last
-    return str(value)
+    if str(value).lower() not in ("true", "last"):
+        return str(value)
+    checkpoints = sort_checkpoints(args.output_dir) if Path(args.output_dir).is_dir() else []
+    for checkpoint in reversed(checkpoints):  # newest first
+        missing = missing_checkpoint_files(checkpoint)
+        if not missing:
+            return checkpoint
+        logger.warning("passing over %s: it has no %s (a save cut short)", checkpoint, ", ".join(missing))
+    logger.warning(
+        "resume requested but %s has no complete checkpoint-*: starting from scratch", args.output_dir
+    )
+    return None

@@ -1,5 +1,6 @@
-"""Callbacks of GenView training: the momentum (EMA) update of the key/target encoder, and the
-figures every run leaves beside its encoder (what the quality weights preferred)."""
+"""Callbacks of GenView training: the momentum (EMA) update of the key/target encoder, CLIP's
+logit-scale clamp, SimSiam's fixed predictor learning rate, and the figures every run leaves
+beside its encoder (what the quality weights preferred)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,47 @@ class MomentumCallback(TrainerCallback):
         )
         model.momentum_update(momentum)
         self.last_momentum = momentum
+        return control
+
+
+class LogitScaleClampCallback(TrainerCallback):
+    """CLIP's log-scale clamped in place to [0, ln 100] right after every optimizer step, as open_clip
+    (``src/open_clip_train/train.py``) and SLIP (``main.py``) do; the forward uses ``exp()``
+    unclamped, so the gradient can still bring a scale back below the bound."""
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        clamp = getattr(model, "clamp_logit_scale", None)
+        if clamp is not None:
+            clamp()
+        return control
+
+
+FIXED_LR = "fixed_lr"  # param-group flag: the group keeps its initial learning rate
+
+
+def fix_learning_rate(optimizer, parameters) -> None:
+    """Move ``parameters`` into param groups of their own, flagged ``fixed_lr`` (same settings as the
+    groups they leave). Call it before the first step, when the optimizer has no state."""
+    chosen = {id(p) for p in parameters}
+    for group in list(optimizer.param_groups):
+        moved = [p for p in group["params"] if id(p) in chosen]
+        if not moved:
+            continue
+        group["params"] = [p for p in group["params"] if id(p) not in chosen]
+        settings = {key: value for key, value in group.items() if key != "params"}
+        optimizer.add_param_group({**settings, "params": moved, FIXED_LR: True})
+
+
+class FixedLearningRateCallback(TrainerCallback):
+    """The param groups flagged ``fixed_lr`` step with their initial learning rate, whatever the
+    schedule: SimSiam's ``--fix-pred-lr`` (``main_simsiam.py`` ``adjust_learning_rate``; GenView's
+    ``SimSiamHook``). Set just before each optimizer step; the scheduler still drives the others."""
+
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        if optimizer is not None:
+            for group in optimizer.param_groups:
+                if group.get(FIXED_LR):
+                    group["lr"] = group.get("initial_lr", args.learning_rate)
         return control
 
 

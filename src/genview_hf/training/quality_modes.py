@@ -4,11 +4,18 @@
 one branch per mode of ``GenViewTrainingArguments.quality_mode``:
 
 - ``off``: no weights, every pair counts the same (the baseline).
-- ``frozen`` (the papers' setting): the token maps of a frozen vision model (``FrozenQualityModel``);
-  the foreground of each view is its tokens projected on a foreground direction (a fitted
-  one, else the first principal component of the batch's tokens), min-max normalised.
+- ``frozen`` (the papers' setting): the token maps of a frozen vision model (``FrozenQualityModel``),
+  fed each view re-normalised with its own processor's statistics; the foreground of each view
+  is its tokens projected on one fixed foreground direction (given, or fitted once on the
+  training set at the start of the run: :func:`run_direction`), min-max normalised.
 - ``stored`` (our approximation, no extra forward): the training model's own detached patch
-  tokens, with the foreground masks stored by generation, cropped with each view.
+  tokens, with the foreground masks stored by generation, cropped with each view. A crop can
+  hold no background (or no foreground) at all; q would then lose one of its two terms, so a
+  weight that involves such a view is set to 1 and the others are renormalised to mean 1
+  (``DEGENERATE_MASS``, :func:`neutralize`).
+
+LeOCLR (``original_pairs=True``) weights the pairs its loss contrasts: (original, crop 1) and
+(original, crop 2), ``QualityWeights.original_pairs``.
 
 Both give a ``TokenMaps``; the formulas of ``genview_hf.quality`` then make GenView's pair
 weights (SSL methods, SLIP's SSL pair) or GenView++'s image-text and image-image weights
@@ -18,43 +25,76 @@ weights (SSL methods, SLIP's SSL pair) or GenView++'s image-text and image-image
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPModel
+from tqdm.auto import tqdm
+from transformers import AutoImageProcessor, CLIPModel
 
-from ..modeling.features import encode_image, masks_to_tokens, principal_direction, token_map, vision_tower
+from ..data import schema
+from ..data.images import decode_image
+from ..foreground import ForegroundScorer, grid_from_tokens
+from ..modeling.features import (
+    backbone_feature_dim,
+    masks_to_tokens,
+    principal_direction,
+    token_map,
+    vision_tower,
+)
 from ..quality import image_text_quality_weights, multi_view_quality_weights
 from ..quality import quality_weights as pair_weights
+
+logger = logging.getLogger(__name__)
+
+# A stored crop mask with less than half a token of foreground, or of background, is degenerate.
+DEGENERATE_MASS = 0.5
+# The frozen mode's foreground direction: quality_direction="batch" re-fits it on every batch;
+# by default it is fitted once on DIRECTION_SAMPLES training images (the paper's sample size) and
+# saved in output_dir/DIRECTION_FOLDER.
+BATCH_DIRECTION = "batch"
+DIRECTION_FOLDER = "quality_direction"
+DIRECTION_SAMPLES = 10_000
+# Rows that are already tensors (no image column): the view the direction is fitted on, first found.
+SAMPLE_PIXEL_KEYS = ("pixel_values_real", "pixel_values_orig", "pixel_values_1", "pixel_values")
 
 
 @dataclass
 class QualityWeights:
     """Detached weights of one batch: ``pairs`` (N,) for a GenView pair (SSL methods, SLIP's SSL
-    term); ``image_text`` (N, V) and ``image_image`` (N, V, V) for a GenView++ batch."""
+    term); ``original_pairs`` (N, 2) for LeOCLR's (original, crop j) pairs; ``image_text`` (N, V)
+    and ``image_image`` (N, V, V) for a GenView++ batch."""
 
     pairs: torch.Tensor | None = None
+    original_pairs: torch.Tensor | None = None
     image_text: torch.Tensor | None = None
     image_image: torch.Tensor | None = None
 
     def logged(self) -> torch.Tensor:
-        """The weights the trainer logs and plots: the pair weights, else the image-text ones."""
-        return self.pairs if self.pairs is not None else self.image_text
+        """The weights the trainer logs: the pair weights, else LeOCLR's, else the image-text ones."""
+        for weights in (self.pairs, self.original_pairs):
+            if weights is not None:
+                return weights
+        return self.image_text
 
 
 @dataclass
 class TokenMaps:
     """What a quality mode hands to the weight formulas.
 
-    ``views`` (N, V, T, C): token maps of the V views of each sample (V = 2 for a pair);
-    ``view_masks`` (N, V, T) in [0, 1]: their foreground, or None to project on ``direction`` (C,).
-    GenView++ also reads ``real`` (N, T, C) / ``real_masks`` (N, T), the unaugmented real image,
-    and the image (N, V, E) and caption (N, E) embeddings.
+    ``views`` (N, V, T, C): token maps of the V views of each sample (V = 2 for a pair; LeOCLR:
+    V = 3, the original then its two crops, ``anchored``); ``view_masks`` (N, V, T) in [0, 1]:
+    their foreground, or None to project on ``direction`` (C,). GenView++ also reads ``real``
+    (N, T, C) / ``real_masks`` (N, T), the unaugmented real image, and the image (N, V, E) and
+    caption (N, E) embeddings. Stored masks also give ``degenerate`` (N, V) / ``real_degenerate``
+    (N,): masks without foreground or without background (:func:`degenerate_masks`).
     """
 
     views: torch.Tensor
@@ -64,19 +104,28 @@ class TokenMaps:
     real_masks: torch.Tensor | None = None
     image_embeds: torch.Tensor | None = None
     text_embeds: torch.Tensor | None = None
+    anchored: bool = False
+    degenerate: torch.Tensor | None = None
+    real_degenerate: torch.Tensor | None = None
+
+    def _pair(self, a: int, b: int, gamma: float) -> torch.Tensor:
+        """GenView's weights (N,) of the pairs (view a, view b); neutral where either mask is degenerate."""
+        masks = self.view_masks
+        weights = pair_weights(
+            self.views[:, a], self.views[:, b], self.direction, gamma=gamma,
+            masks1=None if masks is None else masks[:, a], masks2=None if masks is None else masks[:, b],
+        )  # fmt: skip
+        if self.degenerate is None:
+            return weights
+        return neutralize(weights, self.degenerate[:, a] | self.degenerate[:, b])
 
     def weights(self, gamma: float, multi_positive: bool) -> QualityWeights:
         if not multi_positive:
-            return QualityWeights(
-                pairs=pair_weights(
-                    self.views[:, 0],
-                    self.views[:, 1],
-                    self.direction,
-                    gamma=gamma,
-                    masks1=None if self.view_masks is None else self.view_masks[:, 0],
-                    masks2=None if self.view_masks is None else self.view_masks[:, 1],
+            if self.anchored:  # LeOCLR: (original, crop 1) and (original, crop 2)
+                return QualityWeights(
+                    original_pairs=torch.stack([self._pair(0, 1, gamma), self._pair(0, 2, gamma)], 1)
                 )
-            )
+            return QualityWeights(pairs=self._pair(0, 1, gamma))
         image_image = multi_view_quality_weights(
             self.views, self.direction, gamma, view_masks=self.view_masks
         )
@@ -84,7 +133,37 @@ class TokenMaps:
             self.image_embeds, self.text_embeds, self.views, self.real, self.direction, gamma,
             view_masks=self.view_masks, real_masks=self.real_masks,
         )  # fmt: skip
+        if self.degenerate is not None:
+            v = self.views.shape[1]
+            off_diagonal = ~torch.eye(v, dtype=torch.bool, device=image_image.device)
+            pairs_involved = self.degenerate[:, :, None] | self.degenerate[:, None, :]  # (N, V, V)
+            image_image = neutralize(image_image, pairs_involved, counted=off_diagonal.expand_as(image_image))
+            text_involved = self.degenerate
+            if self.real_degenerate is not None:  # the background term reads the real image's mask too
+                text_involved = text_involved | self.real_degenerate[:, None]
+            image_text = neutralize(image_text, text_involved)
         return QualityWeights(image_text=image_text, image_image=image_image)
+
+
+def degenerate_masks(masks: torch.Tensor) -> torch.Tensor:
+    """(..., T) token masks in [0, 1] -> (...) bool: less than ``DEGENERATE_MASS`` tokens' worth of
+    foreground, or of background. Pooling such a view gives no background (or foreground)
+    feature, so its q would lose a term."""
+    foreground = masks.sum(-1)
+    return (foreground < DEGENERATE_MASS) | (foreground > masks.shape[-1] - DEGENERATE_MASS)
+
+
+def neutralize(
+    weights: torch.Tensor, involved: torch.Tensor, counted: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Weights (mean 1 over the ``counted`` entries) with every ``involved`` entry set to 1 and the
+    others rescaled to mean 1 among themselves, so the mean over ``counted`` stays 1. For GenView's
+    ``N * softmax(gamma q)`` the rescaled entries are exactly the softmax over the other pairs."""
+    counted = torch.ones_like(involved) if counted is None else counted
+    kept = counted & ~involved
+    kept_mean = (weights * kept).sum() / kept.sum().clamp(min=1)  # no host sync
+    out = torch.where(kept, weights / kept_mean.clamp(min=1e-12), weights)
+    return torch.where(involved & counted, torch.ones_like(weights), out)
 
 
 @torch.no_grad()
@@ -96,23 +175,27 @@ def quality_weights(
     frozen: FrozenQualityModel | None,
     gamma: float,
     multi_positive: bool,
+    original_pairs: bool = False,
 ) -> QualityWeights | None:
     """The quality weights of one batch (``None`` in mode ``off``); ``outputs`` is the training
-    model's forward on the batch (``GenViewSSLOutput`` / ``GenViewCLIPOutput``)."""
+    model's forward on the batch (``GenViewSSLOutput`` / ``GenViewCLIPOutput``);
+    ``original_pairs``: LeOCLR's (original, crop j) pairs instead of the (view 1, view 2) pair."""
     if mode == "off":
         return None
     if mode == "stored":
-        maps = stored_token_maps(batch, outputs, multi_positive)
+        maps = stored_token_maps(batch, outputs, multi_positive, original_pairs)
     elif mode == "frozen":
         if frozen is None:
             raise ValueError("quality_mode='frozen' needs a quality_model")
-        maps = frozen.token_maps(batch, multi_positive)
+        maps = frozen.token_maps(batch, multi_positive, original_pairs)
     else:
         raise ValueError(f"unknown quality_mode {mode!r}: expected frozen, stored or off")
     return maps.weights(gamma, multi_positive)
 
 
-def stored_token_maps(batch: dict[str, Any], outputs: Any, multi_positive: bool) -> TokenMaps:
+def stored_token_maps(
+    batch: dict[str, Any], outputs: Any, multi_positive: bool, original_pairs: bool = False
+) -> TokenMaps:
     """``stored`` mode: the training model's detached tokens, the batch's cropped stored masks."""
     if multi_positive:
         masks = _require(batch, "masks")  # (N, V, H, W)
@@ -120,26 +203,39 @@ def stored_token_maps(batch: dict[str, Any], outputs: Any, multi_positive: bool)
         n, v, t = views.shape[:3]
         real = outputs.real_tokens.float()  # (N, T', C)
         real_masks = batch.get("masks_real")
+        if real_masks is not None:
+            real_masks = masks_to_tokens(real_masks, real.shape[1])  # (N, T')
+        view_masks = masks_to_tokens(masks.flatten(0, 1), t).view(n, v, t)
         return TokenMaps(
             views=views,
-            view_masks=masks_to_tokens(masks.flatten(0, 1), t).view(n, v, t),
+            view_masks=view_masks,
             # Without the real image's mask its foreground comes from the batch's principal direction.
             direction=principal_direction(real) if real_masks is None else None,
             real=real,
-            real_masks=None if real_masks is None else masks_to_tokens(real_masks, real.shape[1]),
+            real_masks=real_masks,
             image_embeds=outputs.image_embeds.detach(),
             text_embeds=outputs.text_embeds.detach(),
+            degenerate=degenerate_masks(view_masks),
+            real_degenerate=None if real_masks is None else degenerate_masks(real_masks),
         )
-    masks_1, masks_2 = _require(batch, "masks_1"), _require(batch, "masks_2")
-    tokens_1, tokens_2 = outputs.tokens_1.float(), outputs.tokens_2.float()  # (N, T, C) each
-    if masks_1.shape[0] != tokens_1.shape[0] or masks_2.shape[0] != tokens_2.shape[0]:
+    keys = ["masks_1", "masks_2"]
+    tokens = [outputs.tokens_1, outputs.tokens_2]
+    if original_pairs:  # LeOCLR: the original (query encoder) first
+        keys, tokens = ["masks_orig", *keys], [outputs.tokens_orig, *tokens]
+    masks = [_require(batch, key) for key in keys]  # (N, H, W) each
+    tokens = [t.float() for t in tokens]  # (N, T, C) each
+    if any(m.shape[0] != t.shape[0] for m, t in zip(masks, tokens)):
         raise ValueError(
-            f"masks batch {masks_1.shape[0]}/{masks_2.shape[0]} does not match the views batch {tokens_1.shape[0]}"
+            f"masks batch {'/'.join(str(m.shape[0]) for m in masks)} does not match the views batch "
+            f"{tokens[0].shape[0]}"
         )
-    view_masks = torch.stack(
-        [masks_to_tokens(masks_1, tokens_1.shape[1]), masks_to_tokens(masks_2, tokens_2.shape[1])], 1
+    view_masks = torch.stack([masks_to_tokens(m, t.shape[1]) for m, t in zip(masks, tokens)], 1)  # (N, V, T)
+    return TokenMaps(
+        views=torch.stack(tokens, 1),
+        view_masks=view_masks,
+        anchored=original_pairs,
+        degenerate=degenerate_masks(view_masks),
     )
-    return TokenMaps(views=torch.stack([tokens_1, tokens_2], 1), view_masks=view_masks)
 
 
 def _require(batch: dict[str, Any], key: str) -> torch.Tensor:
@@ -152,13 +248,36 @@ def _require(batch: dict[str, Any], key: str) -> torch.Tensor:
     return value
 
 
+def quality_tokens(vision: nn.Module, outputs: Any) -> torch.Tensor:
+    """Patch tokens (N, T, C) of a vision model's ``outputs``, in the space the foreground
+    direction lives in, for the frozen mode and the generation scorer alike: a CLIP vision
+    tower's tokens after its ``post_layernorm`` (CLS dropped), as ``ClipTokenEncoder`` reads them;
+    any other model's last hidden state as :func:`token_map` reads it (ConvNeXt: the stage-4 map
+    before the head norm, the official GenView tokens; ViT: after its final layer norm)."""
+    tokens = token_map(outputs.last_hidden_state)
+    if getattr(vision.config, "model_type", None) == "clip_vision_model":
+        # transformers 5: CLIPVisionModel holds the layers itself, ...WithProjection in .vision_model
+        tokens = getattr(vision, "vision_model", vision).post_layernorm(tokens)
+    return tokens
+
+
 class FrozenQualityModel:
     """The frozen vision model of the ``frozen`` mode: eval mode, no gradient, bf16 on GPU.
 
     ``model``: any HF vision model (a ``CLIPModel`` contributes its vision tower); GenView++
-    (multi-positive) needs a whole ``CLIPModel`` for its image and text embeddings.
-    ``direction`` (C,): the fixed foreground direction of its tokens; None: the first principal
-    component of each batch's tokens.
+    (multi-positive) needs a whole ``CLIPModel`` for its image and text embeddings. Its tokens
+    are read as :func:`quality_tokens` reads them; ``width`` is their channel count C.
+
+    ``direction`` (C,): the fixed foreground direction of those tokens (:func:`run_direction`: a
+    given one, or one fitted once on the training set by :meth:`fit_direction`); None: the first
+    principal component of each batch's tokens (``quality_direction="batch"``: a row's weight
+    then depends on the other rows of its batch).
+
+    ``processor``: the model's image processor (its pixel statistics, the preprocessing of the
+    fit); None: loaded from the folder or Hub id the model was loaded from, as ``pipeline`` does.
+    ``input_mean`` / ``input_std``: the statistics the batches' pixels are normalised with (the
+    training collator's): each view is re-normalised with the processor's statistics and resized
+    to the model's ``image_size``. None: the pixels already use the frozen model's statistics.
     """
 
     def __init__(
@@ -166,6 +285,9 @@ class FrozenQualityModel:
         model: nn.Module,
         direction: torch.Tensor | None = None,
         *,
+        processor: Any = None,
+        input_mean: Sequence[float] | None = None,
+        input_std: Sequence[float] | None = None,
         multi_positive: bool = False,
         device: torch.device | str = "cpu",
     ) -> None:
@@ -175,41 +297,86 @@ class FrozenQualityModel:
             )
         self.clip = model if multi_positive else None
         self.vision = vision_tower(model)
+        self.width = backbone_feature_dim(self.vision.config)
+        self.processor = _image_processor(model, processor)
+        self._renormalization = self._input_to_own(input_mean, input_std)
         device = torch.device(device)
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        model.eval().requires_grad_(False).to(device, dtype)
+        (model if multi_positive else self.vision).eval().requires_grad_(False).to(device, dtype)
         self.direction = direction
 
-    def _fit(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Pixels resized to the frozen model's ``image_size`` (when it has one), in its dtype."""
+    @property
+    def direction(self) -> torch.Tensor | None:
+        return self._fixed_direction
+
+    @direction.setter
+    def direction(self, value: torch.Tensor | None) -> None:
+        self._fixed_direction = None if value is None else checked_direction(value, self.width)
+
+    def _input_to_own(
+        self, mean: Sequence[float] | None, std: Sequence[float] | None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(scale, shift), each (3, 1, 1), with ``own = input * scale + shift``: the input
+        normalisation undone, the processor's applied. None when the inputs already use the latter."""
+        if mean is None and std is None:
+            return None
+        own_mean, own_std = (getattr(self.processor, name, None) for name in ("image_mean", "image_std"))
+        if mean is None or std is None or own_mean is None or own_std is None:
+            raise ValueError(
+                "cannot re-normalise the views for the frozen quality model: it needs input_mean and input_std "
+                "and the model's own image processor (image_mean, image_std); load the model with "
+                "from_pretrained from a folder or Hub id that has a preprocessor_config.json, or pass processor="
+            )
+        mean, std, own_mean, own_std = (
+            torch.tensor(list(values), dtype=torch.float32).view(-1, 1, 1)
+            for values in (mean, std, own_mean, own_std)
+        )
+        # input = (x - mean) / std and own = (x - own_mean) / own_std for the same [0, 1] pixels x
+        return std / own_std, (mean - own_mean) / own_std
+
+    def _pixels(self, pixels: torch.Tensor, renormalize: bool = True) -> torch.Tensor:
+        """Views (N, 3, h, w) as the frozen model reads them: re-normalised with its statistics
+        (``renormalize``), resized to its ``image_size`` (when it has one), in its device and dtype.
+        Both steps are per-channel affine, so their order does not matter."""
         parameter = next(self.vision.parameters())
+        pixels = pixels.to(parameter.device, torch.float32)
+        if renormalize and self._renormalization is not None:
+            scale, shift = (t.to(pixels.device) for t in self._renormalization)
+            pixels = pixels * scale + shift
         size = getattr(self.vision.config, "image_size", None)
         if isinstance(size, int) and pixels.shape[-2:] != (size, size):
-            pixels = F.interpolate(pixels.float(), size=(size, size), mode="bilinear", align_corners=False)
-        return pixels.to(parameter.device, parameter.dtype)
+            pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)
+        return pixels.to(parameter.dtype)
+
+    def _encode(self, pixels: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        """The vision model's outputs on prepared pixels, and their tokens (N, T, C) in float32."""
+        outputs = self.vision(pixel_values=pixels)
+        return outputs, quality_tokens(self.vision, outputs).float()
 
     def _direction(self, tokens: torch.Tensor) -> torch.Tensor:
         direction = principal_direction(tokens) if self.direction is None else self.direction
         return direction.to(tokens.device)
 
-    def token_maps(self, batch: dict[str, Any], multi_positive: bool) -> TokenMaps:
+    def token_maps(
+        self, batch: dict[str, Any], multi_positive: bool, original_pairs: bool = False
+    ) -> TokenMaps:
         if multi_positive:
             return self._multi_positive_maps(batch)
-        # Both views in one pass (eval mode: no batch statistics).
-        n = batch["pixel_values_1"].shape[0]
-        pixels = self._fit(torch.cat([batch["pixel_values_1"], batch["pixel_values_2"]]))  # (2N, 3, h, w)
-        _, tokens = encode_image(self.vision, pixels, with_tokens=True)
-        tokens = tokens.float()  # (2N, T, C)
-        return TokenMaps(views=torch.stack([tokens[:n], tokens[n:]], 1), direction=self._direction(tokens))
+        # Every view in one pass (eval mode: no batch statistics); LeOCLR's original first.
+        keys = ["pixel_values_1", "pixel_values_2"]
+        if original_pairs:
+            keys = ["pixel_values_orig", *keys]
+        n = batch[keys[0]].shape[0]
+        _, tokens = self._encode(self._pixels(torch.cat([batch[key] for key in keys])))  # (V N, T, C)
+        views = tokens.reshape(len(keys), n, *tokens.shape[1:]).transpose(0, 1)  # (N, V, T, C)
+        return TokenMaps(views=views, direction=self._direction(tokens), anchored=original_pairs)
 
     def _multi_positive_maps(self, batch: dict[str, Any]) -> TokenMaps:
         pixels = batch["pixel_values"]
         n, v = pixels.shape[:2]
-        outputs = self.vision(pixel_values=self._fit(pixels.flatten(0, 1)))
-        tokens = token_map(outputs.last_hidden_state).float()
+        outputs, tokens = self._encode(self._pixels(pixels.flatten(0, 1)))
         views = tokens.reshape(n, v, *tokens.shape[1:])  # (N, V, T, C)
-        real = self.vision(pixel_values=self._fit(batch["pixel_values_real"])).last_hidden_state
-        real_tokens = token_map(real).float()  # (N, T, C)
+        _, real_tokens = self._encode(self._pixels(batch["pixel_values_real"]))  # (N, T, C)
         text = self.clip.get_text_features(
             input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")
         ).pooler_output
@@ -221,30 +388,153 @@ class FrozenQualityModel:
             text_embeds=text.float(),
         )
 
+    @torch.no_grad()
+    def fit_direction(
+        self,
+        dataset: Any,
+        num_samples: int = DIRECTION_SAMPLES,
+        batch_size: int = 64,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> ForegroundScorer:
+        """The generation scorer's fit (:meth:`ForegroundScorer.fit`: the top eigenvector of the
+        tokens' mean-centred covariance, signed so the centre of the grid projects above its
+        border) on this model's tokens of ``num_samples`` rows of ``dataset``, drawn with ``seed``
+        (every row when it has fewer). Each row's ``image`` is read unaugmented, through the
+        processor (resize, centre crop, its statistics), as the official fit reads its sample;
+        rows that are already tensors give their first view (``SAMPLE_PIXEL_KEYS``), normalised
+        as the training batches are."""
+        if num_samples < 1:
+            raise ValueError(f"quality_direction_samples must be at least 1, got {num_samples}")
+        if dataset is None or not hasattr(dataset, "__len__") or len(dataset) == 0:
+            raise ValueError(
+                "quality_mode='frozen' fits its foreground direction on the training set, which is missing, "
+                "empty or has no length (a streamed dataset): give quality_direction"
+            )
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+        indices = order[:num_samples].sort().values.tolist()
+        if schema.IMAGE in (getattr(dataset, "column_names", None) or []):
+            dataset = dataset.select_columns([schema.IMAGE])  # decode the images only
+        chunks = [indices[start : start + batch_size] for start in range(0, len(indices), batch_size)]
+        logger.info("quality direction: fitting it on %d training images (two passes)", len(indices))
 
-def load_direction(path: str | Path) -> torch.Tensor:
-    """A foreground direction: the scorer folder a views dataset was generated with
-    (``genview_hf.foreground``), or a .safetensors / .pt / .npy / .json vector."""
+        def batches():
+            return tqdm(chunks, desc="quality direction", disable=not progress)
+
+        def encode(chunk: list[int]) -> torch.Tensor:
+            return self._encode(self._sample_pixels(dataset, chunk))[1]
+
+        grid = grid_from_tokens(encode(chunks[0][:1]).shape[1])
+        return ForegroundScorer.fit(encode, batches, grid)
+
+    def _sample_pixels(self, dataset: Any, indices: list[int]) -> torch.Tensor:
+        """The prepared pixels (B, 3, S, S) of the rows ``indices`` of a fit sample."""
+        rows = [dataset[index] for index in indices]
+        if schema.IMAGE in rows[0]:
+            if self.processor is None:
+                raise ValueError(
+                    "fitting the quality direction on images needs the frozen model's image processor: load the "
+                    "model with from_pretrained from a folder or Hub id that has one, or pass processor="
+                )
+            images = [
+                decode_image(row[schema.IMAGE], f"row {index}, column {schema.IMAGE}")
+                for index, row in zip(indices, rows)
+            ]
+            pixels = self.processor(images=images, return_tensors="pt").pixel_values
+            return self._pixels(pixels, renormalize=False)
+        first = rows[0]
+        keys = [k for k in SAMPLE_PIXEL_KEYS if torch.is_tensor(first.get(k)) and first[k].dim() == 3]
+        if not keys:
+            raise ValueError(
+                f"cannot fit the quality direction: the training rows have no {schema.IMAGE} column and no "
+                f"pixel tensor ({', '.join(SAMPLE_PIXEL_KEYS)}); give quality_direction"
+            )
+        return self._pixels(torch.stack([row[keys[0]] for row in rows]))
+
+
+def _image_processor(model: nn.Module, processor: Any) -> Any:
+    """``processor``'s image processor, else the one saved with ``model``; None when there is none
+    (the steps that need it say so)."""
+    if processor is None:
+        source = getattr(model, "name_or_path", "")
+        if not source:
+            return None
+        try:
+            processor = AutoImageProcessor.from_pretrained(source)
+        except (OSError, ValueError):  # no preprocessor_config.json there
+            return None
+    return getattr(processor, "image_processor", processor)
+
+
+def run_direction(frozen: FrozenQualityModel, dataset: Any, args: Any) -> torch.Tensor | None:
+    """The foreground direction of a run's frozen mode, from ``args.quality_direction``:
+
+    - a path: that direction (:func:`load_direction`);
+    - ``"batch"``: None, each batch's own first principal component;
+    - None (the default): fitted once, at the start of training, on ``args.quality_direction_samples``
+      rows of the training set (:meth:`FrozenQualityModel.fit_direction`) and saved as
+      ``output_dir/quality_direction/``, a scorer folder; a resume, or another run in the same
+      ``output_dir``, reads it back. The main process fits; the others wait and read it.
+    """
+    if args.quality_direction == BATCH_DIRECTION:
+        return None
+    if args.quality_direction:
+        return load_direction(args.quality_direction, frozen.width)
+    folder = Path(args.output_dir) / DIRECTION_FOLDER
+    with args.main_process_first(local=False, desc="the quality direction"):
+        if ForegroundScorer.exists(folder):
+            logger.info("quality direction: reusing %s (delete it to fit the direction again)", folder)
+            return load_direction(folder, frozen.width)
+        scorer = frozen.fit_direction(
+            dataset,
+            num_samples=args.quality_direction_samples,
+            batch_size=args.per_device_train_batch_size,
+            seed=args.seed,
+            progress=not args.disable_tqdm,
+        )
+        if args.should_save:
+            scorer.save(folder)
+            logger.info("quality direction: saved to %s", folder)
+        return scorer.direction
+
+
+def checked_direction(direction: Any, width: int | None, source: str = "quality_direction") -> torch.Tensor:
+    """``direction`` as a float32 vector (C,); a ValueError naming ``source`` when it is empty, not
+    finite, or its length is not ``width`` (the frozen model's token channels)."""
+    value = torch.as_tensor(direction, dtype=torch.float32).flatten()
+    if value.numel() == 0 or not torch.isfinite(value).all():
+        raise ValueError(f"{source}: the foreground direction is empty or not finite")
+    if width is not None and value.numel() != width:
+        raise ValueError(
+            f"{source}: the foreground direction has {value.numel()} values but the frozen quality model's tokens "
+            f"have {width} channels: it was fitted on another model's tokens"
+        )
+    return value
+
+
+def load_direction(path: str | Path, width: int | None = None) -> torch.Tensor:
+    """A foreground direction (C,): a scorer folder (``genview_hf.foreground``: a views dataset's
+    ``foreground/``, a run's ``quality_direction/``), or a .safetensors (key ``direction``) / .pt /
+    .npy / .json vector; the official ``pca_vectors.npy`` (1024 x 1) gives its 1024 values, its sign
+    as stored. ``width``: the token channels it is used with, checked (:func:`checked_direction`)."""
     path = Path(path)
-    if path.is_dir():
-        from ..foreground import ForegroundScorer
-
-        value = ForegroundScorer.load(path).direction
-    elif path.suffix == ".safetensors":
-        value = safetensors.torch.load_file(str(path))["direction"]
-    elif path.suffix == ".pt":
-        value = torch.load(path, map_location="cpu", weights_only=True)
-    elif path.suffix == ".npy":
-        import numpy as np
-
-        value = torch.from_numpy(np.load(path))
-    elif path.suffix == ".json":
-        value = torch.tensor(json.loads(path.read_text()))
-    else:
+    if not path.is_dir() and path.suffix not in (".safetensors", ".pt", ".npy", ".json"):
         raise ValueError(
             f"{path}: a foreground direction is a scorer folder or a .safetensors/.pt/.npy/.json file"
         )
-    value = torch.as_tensor(value, dtype=torch.float32).flatten()
-    if value.numel() == 0 or not torch.isfinite(value).all():
-        raise ValueError(f"{path}: the foreground direction is empty or not finite")
-    return value
+    if not path.exists():
+        raise FileNotFoundError(f"quality_direction: no file or folder at {path}")
+    if path.is_dir():
+        value = ForegroundScorer.load(path).direction
+    elif path.suffix == ".safetensors":
+        tensors = safetensors.torch.load_file(str(path))
+        if "direction" not in tensors:
+            raise ValueError(f"{path}: no 'direction' tensor (it holds {', '.join(tensors) or 'nothing'})")
+        value = tensors["direction"]
+    elif path.suffix == ".pt":
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    elif path.suffix == ".npy":
+        value = torch.from_numpy(np.load(path))
+    else:  # .json
+        value = torch.tensor(json.loads(path.read_text()))
+    return checked_direction(value, width, str(path))

@@ -18,6 +18,8 @@ transformers encoder, its processor and a model card (``save_model``, ``create_m
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 from functools import partial
 from pathlib import Path
@@ -26,17 +28,25 @@ from typing import Any
 import safetensors.torch
 import torch
 from torch import nn
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers import trainer as hf_trainer
-from transformers.trainer import TRAINING_ARGS_NAME, PushInProgress
+from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME, PushInProgress
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .. import hub, losses
+from ..data.collators import RowIndexed
+from ..data.views import ROW_INDEX
 from ..methods import get_method
 from ..modeling import GenViewCLIPModel, GenViewModel
 from .arguments import GenViewTrainingArguments
-from .callbacks import MomentumCallback, TrainingFiguresCallback
-from .quality_modes import FrozenQualityModel, QualityWeights, quality_weights
+from .callbacks import (
+    FixedLearningRateCallback,
+    LogitScaleClampCallback,
+    MomentumCallback,
+    TrainingFiguresCallback,
+    fix_learning_rate,
+)
+from .quality_modes import FrozenQualityModel, QualityWeights, quality_weights, run_direction
 
 CHECKPOINT_WEIGHTS = "model.safetensors"
 HISTOGRAM_WINDOW = 64  # batches of weights kept for the logged quantiles and histogram
@@ -47,9 +57,11 @@ class GenViewTrainer(Trainer):
 
     Args (beyond ``Trainer``'s):
         quality_model: the frozen vision model of ``quality_mode="frozen"`` (any HF vision
-            model; a CLIPModel for GenView++). Put in eval mode, no grad, bf16 on GPU.
-        quality_direction: (C,) foreground direction for the frozen model's tokens; None: the
-            first principal component of each batch's tokens.
+            model loaded with ``from_pretrained``, whose folder gives its image processor; a
+            CLIPModel for GenView++). Put in eval mode, no grad, bf16 on GPU.
+        quality_direction: (C,) foreground direction for the frozen model's tokens; None:
+            ``args.quality_direction`` decides (``training.quality_modes.run_direction``): by
+            default one fitted once on the training set and kept in ``output_dir/quality_direction/``.
     """
 
     args: GenViewTrainingArguments
@@ -91,17 +103,51 @@ class GenViewTrainer(Trainer):
         self.label_names = []
         self.momentum_callback = MomentumCallback()
         self.add_callback(self.momentum_callback)
+        if isinstance(model, GenViewCLIPModel):
+            self.add_callback(LogitScaleClampCallback())
+        if args.fixed_predictor_lr:
+            self.add_callback(FixedLearningRateCallback())
         if args.training_figures:
             self.add_callback(TrainingFiguresCallback(self))
         self.frozen_quality = None
         if args.quality_mode == "frozen":
+            collator = self.data_collator  # the statistics its pixels carry, undone for the frozen model
             self.frozen_quality = FrozenQualityModel(
-                quality_model, quality_direction, multi_positive=args.multi_positive, device=args.device
+                quality_model,
+                input_mean=getattr(collator, "mean", None),
+                input_std=getattr(collator, "std", None),
+                multi_positive=args.multi_positive,
+                device=args.device,
             )
+            if quality_direction is None:  # fitted once (or read back), not per batch unless asked
+                quality_direction = run_direction(self.frozen_quality, self.train_dataset, args)
+            self.frozen_quality.direction = quality_direction
         self.last_weighted_pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._weights_seen: list[torch.Tensor] = []  # the last HISTOGRAM_WINDOW batches' weights
         self._weight_totals: list | None = None  # sum, count, min, max since the last log
         self._logit_scale: torch.Tensor | None = None
+        self._seed_augmentation()
+
+    def _seed_augmentation(self) -> None:
+        """Make a GenView collator's augmentation resumable: its rows carry their index, it gets the
+        run seed (unless it has one) and, at each epoch, the epoch; each row's views are then a pure
+        function of (seed, epoch, index), which a resume and DataLoader workers leave unchanged."""
+        collator = self.data_collator
+        if not hasattr(collator, "set_epoch"):
+            return  # another collator (pre-made tensors): its randomness is its own
+        if self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0:
+            raise ValueError(
+                "dataloader_persistent_workers keeps the workers' copies of the collator from the first epoch, "
+                "so every epoch would repeat the first one's augmentations: leave it off"
+            )
+        if collator.seed is None:
+            collator.seed = self.args.seed
+        self.train_dataset = _row_indexed(self.train_dataset)
+        if isinstance(self.eval_dataset, dict):
+            self.eval_dataset = {name: _row_indexed(split) for name, split in self.eval_dataset.items()}
+        else:
+            self.eval_dataset = _row_indexed(self.eval_dataset)
+        self.add_callback(CollatorEpochCallback(collator))
 
     # ------------------------------------------------------------------ one step
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -111,6 +157,7 @@ class GenViewTrainer(Trainer):
         weights = self.quality_weights(inputs, outputs)
         loss = self.objective(outputs, weights)
         if model.training:
+            self._check_finite(loss, outputs, weights)
             if get_method(self.args.method).queue:
                 # After the loss has read the queue: MoCo v2 enqueues its keys, LeOCLR its first crop's.
                 self.unwrapped().enqueue(
@@ -118,6 +165,24 @@ class GenViewTrainer(Trainer):
                 )
             self._record(inputs, outputs, weights)
         return (loss, outputs) if return_outputs else loss
+
+    def _check_finite(self, loss: torch.Tensor, outputs: Any, weights: QualityWeights | None) -> None:
+        """Stop at a NaN or infinite loss, naming the step and what is not finite, before it reaches
+        the parameters, the queue or a checkpoint (one host sync per step)."""
+        if bool(torch.isfinite(loss)):
+            return
+        parts = {"quality weights": vars(weights) if weights is not None else {}, "embeddings": outputs}
+        culprits = [
+            f"the {part} ({', '.join(bad)})"
+            for part, tensors in parts.items()
+            if (bad := [name for name, value in tensors.items() if _not_finite(value)])
+        ]
+        raise FloatingPointError(
+            f"step {self.state.global_step + 1} (epoch {int(self.state.epoch or 0)}): the loss is {loss.item()}"
+            + (f"; not finite: {' and '.join(culprits)}" if culprits else "")
+            + ". The parameters were not updated: check the batch's data (and a quality model's token maps), "
+            "or lower the learning rate"
+        )
 
     def quality_weights(self, inputs: dict[str, Any], outputs: Any) -> QualityWeights | None:
         """This batch's quality weights under ``args.quality_mode`` (see ``training.quality_modes``)."""
@@ -128,6 +193,7 @@ class GenViewTrainer(Trainer):
             frozen=self.frozen_quality,
             gamma=self.args.quality_gamma,
             multi_positive=self.args.multi_positive,
+            original_pairs=self.args.method == "leoclr",
         )
 
     def objective(self, out: Any, weights: QualityWeights | None) -> torch.Tensor:
@@ -143,7 +209,11 @@ class GenViewTrainer(Trainer):
             info_nce = partial(losses.info_nce_loss, queue=out.queue, temperature=tau)
             return _term(info_nce, out.queries_1, out.targets_2, out.hallucinated_1, pairs)
         if method == "leoclr":
-            return losses.leoclr_loss(out.queries_1, out.targets_1, out.targets_2, out.queue, tau, pairs)
+            # Each crop's term weighted by the quality of its (original, crop) pair, the pair it contrasts.
+            original_pairs = weights.original_pairs if weights is not None else None
+            return losses.leoclr_loss(
+                out.queries_1, out.targets_1, out.targets_2, out.queue, tau, original_pairs
+            )
         if method == "simsiam":
             return 0.5 * _symmetric(losses.negative_cosine_loss, out, pairs)
         if method == "byol":
@@ -178,6 +248,16 @@ class GenViewTrainer(Trainer):
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """transformers' optimizer; with ``fixed_predictor_lr`` (SimSiam's ``--fix-pred-lr``) the
+        predictor's parameters get param groups of their own that keep the base learning rate."""
+        created_here = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        predictor = getattr(self.unwrapped(), "predictor", None)
+        if created_here and self.args.fixed_predictor_lr and predictor is not None:
+            fix_learning_rate(optimizer, predictor.parameters())
+        return optimizer
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         """transformers' choice (no decay on biases and norms), and none on CLIP's logit scale
@@ -249,23 +329,33 @@ class GenViewTrainer(Trainer):
         safetensors.torch.save_file(tensors, str(output_dir / CHECKPOINT_WEIGHTS), metadata={"format": "pt"})
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
-        torch.save(self.args, output_dir / TRAINING_ARGS_NAME)
+        torch.save(_without_tokens(self.args), output_dir / TRAINING_ARGS_NAME)  # checkpoints get shared
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        """Strictly, from the files ``_save`` writes; a checkpoint of another method is refused."""
-        path = Path(resume_from_checkpoint) / CHECKPOINT_WEIGHTS
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{resume_from_checkpoint} has no {CHECKPOINT_WEIGHTS}: not a GenView checkpoint"
-            )
+        """Strictly, from the files ``_save`` writes. Refused, with the reason: an exported encoder
+        (the output root), a save cut short (``missing_checkpoint_files``), another method's checkpoint."""
+        folder = Path(resume_from_checkpoint)
         wrapper = self.unwrapped()
-        saved = type(wrapper.config).from_pretrained(resume_from_checkpoint)
-        if getattr(saved, "method", None) != wrapper.config.method:
+        model_type = _saved_model_type(folder)
+        if model_type is not None and model_type != wrapper.config.model_type:
             raise ValueError(
-                f"{resume_from_checkpoint} is a checkpoint of method {getattr(saved, 'method', None)!r}; "
-                f"this run trains {wrapper.config.method!r}"
+                f"{folder} holds an exported {model_type!r} encoder (a run's output root), not a training "
+                f"checkpoint: resume from one of its {PREFIX_CHECKPOINT_DIR}-* folders"
             )
-        wrapper.load_state_dict(safetensors.torch.load_file(str(path)), strict=True)
+        missing = missing_checkpoint_files(folder)
+        if missing:
+            raise FileNotFoundError(
+                f"{folder} is not a complete GenView checkpoint (no {', '.join(missing)}; a kill during a save "
+                "leaves one so): resume from an earlier one, or with resume_from_checkpoint=true, which picks "
+                "the newest complete one"
+            )
+        saved = type(wrapper.config).from_pretrained(folder)
+        if saved.method != wrapper.config.method:
+            raise ValueError(
+                f"{folder} is a checkpoint of method {saved.method!r}; this run trains {wrapper.config.method!r}: "
+                "resume with the checkpoint's method or start a new output_dir"
+            )
+        wrapper.load_state_dict(safetensors.torch.load_file(str(folder / CHECKPOINT_WEIGHTS)), strict=True)
 
     def _save_checkpoint(self, model, trial) -> None:
         # The card at the output root follows the run (as TRL's trainers do).
@@ -391,11 +481,61 @@ class GenViewTrainer(Trainer):
             self.push_in_progress.jobs.extend(jobs)
 
 
+def missing_checkpoint_files(folder: str | Path) -> list[str]:
+    """What a resume reads that ``folder`` lacks. ``trainer_state.json`` is written last, so a
+    checkpoint a kill cut short lacks it."""
+    required = ("config.json", CHECKPOINT_WEIGHTS, TRAINER_STATE_NAME)
+    return [name for name in required if not (Path(folder) / name).is_file()]
+
+
+def _saved_model_type(folder: Path) -> str | None:
+    """The ``model_type`` of ``folder/config.json`` (None when absent or unreadable)."""
+    try:
+        return json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None
+
+
+def _without_tokens(args: GenViewTrainingArguments) -> GenViewTrainingArguments:
+    """A copy of ``args`` with every ``*_token`` setting (``hub_token``) cleared."""
+    clean = copy.copy(args)
+    for name in vars(args):
+        if name.endswith("_token"):
+            setattr(clean, name, None)
+    return clean
+
+
+class CollatorEpochCallback(TrainerCallback):
+    """Gives the collator the epoch before each epoch's DataLoader starts (its workers copy it then)."""
+
+    def __init__(self, collator: Any) -> None:
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.collator.set_epoch(int(state.epoch or 0))  # a resumed state holds the epoch it stopped in
+
+
+def _not_finite(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()
+
+
+def _row_indexed(dataset: Any) -> Any:
+    """A map-style dataset whose rows carry their index (``RowIndexed``) unless they already do;
+    others (None, iterable datasets) as they are."""
+    if dataset is None or not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        return dataset
+    if isinstance(dataset, RowIndexed) or ROW_INDEX in (getattr(dataset, "column_names", None) or []):
+        return dataset
+    return RowIndexed(dataset)
+
+
 def _term(loss_fn, queries, targets, hallucinated, weights) -> torch.Tensor:
-    """``loss_fn(queries, targets)``, plus the Hallucinator's extra positives against the same targets."""
+    """``loss_fn(queries, targets)``; with the Hallucinator's extra positives, the mean over the
+    extended batch ``[q; h]`` against ``[k; k]``: ``0.5 * (L(q) + L(h))``, as the official code
+    averages its one loss over the 2N rows (Wu et al. 2023, ``DDP_moco.py``, ``DDP_simsiam.py``)."""
     loss = loss_fn(queries, targets, weights=weights)
     if hallucinated is not None:
-        loss = loss + loss_fn(hallucinated, targets, weights=weights)
+        loss = 0.5 * (loss + loss_fn(hallucinated, targets, weights=weights))
     return loss
 
 
