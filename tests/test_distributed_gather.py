@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+from unittest import mock
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from genview_hf import distributed
 from genview_hf.distributed import gather_no_grad, gather_with_grad, gather_with_offset, is_distributed
 from genview_hf.losses import (
     clip_loss,
@@ -25,6 +27,7 @@ from genview_hf.losses import (
     multi_positive_loss,
     nt_xent_loss,
 )
+from host_syncs import HostReads
 
 WORLD = 2
 N, V, D = 4, 3, 8  # global batch of N; each process holds N // WORLD rows
@@ -88,6 +91,20 @@ def _worker(rank: int, port: int, folder: str) -> None:
         (gathered * torch.arange(1, 9, dtype=torch.float64).reshape(4, 2)).sum().backward()
         results["gather"] = (gathered.detach(), offset, local.grad, gather_no_grad(local).requires_grad)
         results["is_distributed"] = is_distributed()
+        # equal row counts: one gather into the result; the counts are the only host read (a CPU tensor)
+        equal = torch.full((2, 3), float(rank), requires_grad=True)
+        with HostReads() as reads:
+            gathered, offset = gather_with_offset(equal, with_grad=True)
+        gathered.sum().backward()
+        results["equal"] = (gathered.detach(), offset, equal.grad, reads.where)
+        # a default group other than gloo (NCCL on GPUs): the counts take a gloo group of their own
+        with mock.patch.object(dist, "get_backend", return_value="nccl"):
+            own_group = gather_no_grad(torch.full((rank + 1, 2), float(rank)))
+            results["own_group"] = (
+                own_group,
+                distributed._CPU_GROUP is not None,
+                distributed._cpu_group() is not None,
+            )
         results["local_only"] = clip_loss(x["a"][:2], x["b"][:2], x["scale"], gather=False).detach()
         torch.save(results, os.path.join(folder, f"rank{rank}.pt"))
     finally:
@@ -157,3 +174,24 @@ def test_gathers_are_identity_without_torch_distributed():
     assert gather_no_grad(t) is t
     gathered, offset = gather_with_offset(t, with_grad=True)
     assert gathered is t and offset == 0
+
+
+def test_equal_row_counts_gather_without_a_device_read(two_process_results):
+    expected = torch.cat([torch.zeros(2, 3), torch.ones(2, 3)])
+    for rank, result in enumerate(two_process_results):
+        gathered, offset, grad, reads = result["equal"]
+        assert torch.equal(gathered, expected) and offset == 2 * rank
+        assert torch.equal(grad, torch.full((2, 3), float(WORLD)))  # summed over both processes' losses
+        # the only host read is the (world,) row counts, exchanged as a CPU tensor: .tolist() in _sizes
+        assert (
+            len(reads) == 1
+            and reads[0].startswith("tolist at genview_hf/distributed.py")
+            and "_sizes" in reads[0]
+        )
+
+
+def test_row_counts_take_a_gloo_group_of_their_own_beside_another_backend(two_process_results):
+    expected = torch.cat([torch.zeros(1, 2), torch.ones(2, 2)])  # rank 0 holds 1 row, rank 1 holds 2
+    for result in two_process_results:
+        gathered, made, again = result["own_group"]
+        assert torch.equal(gathered, expected) and made and again

@@ -334,3 +334,36 @@ def test_map_workers_with_rank_give_the_same_rows(run, tmp_path, components):
             assert (x is None) == (y is None)
             if x is not None:
                 assert np.abs(np.asarray(x, np.int16) - np.asarray(y, np.int16)).max() <= 2, column
+
+
+class CountingPipeline:
+    """A pipeline that records the size of each call."""
+
+    def __init__(self, pipe):
+        self.pipe, self.sizes = pipe, []
+
+    def __getattr__(self, name):
+        return getattr(self.pipe, name)
+
+    def __call__(self, **kwargs):
+        self.sizes.append(len(kwargs["prompt"]))
+        return self.pipe(**kwargs)
+
+
+def test_a_shard_is_generated_in_full_calls_per_noise_level(run, tmp_path, components):
+    """The driver hands the generator a whole shard: each noise level's rows fill calls of batch_size."""
+    from genview_hf.generation.components import Components
+    from genview_hf.generation.views import pipeline_batches
+
+    counting = CountingPipeline(components.unclip)
+    settings = config(tmp_path, modes=["ic"], shard_size=6, foreground_artifacts=str(run / "foreground"))
+    generate_views(source_rows(), settings, components=Components(components.encoder, unclip=counting))
+    levels = loaded(tmp_path)["noise_level"]
+    keys = {row: (level, 10.0) for row, level in enumerate(levels) if level is not None}
+    assert counting.sizes == [len(rows) for _, rows in pipeline_batches(keys, batch_size=2)]
+    per_batch = [  # what map batches of batch_size made before: one call per level in each batch
+        len(rows)
+        for start in range(0, 6, 2)
+        for _, rows in pipeline_batches({r: k for r, k in keys.items() if start <= r < start + 2}, 2)
+    ]
+    assert sum(counting.sizes) == sum(per_batch) == 5 and len(counting.sizes) <= len(per_batch)

@@ -1,6 +1,7 @@
-"""The batched map function on its own: decoding, bad rows, grouping by noise level and guidance; and
+"""The map function on its own: decoding, bad rows, full pipeline calls per noise level and guidance; and
 which encoder the scorer gets."""
 
+import dataclasses
 import io
 
 import numpy as np
@@ -19,7 +20,7 @@ from genview_hf.generation import (
     load_components,
     row_seed,
 )
-from genview_hf.generation.views import FAILURE
+from genview_hf.generation.views import FAILURE, pipeline_batches
 from genview_hf.testing import tiny_clip_vision_with_projection, tiny_path
 
 UNCLIP = str(tiny_path("unclip-img2img"))
@@ -153,8 +154,6 @@ def test_overlong_caption_is_truncated_not_an_error(generator):
 
 def test_a_separate_scorer_encoder_leaves_unclip_its_own_embeddings(generator):
     """scorer_model: the scorer runs another encoder; unCLIP is still conditioned by its own."""
-    import dataclasses
-
     from transformers import CLIPVisionModel
 
     from genview_hf.generation import ClipTokenEncoder
@@ -206,3 +205,53 @@ def test_scorer_model_takes_a_clip_vision_folder_or_an_unclip_repo(tmp_path):
     assert torch.equal(
         repo.encoder.model.visual_projection.weight, repo.unclip.image_encoder.visual_projection.weight
     )
+
+
+def test_pipeline_batches_are_full_calls_of_one_key():
+    keys = {row: (level, 10.0) for row, level in enumerate([0, 100, 0, 0, 300, 100, 0, 0, 0, 100])}
+    calls = pipeline_batches(keys, batch_size=2)
+    assert sorted(row for _, rows in calls for row in rows) == list(range(10))  # each row once
+    for key, rows in calls:
+        assert all(keys[row] == key for row in rows) and rows == sorted(rows)
+    # every call of a key is full but its last: level 0 has 6 rows, 100 has 3, 300 has 1
+    assert [len(rows) for _, rows in calls] == [2, 2, 2, 2, 1, 1]
+
+
+def test_a_shard_scored_first_makes_full_calls_and_the_rows_of_per_batch_grouping(generator):
+    """One call over 16 rows (what the driver does with a shard) against map batches of 4 (the
+    former grouping): the same rows, in fewer and fuller pipeline calls."""
+    data = shapes(num_rows=16, image_size=32, seed=3)
+    batch = {"image": [png_bytes(im) for im in data["image"]], "caption": list(data["caption"])}
+    batch["image"][5] = {"bytes": b"corrupt", "path": None}  # a failed row shifts nothing
+    small = dataclasses.replace(generator, batch_size=4)
+    calls = {}
+    results = {}
+    for name in ("per_batch", "shard"):
+        small.unclip.calls.clear()
+        small.text2img.calls.clear()
+        if name == "shard":
+            results[name] = small(batch, list(range(16)))
+        else:
+            parts = []
+            for start in range(0, 16, 4):
+                small.row_offset = start
+                parts.append(small({k: v[start : start + 4] for k, v in batch.items()}, list(range(4))))
+            small.row_offset = 0
+            results[name] = {k: [x for part in parts for x in part[k]] for k in parts[0]}
+        calls[name] = [size for size, _, _ in small.unclip.calls + small.text2img.calls]
+    per_batch, shard = results["per_batch"], results["shard"]
+    assert sum(calls["shard"]) == sum(calls["per_batch"]) == 15 + 16 + 15  # ic, tc, itc views
+    assert len(calls["shard"]) < len(calls["per_batch"])
+    for column in ("fg_ratio", "noise_level", "guidance_scale", "caption_complexity", "seed"):
+        assert shard[column] == per_batch[column], column
+    assert [f.split(" (")[0] for f in shard[FAILURE]] == [f.split(" (")[0] for f in per_batch[FAILURE]]
+    for column in ("mask", "view_ic", "view_tc", "view_itc", "mask_ic", "mask_tc", "mask_itc"):
+        for row, (a, b) in enumerate(zip(shard[column], per_batch[column], strict=True)):
+            assert (a is None) == (b is None), (column, row)
+            if a is None:
+                continue
+            a, b = np.asarray(a, np.int16), np.asarray(b, np.int16)
+            if column.startswith("mask"):
+                assert np.array_equal(a, b), (column, row)
+            else:  # other batch shapes round the last float bit differently, rarely one grey level
+                assert np.abs(a - b).max() <= 1 and (a == b).mean() > 0.99, (column, row)

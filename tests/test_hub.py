@@ -177,6 +177,7 @@ def test_bad_fields_are_named(change, message):
 def test_a_card_written_before_the_datasets_are_known_says_so():
     card = hub.model_card(**dict(SSL, datasets=[]))
     assert card.data.datasets is None and "Training data: not recorded." in card.text
+    assert "\n\n- Architecture from" in card.text  # its own paragraph, not glued to the line above
 
 
 class FakeApi:

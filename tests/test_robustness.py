@@ -161,7 +161,7 @@ def test_persistent_workers_are_refused():
     args = make_args("unused", dataloader_num_workers=2, dataloader_persistent_workers=True)
     model, processor = builders.ssl_model(args)
     with pytest.raises(ValueError, match="dataloader_persistent_workers"):
-        GenViewTrainer(model, args, train_dataset=[{}], data_collator=SSLCollator("mocov3", 32))
+        GenViewTrainer(model, args, train_dataset=[{}] * 4, data_collator=SSLCollator("mocov3", 32))
 
 
 # ------------------------------------------------------------------ checkpoints

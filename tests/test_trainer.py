@@ -117,6 +117,11 @@ def test_weight_statistics_are_logged(tmp_path):
     assert all(abs(entry["weight_mean"] - 1) < 1e-5 and "momentum" in entry for entry in logs)
 
 
+def test_a_training_set_smaller_than_one_batch_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="3 rows, fewer than one batch of 4"):
+        make_trainer(make_args(tmp_path, "mocov3"), length=3)
+
+
 def test_eval_loss_without_labels(tmp_path):
     trainer = make_trainer(make_args(tmp_path, "simsiam"))
     metrics = trainer.evaluate()

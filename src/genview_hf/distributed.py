@@ -11,10 +11,17 @@ process), so the same loss code runs in a notebook, in tests and under ``acceler
 - :func:`gather_no_grad`: plain all-gather for tensors that carry no gradient (momentum keys
   for MoCo's in-batch negatives and queue updates).
 
-Processes may hold different numbers of rows (a last, smaller batch): sizes are exchanged
-first and the gathered tensor holds every process's rows in rank order, without padding.
-:func:`gather_with_offset` also returns where this process's rows start in the result, which
-is what a loss needs to build its labels.
+Processes may hold different numbers of rows (a last, smaller batch): the row counts are
+exchanged first and the gathered tensor holds every process's rows in rank order, without
+padding. :func:`gather_with_offset` also returns where this process's rows start in the result,
+which is what a loss needs to build its labels.
+
+No gather waits for the device: a row count is host metadata (``tensor.shape[0]``), so the counts
+travel over a CPU (gloo) process group, never through a device tensor read back with ``.item()``;
+the device's queue of kernels stays full. Equal counts, the case of every training step (the
+Trainer drops the last incomplete batch), take one ``all_gather_single`` (``all_gather_into_tensor``
+before torch 2.13) into the result
+itself; unequal ones pad to the largest and trim.
 """
 
 from __future__ import annotations
@@ -45,17 +52,42 @@ def get_rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+# torch 2.13 renamed all_gather_into_tensor (the old name warns); earlier versions have only that one.
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+_CPU_GROUP: tuple | None = None  # (the default group, its gloo twin that carries the row counts)
+
+
+def _cpu_group():
+    """The process group that exchanges row counts on the host: the default group when it is gloo,
+    else a gloo group over the same processes, made once per default group (every process reaches
+    its first gather together, as collectives require)."""
+    global _CPU_GROUP
+    if dist.get_backend() == dist.Backend.GLOO:
+        return None
+    world = dist.group.WORLD
+    if _CPU_GROUP is None or _CPU_GROUP[0] is not world:
+        _CPU_GROUP = (world, dist.new_group(backend=dist.Backend.GLOO))
+    return _CPU_GROUP[1]
+
+
 def _sizes(tensor: torch.Tensor) -> list[int]:
-    """Number of rows (first dimension) that each process holds, in rank order."""
-    local = torch.tensor([tensor.shape[0]], device=tensor.device, dtype=torch.long)
-    sizes = [torch.zeros_like(local) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, local)
-    return [int(s.item()) for s in sizes]
+    """Number of rows (first dimension) that each process holds, in rank order, exchanged on the
+    host: reading them back costs no device sync."""
+    local = torch.tensor([tensor.shape[0]], dtype=torch.long)  # (1,) on the CPU
+    sizes = torch.empty(dist.get_world_size(), dtype=torch.long)
+    _all_gather_single(sizes, local, group=_cpu_group())
+    return sizes.tolist()
 
 
 def _all_gather_rows(tensor: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    """All-gather along dim 0, padding to the largest size and trimming back."""
+    """All-gather along dim 0: straight into the result when every process holds the same number of
+    rows, else padded to the largest count and trimmed back."""
     tensor = tensor.contiguous()
+    if min(sizes) == max(sizes):
+        out = tensor.new_empty((sum(sizes), *tensor.shape[1:]))  # (world N, ...)
+        _all_gather_single(out, tensor)
+        return out
     largest = max(sizes)
     if tensor.shape[0] < largest:
         pad = tensor.new_zeros((largest - tensor.shape[0], *tensor.shape[1:]))

@@ -16,12 +16,9 @@ from typing import Any
 
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 
+from .methods import QUALITY_MODES
+
 PIPELINE_TAGS = ("image-feature-extraction", "zero-shot-image-classification")
-QUALITY_MODES = {
-    "frozen": "pair weights from foreground maps of a frozen encoder, computed during training",
-    "stored": "pair weights from the foreground masks stored in the views dataset",
-    "off": "every positive pair weighted equally (the plain method)",
-}
 # owner/name: the form of a Hub repository id that a bare local folder name cannot take
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 

@@ -98,12 +98,17 @@ def _check_masks(masks: torch.Tensor, tokens: torch.Tensor, mask_name: str, toke
             f"{mask_name} must be a float tensor in [0, 1], got dtype {masks.dtype} "
             "(stored masks are 0-255 images: divide by 255)"
         )
-    masks = masks.to(device=tokens.device, dtype=_compute_dtype(tokens))
-    if bool((masks < 0).any() or (masks > 1).any()) or not bool(torch.isfinite(masks).all()):
-        raise ValueError(
-            f"{mask_name} must hold values in [0, 1], got min {masks.min().item():g}, max {masks.max().item():g}"
-        )
-    return masks
+    masks = masks.to(dtype=_compute_dtype(tokens))
+    in_range = (masks >= 0) & (masks <= 1)  # False for NaN too
+    if masks.device.type == "cpu":  # host memory: reading it costs no device sync
+        if not bool(in_range.all()):
+            raise ValueError(
+                f"{mask_name} must hold values in [0, 1], got min {masks.min().item():g}, max {masks.max().item():g}"
+            )
+    else:  # not read back, which would stall the device every step: bad values make the weights NaN,
+        # which the Trainer's non-finite loss guard reports (the collators' masks are in range by construction)
+        masks = torch.where(in_range, masks, torch.nan)
+    return masks.to(device=tokens.device)
 
 
 def foreground_maps(tokens: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
@@ -167,11 +172,17 @@ def pair_quality(
     direction: torch.Tensor | None = None,
     masks1: torch.Tensor | None = None,
     masks2: torch.Tensor | None = None,
+    center: bool = False,
 ) -> torch.Tensor:
     """Quality score per pair (N,): q = cos(z1_fg, z2_fg) - cos(z1_bg, z2_bg), in [-2, 2].
 
     High when the views share their foreground and differ in background. ``direction`` may be
     None when both masks are given. The two views may have different token counts T.
+    ``center`` (ours; the papers: off): subtract the batch's mean token (per channel, over every
+    token of both views) from the pooled features before the cosines. Non-negative features (a
+    CNN's post-ReLU maps) have all their cosines near 1, so q hardly varies; centred, the cosines
+    spread over [-1, 1]. The foreground maps are unchanged (a projection's min-max normalisation
+    ignores a common shift).
     """
     _check_tokens("tokens1", tokens1)
     _check_tokens("tokens2", tokens2)
@@ -185,6 +196,9 @@ def pair_quality(
         fg2 = _maps(tokens2, direction, masks2, "tokens2", "masks2")
         z1_fg, z1_bg = pool_foreground_background(tokens1, fg1)
         z2_fg, z2_bg = pool_foreground_background(tokens2, fg2)
+        if center:  # pooling maps sum to 1, so this is the pooled features of centred tokens
+            mean = torch.cat([_upcast(tokens1), _upcast(tokens2)], dim=1).mean(dim=(0, 1))  # (C,)
+            z1_fg, z1_bg, z2_fg, z2_bg = (z - mean for z in (z1_fg, z1_bg, z2_fg, z2_bg))
         return _cos(z1_fg, z2_fg) - _cos(z1_bg, z2_bg)
 
 
@@ -195,15 +209,17 @@ def quality_weights(
     gamma: float = 1.0,
     masks1: torch.Tensor | None = None,
     masks2: torch.Tensor | None = None,
+    center: bool = False,
 ) -> torch.Tensor:
     """GenView's pair weights (N,): ``N * softmax(gamma * q)`` over the local pairs (detached, mean 1).
 
     ``tokens1``, ``tokens2`` (N, T, C): the two views' token maps from a frozen encoder;
     ``direction`` (C,): the fitted principal direction (None when both masks are given);
     ``masks1``, ``masks2`` (N, T) in [0, 1]: optional foreground maps replacing the projection.
-    ``gamma`` 1.0 is GenView's default. A batch of one gets weight 1.
+    ``gamma`` 1.0 is GenView's default. A batch of one gets weight 1. ``center``: see
+    :func:`pair_quality` (off: GenView's q exactly).
     """
-    q = pair_quality(tokens1, tokens2, direction, masks1, masks2)
+    q = pair_quality(tokens1, tokens2, direction, masks1, masks2, center=center)
     with _exact(q):
         return q.shape[0] * torch.softmax(gamma * q, dim=0)
 

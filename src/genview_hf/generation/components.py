@@ -114,6 +114,8 @@ def build_generator(
         width=config.width,
         image_column=config.image_column,
         caption_column=config.caption_column,
+        batch_size=config.batch_size,
+        compile_mode=config.compile_mode,
     )
 
 

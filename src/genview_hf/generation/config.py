@@ -111,7 +111,17 @@ class ViewGenerationConfig:
     seed: int = field(
         default=0, metadata={"help": "Global seed; each row's seed is derived from (seed, row id)."}
     )
-    batch_size: int = field(default=8, metadata={"help": "Rows per map batch (one pipeline call per group)."})
+    batch_size: int = field(
+        default=8,
+        metadata={
+            "help": "Rows per pipeline call: a shard is scored first, then generated in full calls per "
+            "(noise level, guidance)."
+        },
+    )
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] | None = field(
+        default=None,
+        metadata={"help": "torch.compile the UNet with this mode (static shapes; None: eager)."},
+    )
     shard_size: int = field(default=512, metadata={"help": "Rows per parquet shard (the unit of resume)."})
     writer_batch_size: int = 64
     num_proc: int | None = field(

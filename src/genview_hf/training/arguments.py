@@ -261,6 +261,14 @@ class GenViewTrainingArguments(TrainingArguments):
             "curve as PNGs into output_dir, linked from the model card"
         },
     )
+    nan_check_steps: int = field(
+        default=1,
+        metadata={
+            "help": "Read the non-finite loss guard on the host every N steps (one device sync each) and before "
+            "every log, save and evaluation; 1 stops before the first bad update, N > 1 keeps the steps in "
+            "between free of syncs and stops at the next check, naming the first non-finite step"
+        },
+    )
     logging_nan_inf_filter: bool = field(
         default=False,
         metadata={
@@ -289,6 +297,8 @@ class GenViewTrainingArguments(TrainingArguments):
             check_choice("view_mode", self.view_mode, get_args(ViewMode))
         if not 0.0 <= self.generated_view_prob <= 1.0:
             raise ValueError(f"generated_view_prob must be in [0, 1], got {self.generated_view_prob}")
+        if self.nan_check_steps < 1:
+            raise ValueError(f"nan_check_steps must be >= 1, got {self.nan_check_steps}")
         momentum_ok = self.momentum is None or 0.0 <= self.momentum <= 1.0
         if not momentum_ok or not 0.0 <= self.momentum_end <= 1.0:
             raise ValueError(

@@ -14,6 +14,18 @@ one branch per mode of ``GenViewTrainingArguments.quality_mode``:
   weight that involves such a view is set to 1 and the others are renormalised to mean 1
   (``DEGENERATE_MASS``, :func:`neutralize`).
 
+Options of the frozen mode for GenView pairs (ours; the papers' setting is each one off, measured
+on a controlled false-positive benchmark in docs/efficacy.md):
+
+- stored masks for the foreground (``quality_foreground="masks"``): the batch's cropped stored
+  masks (``masks_*``, the collator adds them when the run asks) replace the projection on the
+  direction, as in ``stored`` mode, but pool the frozen model's tokens;
+- geometric views (``quality_views="geometric"``): the frozen model sees each view's crop and flip
+  without its colour operations (``quality_pixel_values_*``, from :class:`GeometricViewsCollator`),
+  so that a pair is judged on its content, not on two independent colour jitters;
+- centred cosines (``quality_center``, also for ``stored``): :func:`genview_hf.quality.pair_quality`'s
+  ``center``.
+
 LeOCLR (``original_pairs=True``) weights the pairs its loss contrasts: (original, crop 1) and
 (original, crop 2), ``QualityWeights.original_pairs``.
 
@@ -24,10 +36,11 @@ weights (SSL methods, SLIP's SSL pair) or GenView++'s image-text and image-image
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +53,9 @@ from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, CLIPModel
 
 from ..data import schema
+from ..data.augment import MethodAugmentations
 from ..data.images import decode_image
+from ..data.views import ROW_INDEX
 from ..foreground import ForegroundScorer, grid_from_tokens
 from ..modeling.features import (
     backbone_feature_dim,
@@ -64,6 +79,11 @@ DIRECTION_FOLDER = "quality_direction"
 DIRECTION_SAMPLES = 10_000
 # Rows that are already tensors (no image column): the view the direction is fitted on, first found.
 SAMPLE_PIXEL_KEYS = ("pixel_values_real", "pixel_values_orig", "pixel_values_1", "pixel_values")
+# Batch keys QUALITY_INPUTS + "pixel_values_*": a view as the frozen quality model sees it (not the
+# training model: the trainer keeps them, like the masks, out of the model's inputs).
+QUALITY_INPUTS = "quality_"
+# The SSL views, and the stored mask cropped with each.
+VIEW_MASKS = {"pixel_values_1": "masks_1", "pixel_values_2": "masks_2", "pixel_values_orig": "masks_orig"}
 
 
 @dataclass
@@ -83,6 +103,25 @@ class QualityWeights:
             if weights is not None:
                 return weights
         return self.image_text
+
+    def figure_pairs(
+        self, batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """The weighted pairs of ``batch`` for the pair figure: (first images (M, 3, H, W), second
+        images (M, 3, H, W), weights (M,)). GenView pairs: (view 1, view 2); LeOCLR: (original,
+        crop 1) then (original, crop 2); GenView++: (unaugmented real image, view v) with the view's
+        image-text weight. None when the batch lacks those pixels."""
+        if self.pairs is not None and "pixel_values_1" in batch:
+            return batch["pixel_values_1"], batch["pixel_values_2"], self.pairs
+        if self.original_pairs is not None and "pixel_values_orig" in batch:
+            original = batch["pixel_values_orig"]
+            crops = torch.cat([batch["pixel_values_1"], batch["pixel_values_2"]])
+            return torch.cat([original, original]), crops, self.original_pairs.T.reshape(-1)
+        views = batch.get("pixel_values")
+        if self.image_text is not None and views is not None and views.dim() == 5:  # (N, V, 3, H, W)
+            real = batch.get("pixel_values_real", views[:, 0])
+            return real.repeat_interleave(views.shape[1], 0), views.flatten(0, 1), self.image_text.flatten()
+        return None
 
 
 @dataclass
@@ -108,24 +147,25 @@ class TokenMaps:
     degenerate: torch.Tensor | None = None
     real_degenerate: torch.Tensor | None = None
 
-    def _pair(self, a: int, b: int, gamma: float) -> torch.Tensor:
+    def _pair(self, a: int, b: int, gamma: float, center: bool) -> torch.Tensor:
         """GenView's weights (N,) of the pairs (view a, view b); neutral where either mask is degenerate."""
         masks = self.view_masks
         weights = pair_weights(
             self.views[:, a], self.views[:, b], self.direction, gamma=gamma,
             masks1=None if masks is None else masks[:, a], masks2=None if masks is None else masks[:, b],
+            center=center,
         )  # fmt: skip
         if self.degenerate is None:
             return weights
         return neutralize(weights, self.degenerate[:, a] | self.degenerate[:, b])
 
-    def weights(self, gamma: float, multi_positive: bool) -> QualityWeights:
+    def weights(self, gamma: float, multi_positive: bool, center: bool = False) -> QualityWeights:
+        """The batch's weights; ``center``: GenView pairs' centred cosines (``quality.pair_quality``)."""
         if not multi_positive:
             if self.anchored:  # LeOCLR: (original, crop 1) and (original, crop 2)
-                return QualityWeights(
-                    original_pairs=torch.stack([self._pair(0, 1, gamma), self._pair(0, 2, gamma)], 1)
-                )
-            return QualityWeights(pairs=self._pair(0, 1, gamma))
+                pairs = [self._pair(0, 1, gamma, center), self._pair(0, 2, gamma, center)]
+                return QualityWeights(original_pairs=torch.stack(pairs, 1))
+            return QualityWeights(pairs=self._pair(0, 1, gamma, center))
         image_image = multi_view_quality_weights(
             self.views, self.direction, gamma, view_masks=self.view_masks
         )
@@ -176,10 +216,12 @@ def quality_weights(
     gamma: float,
     multi_positive: bool,
     original_pairs: bool = False,
+    center: bool = False,
 ) -> QualityWeights | None:
     """The quality weights of one batch (``None`` in mode ``off``); ``outputs`` is the training
     model's forward on the batch (``GenViewSSLOutput`` / ``GenViewCLIPOutput``);
-    ``original_pairs``: LeOCLR's (original, crop j) pairs instead of the (view 1, view 2) pair."""
+    ``original_pairs``: LeOCLR's (original, crop j) pairs instead of the (view 1, view 2) pair;
+    ``center``: centred cosines for GenView pairs (``quality_center``)."""
     if mode == "off":
         return None
     if mode == "stored":
@@ -190,7 +232,7 @@ def quality_weights(
         maps = frozen.token_maps(batch, multi_positive, original_pairs)
     else:
         raise ValueError(f"unknown quality_mode {mode!r}: expected frozen, stored or off")
-    return maps.weights(gamma, multi_positive)
+    return maps.weights(gamma, multi_positive, center)
 
 
 def stored_token_maps(
@@ -222,20 +264,28 @@ def stored_token_maps(
     tokens = [outputs.tokens_1, outputs.tokens_2]
     if original_pairs:  # LeOCLR: the original (query encoder) first
         keys, tokens = ["masks_orig", *keys], [outputs.tokens_orig, *tokens]
-    masks = [_require(batch, key) for key in keys]  # (N, H, W) each
     tokens = [t.float() for t in tokens]  # (N, T, C) each
-    if any(m.shape[0] != t.shape[0] for m, t in zip(masks, tokens)):
-        raise ValueError(
-            f"masks batch {'/'.join(str(m.shape[0]) for m in masks)} does not match the views batch "
-            f"{tokens[0].shape[0]}"
-        )
-    view_masks = torch.stack([masks_to_tokens(m, t.shape[1]) for m, t in zip(masks, tokens)], 1)  # (N, V, T)
+    view_masks = cropped_token_masks(batch, keys, tokens)
     return TokenMaps(
         views=torch.stack(tokens, 1),
         view_masks=view_masks,
         anchored=original_pairs,
         degenerate=degenerate_masks(view_masks),
     )
+
+
+def cropped_token_masks(
+    batch: Mapping[str, Any], keys: Sequence[str], tokens: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """The batch's cropped stored masks ``keys`` ((N, H, W) each) on the token grid of each view's
+    ``tokens`` ((N, T, C) each): (N, V, T)."""
+    masks = [_require(batch, key) for key in keys]  # (N, H, W) each
+    if any(m.shape[0] != t.shape[0] for m, t in zip(masks, tokens)):
+        raise ValueError(
+            f"masks batch {'/'.join(str(m.shape[0]) for m in masks)} does not match the views batch "
+            f"{tokens[0].shape[0]}"
+        )
+    return torch.stack([masks_to_tokens(m, t.shape[1]) for m, t in zip(masks, tokens)], 1)
 
 
 def _require(batch: dict[str, Any], key: str) -> torch.Tensor:
@@ -362,13 +412,21 @@ class FrozenQualityModel:
     ) -> TokenMaps:
         if multi_positive:
             return self._multi_positive_maps(batch)
-        # Every view in one pass (eval mode: no batch statistics); LeOCLR's original first.
+        # Every view in one pass (eval mode: no batch statistics); LeOCLR's original first. A view's
+        # geometric version (quality_views="geometric") replaces it when the batch has one.
         keys = ["pixel_values_1", "pixel_values_2"]
         if original_pairs:
             keys = ["pixel_values_orig", *keys]
-        n = batch[keys[0]].shape[0]
-        _, tokens = self._encode(self._pixels(torch.cat([batch[key] for key in keys])))  # (V N, T, C)
+        pixels = [batch.get(QUALITY_INPUTS + key, batch[key]) for key in keys]
+        n = pixels[0].shape[0]
+        _, tokens = self._encode(self._pixels(torch.cat(pixels)))  # (V N, T, C)
         views = tokens.reshape(len(keys), n, *tokens.shape[1:]).transpose(0, 1)  # (N, V, T, C)
+        mask_keys = [VIEW_MASKS[key] for key in keys]
+        if all(key in batch for key in mask_keys):  # quality_foreground="masks": the stored masks
+            view_masks = cropped_token_masks(batch, mask_keys, list(views.unbind(1)))
+            return TokenMaps(
+                views=views, view_masks=view_masks, anchored=original_pairs, degenerate=degenerate_masks(view_masks)
+            )
         return TokenMaps(views=views, direction=self._direction(tokens), anchored=original_pairs)
 
     def _multi_positive_maps(self, batch: dict[str, Any]) -> TokenMaps:

@@ -97,12 +97,23 @@ class GenViewTrainer(Trainer):
                 f"launched with WORLD_SIZE={os.environ['WORLD_SIZE']} but the Trainer is not distributed "
                 f"({self.accelerator.distributed_type}): each process would train alone. On CPU pass --use_cpu."
             )
+        global_batch = args.per_device_train_batch_size * args.world_size
+        rows = len(self.train_dataset) if hasattr(self.train_dataset, "__len__") else None
+        if args.dataloader_drop_last and rows is not None and rows < global_batch:
+            raise ValueError(
+                f"the training set has {rows} rows, fewer than one batch of {global_batch} "
+                f"(per_device_train_batch_size {args.per_device_train_batch_size} x {args.world_size} processes): "
+                "with dataloader_drop_last every batch would be dropped and nothing trained"
+            )
         # transformers 5 with a custom loss: no loss kwargs, the Trainer divides by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self.can_return_loss = True
         self.label_names = []
         self.momentum_callback = MomentumCallback()
         self.add_callback(self.momentum_callback)
+        self._first_nonfinite_step: torch.Tensor | None = None  # see _check_finite
+        self._nonfinite_unread = False
+        self.add_callback(NonFiniteLossCallback(self))
         if isinstance(model, GenViewCLIPModel):
             self.add_callback(LogitScaleClampCallback())
         if args.fixed_predictor_lr:
@@ -168,20 +179,57 @@ class GenViewTrainer(Trainer):
 
     def _check_finite(self, loss: torch.Tensor, outputs: Any, weights: QualityWeights | None) -> None:
         """Stop at a NaN or infinite loss, naming the step and what is not finite, before it reaches
-        the parameters, the queue or a checkpoint (one host sync per step)."""
-        if bool(torch.isfinite(loss)):
+        the parameters, the queue or a checkpoint.
+
+        The first step whose loss is not finite is recorded on the device (no sync); the host reads
+        that record every ``nan_check_steps`` steps (one sync; every step by default, so the run stops
+        before the bad update) and before every log, save and evaluation (``NonFiniteLossCallback``).
+        """
+        step = self.state.global_step + 1
+        bad = ~torch.isfinite(loss.detach())  # () bool, on the device
+        first = self._first_nonfinite_step  # () long: the first non-finite step, 0 while there is none
+        if first is None:
+            first = torch.zeros((), dtype=torch.long, device=loss.device)
+        self._first_nonfinite_step = torch.where(bad & (first == 0), step, first)
+        self._nonfinite_unread = True
+        if step % self.args.nan_check_steps == 0 or step >= self.state.max_steps:
+            self.raise_if_nonfinite(loss, outputs, weights)
+
+    def raise_if_nonfinite(
+        self, loss: torch.Tensor | None = None, outputs: Any = None, weights: QualityWeights | None = None
+    ) -> None:
+        """Read the non-finite loss record on the host (one sync) and stop if a step since the start
+        had one; ``loss``, ``outputs``, ``weights``: the current step's, whose non-finite parts are named."""
+        if not self._nonfinite_unread:  # nothing recorded since the last read
             return
-        parts = {"quality weights": vars(weights) if weights is not None else {}, "embeddings": outputs}
-        culprits = [
-            f"the {part} ({', '.join(bad)})"
-            for part, tensors in parts.items()
-            if (bad := [name for name, value in tensors.items() if _not_finite(value)])
-        ]
+        first = int(self._first_nonfinite_step)
+        self._nonfinite_unread = False
+        if first == 0:
+            return
+        now, epoch = self.state.global_step + 1, int(self.state.epoch or 0)
+        culprits = []
+        if loss is not None and not bool(torch.isfinite(loss)):
+            parts = {"quality weights": vars(weights) if weights is not None else {}, "embeddings": outputs}
+            culprits = [
+                f"the {part} ({', '.join(bad)})"
+                for part, tensors in parts.items()
+                if (bad := [name for name, value in tensors.items() if _not_finite(value)])
+            ]
+        if first == now and loss is not None:  # this step's own: caught before its optimizer step
+            found, after = f" (epoch {epoch}): the loss is {loss.item()}", "The parameters were not updated"
+        else:
+            last_update = now - 1 if loss is not None else now  # from compute_loss: before step now's update
+            checks = f"epoch {epoch}, nan_check_steps={self.args.nan_check_steps}"
+            found = f": the loss was not finite (found at step {now}, {checks})"
+            after = (
+                f"The parameters took the updates of steps {first} to {last_update}: resume from a checkpoint "
+                f"saved before step {first} (nan_check_steps=1 stops before the first bad update)"
+            )
         raise FloatingPointError(
-            f"step {self.state.global_step + 1} (epoch {int(self.state.epoch or 0)}): the loss is {loss.item()}"
+            f"step {first}{found}"
             + (f"; not finite: {' and '.join(culprits)}" if culprits else "")
-            + ". The parameters were not updated: check the batch's data (and a quality model's token maps), "
-            "or lower the learning rate"
+            + f". {after}: check the batch's data (and a quality model's token maps or the stored masks, "
+            "whose values outside [0, 1] make the weights NaN), or lower the learning rate"
         )
 
     def quality_weights(self, inputs: dict[str, Any], outputs: Any) -> QualityWeights | None:
@@ -513,6 +561,21 @@ class CollatorEpochCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.collator.set_epoch(int(state.epoch or 0))  # a resumed state holds the epoch it stopped in
+
+
+class NonFiniteLossCallback(TrainerCallback):
+    """Reads the trainer's non-finite loss record before a log, save or evaluation (and at the end),
+    so that with ``nan_check_steps`` > 1 no checkpoint or logged figure comes from a non-finite step."""
+
+    def __init__(self, trainer: GenViewTrainer) -> None:
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        due = control.should_log or control.should_save or control.should_evaluate
+        if due or control.should_training_stop:
+            self.trainer.raise_if_nonfinite()
+
+    on_epoch_end = on_step_end
 
 
 def _not_finite(value: Any) -> bool:
