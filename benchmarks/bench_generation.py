@@ -167,7 +167,7 @@ SIZES = {
 
 
 def sd21_unclip_random(device: str, dtype: torch.dtype):
-    """StableUnCLIPImg2ImgPipeline with the stabilityai/stable-diffusion-2-1-unclip architecture."""
+    """StableUnCLIPImg2ImgPipeline with the sd2-community/stable-diffusion-2-1-unclip architecture."""
     from diffusers import AutoencoderKL, StableUnCLIPImg2ImgPipeline, UNet2DConditionModel
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
         StableUnCLIPImageNormalizer,

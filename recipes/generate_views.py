@@ -2,7 +2,7 @@
 
     accelerate launch recipes/generate_views.py --config recipes/configs/genview_ic_imagenet.yaml
     accelerate launch --multi_gpu --num_processes 8 recipes/generate_views.py \
-        --config recipes/configs/genviewpp_itc_cc3m.yaml --push_to_hub --hub_dataset_id user/cc3m-views
+        --config recipes/configs/genviewpp_cc3m.yaml --push_to_hub --hub_dataset_id user/cc3m-genviewpp
 
 Also ``genview generate --config ...``. The settings are ``ScriptArguments`` (which dataset and
 split) and ``ViewGenerationConfig`` (models, policies, execution, publishing); ``--config``

@@ -7,9 +7,10 @@ shuffled batch norm for the keys, a fixed predictor learning rate, a frozen patc
 The model configs, the arguments, the collators, the trainer's loss and the docs read it;
 nothing else lists methods. Values quote the papers and their official code.
 
-Adding a method: its loss in ``losses.py``, its row here, its branch in
-``GenViewTrainer.objective`` (and in ``GenViewModel._encode`` when it needs other forward
-passes), a config under ``recipes/configs/``, a test, and a line in ``docs/training.md``.
+Adding a method touches six files: its loss in ``losses.py`` with a test against a naive
+reference in ``tests/test_losses.py``, its row here, its branch in ``GenViewTrainer.objective``,
+a config under ``recipes/configs/`` and a line in ``docs/training.md``; a seventh,
+``GenViewModel.forward``, when it needs other forward passes.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ and the building blocks the recipes use.
     arguments       GenViewTrainingArguments: every run setting (Literal choices, paper defaults)
     trainer         GenViewTrainer: model -> quality weights -> the method's loss, checkpoints, the root
     quality_modes   frozen / stored / off: where the weights' token and foreground maps come from
-    callbacks       the momentum (EMA) update, the training figures
+    callbacks       the momentum (EMA) update, CLIP's logit-scale clamp, SimSiam's fixed predictor
+                    learning rate, the training figures
     builders        load a model, prepare the views dataset, the collator, the quality model, the kNN monitor
 """
 

@@ -29,6 +29,8 @@ from ..modeling.features import POOLINGS, Pooling
 
 ViewMode = Literal["ic", "tc", "itc", "none"]
 MomentumSchedule = Literal["cosine", "constant"]
+QualityForeground = Literal["direction", "masks"]
+QualityViews = Literal["augmented", "geometric"]
 
 
 @dataclass
@@ -211,6 +213,29 @@ class GenViewTrainingArguments(TrainingArguments):
             "help": "Sharpness of the quality weights (None: the paper's, 1 for GenView pairs, 2 for GenView++)"
         },
     )
+    quality_foreground: QualityForeground = field(
+        default="direction",
+        metadata={
+            "help": "frozen mode, GenView pairs: each view's foreground from the frozen tokens projected on the "
+            "foreground direction (direction: the papers) or from the stored masks cropped with the view (masks: "
+            "ours; needs the mask columns; no direction is fitted). See docs/efficacy.md"
+        },
+    )
+    quality_views: QualityViews = field(
+        default="augmented",
+        metadata={
+            "help": "frozen mode, GenView pairs: the frozen model sees the training views (augmented: the papers) "
+            "or each view's crop and flip without its colour operations (geometric: ours, one more augmentation "
+            "pass in the collator). See docs/efficacy.md"
+        },
+    )
+    quality_center: bool = field(
+        default=False,
+        metadata={
+            "help": "GenView pairs: subtract the batch's mean token before the cosines of q (ours; the papers: "
+            "False). Spreads the cosines of non-negative (post-ReLU) features. See docs/efficacy.md"
+        },
+    )
     # --- momentum encoder -------------------------------------------------------------------
     momentum: float | None = field(
         default=None,
@@ -308,6 +333,7 @@ class GenViewTrainingArguments(TrainingArguments):
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.gamma is not None and self.gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {self.gamma}")
+        self._check_quality_options(method)
         if len(self.loss_coefficients) != 4:
             raise ValueError(f"loss_coefficients needs 4 values (c0 c1 c2 c3), got {self.loss_coefficients}")
         if self.multi_positive and not method.is_image_text:
@@ -368,14 +394,43 @@ class GenViewTrainingArguments(TrainingArguments):
         if self.shuffle_bn_groups < 1:
             raise ValueError(f"shuffle_bn_groups must be >= 1, got {self.shuffle_bn_groups}")
 
+    def _check_quality_options(self, method: Method) -> None:
+        """Our options of the quality weights: each needs the mode and the batches it acts on."""
+        check_choice("quality_foreground", self.quality_foreground, get_args(QualityForeground))
+        check_choice("quality_views", self.quality_views, get_args(QualityViews))
+        chosen = [
+            f"{name}={value!r}"
+            for name, value, default in (
+                ("quality_foreground", self.quality_foreground, "direction"),
+                ("quality_views", self.quality_views, "augmented"),
+                ("quality_center", self.quality_center, False),
+            )
+            if value != default
+        ]
+        frozen_only = [option for option in chosen if not option.startswith("quality_center")]
+        if frozen_only and self.quality_mode != "frozen":
+            raise ValueError(
+                f"{', '.join(frozen_only)}: options of quality_mode='frozen', not {self.quality_mode!r} "
+                "(stored mode always pools its forward's tokens with the masks)"
+            )
+        if self.quality_center and self.quality_mode == "off":
+            raise ValueError("quality_center=True centres the weights' cosines, but quality_mode is 'off'")
+        if chosen and (self.multi_positive or (method.is_image_text and self.method != "slip")):
+            raise ValueError(
+                f"{', '.join(chosen)} act on GenView pairs (SSL methods, SLIP's SSL pair), not on "
+                + ("GenView++ multi-positive batches" if self.multi_positive else f"method {self.method!r}")
+            )
+
     @property
     def is_image_text(self) -> bool:
         return get_method(self.method).is_image_text
 
     @property
     def needs_masks(self) -> bool:
-        """The collator reads the stored masks only for the ``stored`` quality mode."""
-        return self.quality_mode == "stored"
+        """The collator reads the stored masks for the ``stored`` quality mode and for the frozen mode's
+        ``quality_foreground="masks"``."""
+        masks_foreground = self.quality_mode == "frozen" and self.quality_foreground == "masks"
+        return self.quality_mode == "stored" or masks_foreground
 
     @property
     def quality_gamma(self) -> float:

@@ -28,7 +28,7 @@ from ..data.views import (
 from ..modeling import GenViewCLIPModel, GenViewModel
 from ..modeling.features import backbone_feature_dim, vision_tower
 from .arguments import GenViewTrainingArguments
-from .quality_modes import BATCH_DIRECTION, load_direction
+from .quality_modes import BATCH_DIRECTION, GeometricViewsCollator, load_direction
 from .trainer import missing_checkpoint_files
 
 logger = logging.getLogger(__name__)
@@ -221,7 +221,8 @@ def view_columns(args: GenViewTrainingArguments, column_names: list[str]) -> lis
 
 def collator(args: GenViewTrainingArguments, processor: Any, train_dataset):
     """The collator of ``args.method``: its augmentation preset, the processor's pixel statistics,
-    the generated columns of ``args.view_mode`` and the stored masks when the quality mode reads them."""
+    the generated columns of ``args.view_mode`` and the stored masks when the quality mode reads them
+    (and each view's geometric version with ``quality_views="geometric"``)."""
     kwargs: dict[str, Any] = dict(
         image_size=args.image_size,
         generated_view_prob=args.generated_view_prob,
@@ -235,18 +236,20 @@ def collator(args: GenViewTrainingArguments, processor: Any, train_dataset):
     if args.method == "clip":
         return build_collator(args.method, tokenizer=processor, **kwargs)
     if args.method == "slip":
-        return build_collator(args.method, tokenizer=processor, masks=args.needs_masks, **kwargs)
+        built = build_collator(args.method, tokenizer=processor, masks=args.needs_masks, **kwargs)
+        return GeometricViewsCollator(built) if args.quality_views == "geometric" else built
     mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
     if mean is not None and std is not None:
         kwargs.update(mean=mean, std=std)
     crop_scale = tuple(args.crop_scale) if args.crop_scale is not None else None
-    return build_collator(
+    built = build_collator(
         args.method,
         masks=args.needs_masks,
         crop_scale=crop_scale,
         query_center_box=args.query_center_box,
         **kwargs,
     )
+    return GeometricViewsCollator(built) if args.quality_views == "geometric" else built
 
 
 def knn_monitor(args: GenViewTrainingArguments, dataset_name: str, dataset_config: str | None = None):

@@ -217,11 +217,13 @@ def quality_weights(
     multi_positive: bool,
     original_pairs: bool = False,
     center: bool = False,
+    foreground: str = "direction",
 ) -> QualityWeights | None:
     """The quality weights of one batch (``None`` in mode ``off``); ``outputs`` is the training
     model's forward on the batch (``GenViewSSLOutput`` / ``GenViewCLIPOutput``);
     ``original_pairs``: LeOCLR's (original, crop j) pairs instead of the (view 1, view 2) pair;
-    ``center``: centred cosines for GenView pairs (``quality_center``)."""
+    ``center``: centred cosines for GenView pairs (``quality_center``); ``foreground``: the frozen
+    mode's foreground, ``direction`` (the papers) or ``masks`` (``quality_foreground``)."""
     if mode == "off":
         return None
     if mode == "stored":
@@ -229,7 +231,7 @@ def quality_weights(
     elif mode == "frozen":
         if frozen is None:
             raise ValueError("quality_mode='frozen' needs a quality_model")
-        maps = frozen.token_maps(batch, multi_positive, original_pairs)
+        maps = frozen.token_maps(batch, multi_positive, original_pairs, foreground)
     else:
         raise ValueError(f"unknown quality_mode {mode!r}: expected frozen, stored or off")
     return maps.weights(gamma, multi_positive, center)
@@ -296,6 +298,59 @@ def _require(batch: dict[str, Any], key: str) -> torch.Tensor:
             "(use quality_mode='frozen' or 'off')"
         )
     return value
+
+
+class GeometricViewsCollator:
+    """An SSL collator whose batches also carry each view as the frozen quality model should see it
+    (``quality_views="geometric"``): ``quality_pixel_values_1``, ``_2`` (and LeOCLR's ``_orig``),
+    (N, 3, H, W), the same crop and flip as ``pixel_values_*`` without the colour jitter, grayscale,
+    blur and solarize, which the method draws independently for the two views of a pair.
+
+    A row's augmentation is a pure function of (seed, epoch, row index) (``data.collators``), so a
+    copy of the collator with the geometric part of each preset, run on the same rows, draws the
+    same crops and flips. Attribute reads and writes go to the wrapped collator (the trainer seeds
+    it and sets its epoch).
+    """
+
+    def __init__(self, collator: Any) -> None:
+        if not isinstance(getattr(collator, "augmentations", None), MethodAugmentations):
+            raise ValueError(
+                f"quality_views='geometric' needs an SSL pair collator (SSLCollator, SLIPCollator), got "
+                f"{type(collator).__name__}"
+            )
+        self.__dict__["collator"] = collator
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "collator":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.collator, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.collator, name, value)
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        collator = self.collator
+        if collator.seed is None or not all(ROW_INDEX in row for row in rows):
+            raise ValueError(
+                "quality_views='geometric' replays each row's own augmentation: the rows need their index "
+                f"({ROW_INDEX}) and the collator a seed, as GenViewTrainer arranges"
+            )
+        batch = collator(rows)
+        geometric = copy.copy(collator)
+        presets = collator.augmentations
+        geometric.augmentations = replace(
+            presets,
+            **{
+                item.name: getattr(presets, item.name).geometry_only()
+                for item in fields(presets)
+                if getattr(presets, item.name) is not None
+            },
+        )
+        views = geometric(rows)
+        for key in VIEW_MASKS:
+            if key in views:
+                batch[QUALITY_INPUTS + key] = views[key]
+        return batch
 
 
 def quality_tokens(vision: nn.Module, outputs: Any) -> torch.Tensor:
@@ -408,9 +463,19 @@ class FrozenQualityModel:
         return direction.to(tokens.device)
 
     def token_maps(
-        self, batch: dict[str, Any], multi_positive: bool, original_pairs: bool = False
+        self,
+        batch: dict[str, Any],
+        multi_positive: bool,
+        original_pairs: bool = False,
+        foreground: str = "direction",
     ) -> TokenMaps:
+        """The frozen model's token maps of the batch's views; their foreground from ``direction`` or,
+        with ``foreground="masks"`` (GenView pairs), from the batch's cropped stored masks."""
+        if foreground not in ("direction", "masks"):
+            raise ValueError(f"unknown quality_foreground {foreground!r}: expected direction or masks")
         if multi_positive:
+            if foreground == "masks":
+                raise ValueError("quality_foreground='masks' is for GenView pairs, not GenView++ batches")
             return self._multi_positive_maps(batch)
         # Every view in one pass (eval mode: no batch statistics); LeOCLR's original first. A view's
         # geometric version (quality_views="geometric") replaces it when the batch has one.
@@ -421,11 +486,11 @@ class FrozenQualityModel:
         n = pixels[0].shape[0]
         _, tokens = self._encode(self._pixels(torch.cat(pixels)))  # (V N, T, C)
         views = tokens.reshape(len(keys), n, *tokens.shape[1:]).transpose(0, 1)  # (N, V, T, C)
-        mask_keys = [VIEW_MASKS[key] for key in keys]
-        if all(key in batch for key in mask_keys):  # quality_foreground="masks": the stored masks
-            view_masks = cropped_token_masks(batch, mask_keys, list(views.unbind(1)))
+        if foreground == "masks":  # the batch's cropped stored masks, not the direction
+            view_masks = cropped_token_masks(batch, [VIEW_MASKS[key] for key in keys], list(views.unbind(1)))
+            degenerate = degenerate_masks(view_masks)
             return TokenMaps(
-                views=views, view_masks=view_masks, anchored=original_pairs, degenerate=degenerate_masks(view_masks)
+                views=views, view_masks=view_masks, anchored=original_pairs, degenerate=degenerate
             )
         return TokenMaps(views=views, direction=self._direction(tokens), anchored=original_pairs)
 

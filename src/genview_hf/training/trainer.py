@@ -46,7 +46,7 @@ from .callbacks import (
     TrainingFiguresCallback,
     fix_learning_rate,
 )
-from .quality_modes import FrozenQualityModel, QualityWeights, quality_weights, run_direction
+from .quality_modes import QUALITY_INPUTS, FrozenQualityModel, QualityWeights, quality_weights, run_direction
 
 CHECKPOINT_WEIGHTS = "model.safetensors"
 HISTOGRAM_WINDOW = 64  # batches of weights kept for the logged quantiles and histogram
@@ -130,10 +130,11 @@ class GenViewTrainer(Trainer):
                 multi_positive=args.multi_positive,
                 device=args.device,
             )
-            if quality_direction is None:  # fitted once (or read back), not per batch unless asked
+            if quality_direction is None and args.quality_foreground == "direction":
+                # fitted once (or read back), not per batch unless asked; the stored masks need none
                 quality_direction = run_direction(self.frozen_quality, self.train_dataset, args)
             self.frozen_quality.direction = quality_direction
-        self.last_weighted_pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._last_weighted: tuple[dict[str, Any], QualityWeights] | None = None  # for the pair figure
         self._weights_seen: list[torch.Tensor] = []  # the last HISTOGRAM_WINDOW batches' weights
         self._weight_totals: list | None = None  # sum, count, min, max since the last log
         self._logit_scale: torch.Tensor | None = None
@@ -163,7 +164,9 @@ class GenViewTrainer(Trainer):
     # ------------------------------------------------------------------ one step
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # The masks feed the quality weights, not the model.
-        model_inputs = {key: value for key, value in inputs.items() if not key.startswith("masks")}
+        model_inputs = {
+            key: value for key, value in inputs.items() if not key.startswith(("masks", QUALITY_INPUTS))
+        }
         outputs = model(**model_inputs, output_tokens=self.args.quality_mode == "stored")
         weights = self.quality_weights(inputs, outputs)
         loss = self.objective(outputs, weights)
@@ -242,6 +245,8 @@ class GenViewTrainer(Trainer):
             gamma=self.args.quality_gamma,
             multi_positive=self.args.multi_positive,
             original_pairs=self.args.method == "leoclr",
+            center=self.args.quality_center,
+            foreground=self.args.quality_foreground,
         )
 
     def objective(self, out: Any, weights: QualityWeights | None) -> torch.Tensor:
@@ -326,10 +331,18 @@ class GenViewTrainer(Trainer):
             else:
                 total[0], total[1] = total[0] + flat.sum(), total[1] + flat.numel()
                 total[2], total[3] = torch.minimum(total[2], flat.min()), torch.maximum(total[3], flat.max())
-            if weights.pairs is not None and "pixel_values_1" in inputs:  # for the pair figure
-                self.last_weighted_pairs = (inputs["pixel_values_1"], inputs["pixel_values_2"], weights.pairs)
+            self._last_weighted = (inputs, weights)  # references: the pairs are picked when drawn
         if getattr(outputs, "logit_scale", None) is not None:
             self._logit_scale = outputs.logit_scale.detach()
+
+    @property
+    def last_weighted_pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(first images, second images, weights) of the last weighted training batch, for the pair
+        figure: GenView, LeOCLR and GenView++ pairs (``QualityWeights.figure_pairs``); None before one."""
+        if self._last_weighted is None:
+            return None
+        inputs, weights = self._last_weighted
+        return weights.figure_pairs(inputs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log: the weights since the last one, the latest logit scale
@@ -449,6 +462,9 @@ class GenViewTrainer(Trainer):
             "method": args.method,
             "quality_mode": args.quality_mode,
             "gamma": args.quality_gamma,
+            "quality_foreground": args.quality_foreground,
+            "quality_views": args.quality_views,
+            "quality_center": args.quality_center,
             "temperature": args.loss_temperature,
             "learning_rate": args.learning_rate,
             "per_device_train_batch_size": args.per_device_train_batch_size,

@@ -1,0 +1,248 @@
+"""One run of the false-positive benchmark (``bench_efficacy.py``): train one arm with one seed on
+the controlled set (``genview_hf.data.controlled``) through ``GenViewTrainer``, log how well each
+step's quality weights separate the clean pairs from the false ones, score the encoder with
+``genview_hf.evaluation``.
+
+The library's behaviour is not changed for anyone else: the per-pair clean/false flags reach the
+trainer through a collator wrapper (:class:`FlagPassingCollator`: the rows' ``is_false_positive``
+as a batch tensor) and a trainer subclass (:class:`FlagLoggingTrainer`) that takes them out of
+the batch before the model sees it and records the ROC AUC of each step's weights against them.
+The run is the recipe's (``recipes/train_genview.py``) with that collator and trainer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PrinterCallback, set_seed
+
+from efficacy_stats import roc_auc
+from genview_hf.data.controlled import FALSE_POSITIVE, controlled_views
+from genview_hf.demo import efficacy_encoder
+from genview_hf.evaluation import evaluate_encoder
+from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, QualityWeights, builders
+
+FLAGS = "pair_is_false"  # (N,) bool batch key: the row's generated view is a false positive
+IMAGE_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm: the quality settings it trains with (``GenViewTrainingArguments`` fields), or a
+    reference: the clean-only ceiling, no generated views, the oracle weighting."""
+
+    label: str
+    settings: dict[str, Any] = field(default_factory=dict)  # quality_mode, gamma, quality_* options
+    clean_rows_only: bool = False  # the ceiling: the false rows left out
+    oracle: bool = False  # weights from the true flags: false pairs 0, clean pairs the rest
+    reference: str = "off"  # the arm its gain is measured against
+
+
+# The default arms: every quality mode, ours, the references. ``frozen`` is the papers' setting: a
+# frozen encoder's tokens (here the benchmark's ResNet at a fixed random init: no pretraining that
+# could leak the task), its fitted foreground direction, the augmented views, gamma 1.
+ARMS: dict[str, Arm] = {
+    "off": Arm("off: no weights"),
+    "stored": Arm("stored (our approximation)", {"quality_mode": "stored"}),
+    "frozen": Arm("frozen (the papers' setting)", {"quality_mode": "frozen"}),
+    "ours": Arm(
+        "frozen + masks + geometric views + centred (ours)",
+        {
+            "quality_mode": "frozen",
+            "quality_foreground": "masks",
+            "quality_views": "geometric",
+            "quality_center": True,
+        },
+    ),
+    "oracle": Arm("oracle weights (true flags)", oracle=True),
+    "clean_only": Arm("clean rows only (ceiling)", clean_rows_only=True),
+    "no_generated": Arm("no generated views (baseline)", {"generated_view_prob": 0.0}),
+}
+# The levers, one at a time and together (``--arms levers``), and the weights' sharpness.
+_OURS = ARMS["ours"].settings
+LEVERS: dict[str, Arm] = {
+    "frozen_masks": Arm("frozen + masks", {"quality_mode": "frozen", "quality_foreground": "masks"}),
+    "frozen_geometric": Arm(
+        "frozen + geometric views", {"quality_mode": "frozen", "quality_views": "geometric"}
+    ),
+    "frozen_masks_center": Arm(
+        "frozen + masks + centred",
+        {"quality_mode": "frozen", "quality_foreground": "masks", "quality_center": True},
+    ),
+    "frozen_masks_geometric": Arm(
+        "frozen + masks + geometric views",
+        {"quality_mode": "frozen", "quality_foreground": "masks", "quality_views": "geometric"},
+    ),
+    "stored_center": Arm("stored + centred", {"quality_mode": "stored", "quality_center": True}),
+    **{
+        f"ours_gamma{gamma}": Arm(f"ours, gamma {gamma}", {**_OURS, "gamma": float(gamma)})
+        for gamma in (2, 3, 5)
+    },
+}
+
+
+@dataclass(frozen=True)
+class Size:
+    """How big one run is; the default fits a 2-core CPU (bench_efficacy.py's default size)."""
+
+    rows: int = 512
+    test_rows: int = 300
+    false_positive_rate: float = 0.5
+    steps: int = 200
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    momentum: float = 0.9
+
+
+class FlagPassingCollator:
+    """The run's collator, its batches also carrying each row's clean/false flag under ``FLAGS``.
+    Attribute reads and writes go to the wrapped collator (the trainer seeds it and sets its epoch)."""
+
+    def __init__(self, collator: Any) -> None:
+        self.__dict__["collator"] = collator
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "collator":
+            raise AttributeError(name)
+        return getattr(self.collator, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.collator, name, value)
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = self.collator(rows)
+        batch[FLAGS] = torch.tensor([bool(row[FALSE_POSITIVE]) for row in rows])
+        return batch
+
+
+class FlagLoggingTrainer(GenViewTrainer):
+    """``GenViewTrainer`` that records the ROC AUC of each training step's pair weights against the
+    clean flags (a clean pair should weigh more) in ``weight_aucs`` [(step, AUC)]; with ``oracle``
+    the weights are the flags themselves (false pairs 0, the clean ones sharing the batch's mass)."""
+
+    def __init__(self, *args: Any, oracle: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.oracle = oracle
+        self.weight_aucs: list[tuple[int, float]] = []
+        self._flags: torch.Tensor | None = None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self._flags = inputs.pop(FLAGS)
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def quality_weights(self, inputs: dict[str, Any], outputs: Any) -> QualityWeights | None:
+        if self.oracle:
+            clean = (~self._flags).float().to(inputs["pixel_values_1"].device)
+            weights = QualityWeights(pairs=clean * len(clean) / clean.sum().clamp(min=1))
+        else:
+            weights = super().quality_weights(inputs, outputs)
+        if weights is not None and weights.pairs is not None and self.model.training:
+            clean = (~self._flags).cpu().numpy()
+            self.weight_aucs.append((self.state.global_step + 1, roc_auc(weights.pairs.cpu().numpy(), clean)))
+        return weights
+
+
+def data(seed: int, size: Size) -> tuple[Any, Any]:
+    """(train, test) of one seed: the controlled set's train rows (their originals are also the kNN
+    bank and the probe's training data) and a test split of originals."""
+    train = controlled_views(size.rows, size.false_positive_rate, IMAGE_SIZE, seed=seed)
+    test = controlled_views(size.test_rows, 0.0, IMAGE_SIZE, seed=seed, split="test")
+    return train, test
+
+
+def training_arguments(
+    arm: Arm, seed: int, size: Size, output_dir: Path, encoder: Path
+) -> GenViewTrainingArguments:
+    """The arguments of one run: MoCo v3 on the small ResNet from scratch, the arm's settings."""
+    settings = {"quality_mode": "off", **arm.settings}
+    return GenViewTrainingArguments(
+        output_dir=str(output_dir),
+        method="mocov3",
+        model_name_or_path=str(encoder),
+        quality_model=str(encoder),  # frozen arms: the same architecture at its fixed random init
+        image_size=IMAGE_SIZE,
+        per_device_train_batch_size=size.batch_size,
+        max_steps=size.steps,
+        learning_rate=size.learning_rate,
+        momentum=size.momentum,
+        weight_decay=0.1,
+        warmup_steps=max(1, size.steps // 10),
+        proj_hidden_dim=128,
+        proj_dim=64,
+        pred_hidden_dim=128,
+        temperature=0.2,
+        logging_steps=max(1, size.steps // 5),
+        save_strategy="no",
+        report_to="none",
+        training_figures=False,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+        seed=seed,
+        **settings,
+    )
+
+
+def scores(encoder: Any, processor: Any, train: Any, test: Any, seed: int) -> dict[str, float]:
+    """kNN and linear-probe top-1 on the objects' colour (the test split; the train originals as bank)."""
+    results = evaluate_encoder(
+        encoder,
+        test,
+        train_dataset=train,
+        processor=processor,
+        protocols=["knn", "linear"],
+        progress=False,
+        seed=seed,
+    )
+    return {"knn_top1": results["knn_top1"], "linear_top1": results["linear_top1"]}
+
+
+def run(name: str, arm: Arm, seed: int, size: Size, work_dir: Path) -> dict[str, Any]:
+    """Train one arm with one seed; its scores, its weights' AUC over training and its wall time."""
+    started = time.perf_counter()
+    train, test = data(seed, size)
+    rows = train.filter(lambda row: not row[FALSE_POSITIVE]) if arm.clean_rows_only else train
+    encoder = efficacy_encoder(work_dir / "encoder")
+    args = training_arguments(arm, seed, size, work_dir / f"{name}-seed{seed}", encoder)
+    dataset = builders.views_dataset(rows, args)
+    set_seed(seed)  # as the recipe: the backbone and heads are initialised here
+    model, processor = builders.ssl_model(args)
+    quality_model, direction = builders.quality_model(args)
+    trainer = FlagLoggingTrainer(
+        model,
+        args,
+        train_dataset=dataset,
+        data_collator=FlagPassingCollator(builders.collator(args, processor, dataset)),
+        processing_class=processor,
+        quality_model=quality_model,
+        quality_direction=direction,
+        oracle=arm.oracle,
+    )
+    trainer.remove_callback(PrinterCallback)  # the benchmark prints one line per run
+    trainer.train()
+    return {
+        "arm": name,
+        "seed": seed,
+        **scores(trainer.unwrapped().export_encoder(), processor, train, test, seed),
+        "weight_auc": trainer.weight_aucs,
+        "loss": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def untrained(seed: int, size: Size, work_dir: Path) -> dict[str, Any]:
+    """The scores of the random init the arms of ``seed`` start from."""
+    started = time.perf_counter()
+    train, test = data(seed, size)
+    set_seed(seed)  # then the backbone is built first, as in every arm's run
+    model, processor = builders.load_model(str(efficacy_encoder(work_dir / "encoder")), from_scratch=True)
+    return {
+        "arm": "untrained",
+        "seed": seed,
+        **scores(model, processor, train, test, seed),
+        "seconds": time.perf_counter() - started,
+    }
