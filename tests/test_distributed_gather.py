@@ -9,7 +9,6 @@ gradient of its rows (DDP divides by world_size when it averages parameter gradi
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 from unittest import mock
 
@@ -28,6 +27,7 @@ from genview_hf.losses import (
     nt_xent_loss,
 )
 from host_syncs import HostReads
+from training_helpers import free_port
 
 WORLD = 2
 N, V, D = 4, 3, 8  # global batch of N; each process holds N // WORLD rows
@@ -111,16 +111,10 @@ def _worker(rank: int, port: int, folder: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_process_results():
     with tempfile.TemporaryDirectory() as folder:
-        mp.spawn(_worker, args=(_free_port(), folder), nprocs=WORLD, join=True)
+        mp.spawn(_worker, args=(free_port(), folder), nprocs=WORLD, join=True)
         return [torch.load(os.path.join(folder, f"rank{r}.pt"), weights_only=False) for r in range(WORLD)]
 
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genview_hf.testing.training_data import SyntheticViews
 from host_syncs import HostReads, ReadsPerStep
-from training_helpers import make_args, make_trainer
+from training_helpers import NaNRow, make_args, make_trainer
 
 
 def reads_per_step(trainer) -> list[list[str]]:
@@ -39,17 +38,6 @@ def test_stored_masks_are_read_only_where_they_are_host_memory(tmp_path):
     )
     steps = reads_per_step(make_trainer(args))
     assert steps[0] and all("quality.py" in where and "_check_masks" in where for where in steps[0])
-
-
-class NaNRow(SyntheticViews):
-    """SyntheticViews whose row 5 holds a NaN pixel."""
-
-    def __getitem__(self, index):
-        row = super().__getitem__(index)
-        if index == 5:
-            for key in ("pixel_values_1", "pixel_values_2", "pixel_values_orig"):
-                row[key][0, 0, 0] = float("nan")
-        return row
 
 
 def nan_run(tmp_path, **overrides):

@@ -25,9 +25,8 @@ from genview_hf.generation import driver as driver_module
 from genview_hf.generation.components import build_generator
 from genview_hf.recipes.train_genview import main as train_main
 from genview_hf.testing import tiny_path
-from genview_hf.testing.training_data import SyntheticViews
 from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, builders
-from training_helpers import make_args, make_trainer
+from training_helpers import NaNRow, make_args, make_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 SSL_CONFIG = ROOT / "recipes" / "configs" / "tiny_mocov3_shapes.yaml"
@@ -190,17 +189,6 @@ def test_hub_token_is_never_written_into_a_checkpoint(tmp_path):
 
 
 # ------------------------------------------------------------------ NaN
-class NaNRow(SyntheticViews):
-    """SyntheticViews whose row 5 holds a NaN pixel (as a broken source or a bad normalisation would)."""
-
-    def __getitem__(self, index):
-        row = super().__getitem__(index)
-        if index == 5:
-            for key in ("pixel_values_1", "pixel_values_2", "pixel_values_orig"):
-                row[key][0, 0, 0] = float("nan")
-        return row
-
-
 @pytest.mark.parametrize("quality_mode", ["off", "frozen"])
 def test_a_nan_loss_stops_training_naming_the_step_before_any_parameter_is_hit(tmp_path, quality_mode):
     trainer = make_trainer(make_args(tmp_path, "mocov3", quality_mode=quality_mode, max_steps=8))

@@ -6,7 +6,6 @@ as MoCo's ``_batch_shuffle_ddp`` / ``_batch_unshuffle_ddp``."""
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 
 import pytest
@@ -18,6 +17,7 @@ from genview_hf.modeling import GenViewConfig, GenViewModel
 from genview_hf.modeling.shuffle_bn import shuffled_keys
 from genview_hf.testing import tiny_resnet, tiny_vit
 from genview_hf.training import GenViewTrainingArguments
+from training_helpers import free_port
 
 HEADS = dict(proj_hidden_dim=32, proj_dim=16, queue_size=32)
 
@@ -134,15 +134,9 @@ def _worker(rank: int, port: int, folder: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_across_processes_each_encodes_a_random_slice_and_gets_its_own_keys_back():
     with tempfile.TemporaryDirectory() as folder:
-        mp.spawn(_worker, args=(_free_port(), folder), nprocs=WORLD, join=True)
+        mp.spawn(_worker, args=(free_port(), folder), nprocs=WORLD, join=True)
         results = [torch.load(os.path.join(folder, f"{r}.pt"), weights_only=False) for r in range(WORLD)]
     slices = [r["seen"][0] for r in results]
     assert all(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import torch
 
 from genview_hf.testing import tiny_path
@@ -80,3 +82,21 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: t.detach().clone() for name, t in model.state_dict().items()}
+
+
+class NaNRow(SyntheticViews):
+    """SyntheticViews whose row 5 holds a NaN pixel (as a broken source or a bad normalisation would)."""
+
+    def __getitem__(self, index):
+        row = super().__getitem__(index)
+        if index == 5:
+            for key in ("pixel_values_1", "pixel_values_2", "pixel_values_orig"):
+                row[key][0, 0, 0] = float("nan")
+        return row
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now, for a process group's rendezvous."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -23,9 +23,9 @@ earlier ones left there, adds its own results and returns one summary line:
    controlled test split; zero-shot and retrieval of the CLIP run against its start on the sample
    set's test split (``eval_results.json``, results added to the model cards).
 
-Then a summary table: the encoder's learning (untrained -> trained, with the spread over seeds
-the benchmark measured) and the weighting's effect (off vs weighted here, one seed each, beside
-the benchmark's median and interval over paired seeds). The CLIP run's components and data are
+Then a summary table: the encoder's learning (untrained -> trained) and the weighting's effect
+(off vs weighted), one seed each, beside the benchmark's mean and standard error over ten paired
+seeds. The CLIP run's components and data are
 tiny and random: its accuracies are a check that the stage runs, not results.
 """
 
@@ -66,9 +66,8 @@ WEIGHTED = dict(
     quality_mode="frozen", quality_foreground="masks", quality_views="geometric", quality_center=True
 )
 CONTROLLED_TEST_ROWS = 300
-# What benchmarks/bench_efficacy.py measured at the demo's size (docs/efficacy.md), quoted for the
-# spread over seeds that one demo run cannot show.
-# (10 paired seeds, 2026-12-01.)
+# What benchmarks/bench_efficacy.py measured at the demo's size (docs/efficacy.md; ten paired seeds,
+# 2026-12-01), quoted for the spread over seeds that one demo run cannot show.
 BENCHMARK = {
     "learning": "benchmark, 10 seeds: untrained -> weighted +7.1 ± 2.4 kNN, +7.7 ± 1.4 linear (mean ± SE)",
     "weighting": "benchmark, 10 seeds: +5.3 ± 1.6 kNN over off (8 of 10 seeds better), half the false "
