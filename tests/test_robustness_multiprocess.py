@@ -50,7 +50,8 @@ def test_two_processes_stopped_and_resumed_train_bit_identical(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_killed_and_resumed_train_bit_identical(tmp_path):
-    assert launch("train", str(tmp_path / "full")).returncode == 0
+    full = launch("train", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr[-4000:]
     killed = launch("train-killed", str(tmp_path / "cut"))  # rank 0 is SIGKILLed after checkpoint-2
     assert killed.returncode != 0 and not (tmp_path / "cut" / "checkpoint-4").exists()
     resumed = launch("train", str(tmp_path / "cut"), "--resume_from_checkpoint", "true")
