@@ -21,6 +21,7 @@ import torch
 from transformers import PrinterCallback, set_seed
 
 from efficacy_stats import roc_auc
+from genview_hf.data.collators import CollatorWrapper
 from genview_hf.data.controlled import FALSE_POSITIVE, controlled_views
 from genview_hf.demo import efficacy_encoder
 from genview_hf.evaluation import evaluate_encoder
@@ -98,20 +99,8 @@ class Size:
     momentum: float = 0.9
 
 
-class FlagPassingCollator:
-    """The run's collator, its batches also carrying each row's clean/false flag under ``FLAGS``.
-    Attribute reads and writes go to the wrapped collator (the trainer seeds it and sets its epoch)."""
-
-    def __init__(self, collator: Any) -> None:
-        self.__dict__["collator"] = collator
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "collator":
-            raise AttributeError(name)
-        return getattr(self.collator, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self.collator, name, value)
+class FlagPassingCollator(CollatorWrapper):
+    """The run's collator, its batches also carrying each row's clean/false flag under ``FLAGS``."""
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = self.collator(rows)

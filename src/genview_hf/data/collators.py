@@ -94,6 +94,23 @@ class RowIndexed(Dataset):
         return [{ROW_INDEX: int(index), **row} for index, row in zip(indices, rows, strict=True)]
 
 
+class CollatorWrapper:
+    """A collator around another one that adds to its batches (subclasses define ``__call__``).
+    Attribute reads and writes go to the wrapped ``collator``: the trainer seeds it and sets its
+    epoch through the wrapper."""
+
+    def __init__(self, collator: Any) -> None:
+        self.__dict__["collator"] = collator
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "collator":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.collator, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.collator, name, value)
+
+
 class _Collator:
     """Shared plumbing: seeding, column resolution, decoding rows into uint8 tensors."""
 

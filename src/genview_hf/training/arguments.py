@@ -398,16 +398,15 @@ class GenViewTrainingArguments(TrainingArguments):
         """Our options of the quality weights: each needs the mode and the batches it acts on."""
         check_choice("quality_foreground", self.quality_foreground, get_args(QualityForeground))
         check_choice("quality_views", self.quality_views, get_args(QualityViews))
-        chosen = [
+        frozen_only = [
             f"{name}={value!r}"
             for name, value, default in (
                 ("quality_foreground", self.quality_foreground, "direction"),
                 ("quality_views", self.quality_views, "augmented"),
-                ("quality_center", self.quality_center, False),
             )
             if value != default
         ]
-        frozen_only = [option for option in chosen if not option.startswith("quality_center")]
+        chosen = frozen_only + (["quality_center=True"] if self.quality_center else [])
         if frozen_only and self.quality_mode != "frozen":
             raise ValueError(
                 f"{', '.join(frozen_only)}: options of quality_mode='frozen', not {self.quality_mode!r} "

@@ -221,8 +221,13 @@ def view_columns(args: GenViewTrainingArguments, column_names: list[str]) -> lis
 
 def collator(args: GenViewTrainingArguments, processor: Any, train_dataset):
     """The collator of ``args.method``: its augmentation preset, the processor's pixel statistics,
-    the generated columns of ``args.view_mode`` and the stored masks when the quality mode reads them
-    (and each view's geometric version with ``quality_views="geometric"``)."""
+    the generated columns of ``args.view_mode`` and the stored masks when the quality mode reads them,
+    wrapped to add each view's geometric version with ``quality_views="geometric"``."""
+    built = _method_collator(args, processor, train_dataset)
+    return GeometricViewsCollator(built) if args.quality_views == "geometric" else built
+
+
+def _method_collator(args: GenViewTrainingArguments, processor: Any, train_dataset):
     kwargs: dict[str, Any] = dict(
         image_size=args.image_size,
         generated_view_prob=args.generated_view_prob,
@@ -236,20 +241,18 @@ def collator(args: GenViewTrainingArguments, processor: Any, train_dataset):
     if args.method == "clip":
         return build_collator(args.method, tokenizer=processor, **kwargs)
     if args.method == "slip":
-        built = build_collator(args.method, tokenizer=processor, masks=args.needs_masks, **kwargs)
-        return GeometricViewsCollator(built) if args.quality_views == "geometric" else built
+        return build_collator(args.method, tokenizer=processor, masks=args.needs_masks, **kwargs)
     mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
     if mean is not None and std is not None:
         kwargs.update(mean=mean, std=std)
     crop_scale = tuple(args.crop_scale) if args.crop_scale is not None else None
-    built = build_collator(
+    return build_collator(
         args.method,
         masks=args.needs_masks,
         crop_scale=crop_scale,
         query_center_box=args.query_center_box,
         **kwargs,
     )
-    return GeometricViewsCollator(built) if args.quality_views == "geometric" else built
 
 
 def knn_monitor(args: GenViewTrainingArguments, dataset_name: str, dataset_config: str | None = None):

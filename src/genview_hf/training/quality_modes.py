@@ -54,6 +54,7 @@ from transformers import AutoImageProcessor, CLIPModel
 
 from ..data import schema
 from ..data.augment import MethodAugmentations
+from ..data.collators import CollatorWrapper
 from ..data.images import decode_image
 from ..data.views import ROW_INDEX
 from ..foreground import ForegroundScorer, grid_from_tokens
@@ -294,13 +295,14 @@ def _require(batch: dict[str, Any], key: str) -> torch.Tensor:
     value = batch.get(key)
     if value is None:
         raise ValueError(
-            f"quality_mode='stored' needs {key} in the batch: the dataset has no mask columns "
-            "(use quality_mode='frozen' or 'off')"
+            f"reading the stored masks (quality_mode='stored' or quality_foreground='masks') needs {key} in the "
+            "batch: the dataset has no mask columns (use quality_mode='frozen' with quality_foreground='direction', "
+            "or 'off')"
         )
     return value
 
 
-class GeometricViewsCollator:
+class GeometricViewsCollator(CollatorWrapper):
     """An SSL collator whose batches also carry each view as the frozen quality model should see it
     (``quality_views="geometric"``): ``quality_pixel_values_1``, ``_2`` (and LeOCLR's ``_orig``),
     (N, 3, H, W), the same crop and flip as ``pixel_values_*`` without the colour jitter, grayscale,
@@ -308,25 +310,21 @@ class GeometricViewsCollator:
 
     A row's augmentation is a pure function of (seed, epoch, row index) (``data.collators``), so a
     copy of the collator with the geometric part of each preset, run on the same rows, draws the
-    same crops and flips. Attribute reads and writes go to the wrapped collator (the trainer seeds
-    it and sets its epoch).
+    same crops and flips.
     """
 
     def __init__(self, collator: Any) -> None:
-        if not isinstance(getattr(collator, "augmentations", None), MethodAugmentations):
+        presets = getattr(collator, "augmentations", None)
+        if not isinstance(presets, MethodAugmentations):
             raise ValueError(
                 f"quality_views='geometric' needs an SSL pair collator (SSLCollator, SLIPCollator), got "
                 f"{type(collator).__name__}"
             )
-        self.__dict__["collator"] = collator
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "collator":  # not set yet (unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.collator, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self.collator, name, value)
+        super().__init__(collator)
+        geometric = {item.name: getattr(presets, item.name) for item in fields(presets)}
+        self.__dict__["geometric_augmentations"] = replace(
+            presets, **{name: view.geometry_only() for name, view in geometric.items() if view is not None}
+        )
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         collator = self.collator
@@ -336,16 +334,8 @@ class GeometricViewsCollator:
                 f"({ROW_INDEX}) and the collator a seed, as GenViewTrainer arranges"
             )
         batch = collator(rows)
-        geometric = copy.copy(collator)
-        presets = collator.augmentations
-        geometric.augmentations = replace(
-            presets,
-            **{
-                item.name: getattr(presets, item.name).geometry_only()
-                for item in fields(presets)
-                if getattr(presets, item.name) is not None
-            },
-        )
+        geometric = copy.copy(collator)  # the wrapped one's current seed and epoch
+        geometric.augmentations = self.geometric_augmentations
         views = geometric(rows)
         for key in VIEW_MASKS:
             if key in views:
