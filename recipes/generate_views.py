@@ -15,6 +15,7 @@ from pathlib import Path
 
 from genview_hf.config import ScriptArguments, parse_config
 from genview_hf.data.loading import load_split
+from genview_hf.distributed import end_distributed
 from genview_hf.generation import ViewGenerationConfig, generate_views
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ def cli(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     script_args, config = parse_config((ScriptArguments, ViewGenerationConfig), argv)
     main(script_args, config)
+    end_distributed()  # under a launcher: the process groups go now, not in the interpreter's exit
     return 0
 
 

@@ -18,6 +18,7 @@ from transformers import set_seed
 
 from genview_hf.config import ScriptArguments, parse_config
 from genview_hf.data.loading import load_split
+from genview_hf.distributed import end_distributed
 from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, builders
 
 
@@ -78,6 +79,7 @@ def main(
 def cli(argv: list[str] | None = None) -> int:
     script_args, training_args = parse_config((ScriptArguments, GenViewTrainingArguments), argv)
     main(script_args, training_args)
+    end_distributed()  # under a launcher: the process groups go now, not in the interpreter's exit
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import weakref
 from unittest import mock
 
 import pytest
@@ -18,7 +19,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from genview_hf import distributed
-from genview_hf.distributed import gather_no_grad, gather_with_grad, gather_with_offset, is_distributed
+from genview_hf.distributed import (
+    end_distributed,
+    gather_no_grad,
+    gather_with_grad,
+    gather_with_offset,
+    is_distributed,
+)
 from genview_hf.losses import (
     clip_loss,
     info_nce_loss,
@@ -79,36 +86,40 @@ def _evaluate(x, rows):
 def _worker(rank: int, port: int, folder: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    try:
-        x = _global_inputs()
-        per = N // WORLD
-        results = {"losses": _evaluate(x, slice(rank * per, (rank + 1) * per))}
-        # gather with unequal sizes: rank 0 holds 3 rows, rank 1 holds 1 row
-        sizes = [3, 1]
-        local = torch.arange(sizes[rank] * 2, dtype=torch.float64).reshape(sizes[rank], 2) + 100 * rank
-        local.requires_grad_()
-        gathered, offset = gather_with_offset(local, with_grad=True)
-        (gathered * torch.arange(1, 9, dtype=torch.float64).reshape(4, 2)).sum().backward()
-        results["gather"] = (gathered.detach(), offset, local.grad, gather_no_grad(local).requires_grad)
-        results["is_distributed"] = is_distributed()
-        # equal row counts: one gather into the result; the counts are the only host read (a CPU tensor)
-        equal = torch.full((2, 3), float(rank), requires_grad=True)
-        with HostReads() as reads:
-            gathered, offset = gather_with_offset(equal, with_grad=True)
-        gathered.sum().backward()
-        results["equal"] = (gathered.detach(), offset, equal.grad, reads.where)
-        # a default group other than gloo (NCCL on GPUs): the counts take a gloo group of their own
-        with mock.patch.object(dist, "get_backend", return_value="nccl"):
-            own_group = gather_no_grad(torch.full((rank + 1, 2), float(rank)))
-            results["own_group"] = (
-                own_group,
-                distributed._CPU_GROUP is not None,
-                distributed._cpu_group() is not None,
-            )
-        results["local_only"] = clip_loss(x["a"][:2], x["b"][:2], x["scale"], gather=False).detach()
-        torch.save(results, os.path.join(folder, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+    x = _global_inputs()
+    per = N // WORLD
+    results = {"losses": _evaluate(x, slice(rank * per, (rank + 1) * per))}
+    # gather with unequal sizes: rank 0 holds 3 rows, rank 1 holds 1 row
+    sizes = [3, 1]
+    local = torch.arange(sizes[rank] * 2, dtype=torch.float64).reshape(sizes[rank], 2) + 100 * rank
+    local.requires_grad_()
+    gathered, offset = gather_with_offset(local, with_grad=True)
+    (gathered * torch.arange(1, 9, dtype=torch.float64).reshape(4, 2)).sum().backward()
+    results["gather"] = (gathered.detach(), offset, local.grad, gather_no_grad(local).requires_grad)
+    results["is_distributed"] = is_distributed()
+    # equal row counts: one gather into the result; the counts are the only host read (a CPU tensor)
+    equal = torch.full((2, 3), float(rank), requires_grad=True)
+    with HostReads() as reads:
+        gathered, offset = gather_with_offset(equal, with_grad=True)
+    gathered.sum().backward()
+    results["equal"] = (gathered.detach(), offset, equal.grad, reads.where)
+    # a default group other than gloo (NCCL on GPUs): the counts take a gloo group of their own, made once
+    with mock.patch.object(dist, "get_backend", return_value="nccl"):
+        own_group = gather_no_grad(torch.full((rank + 1, 2), float(rank)))
+        twin = distributed._cpu_group()
+        results["own_group"] = (
+            own_group,
+            twin not in (None, dist.group.WORLD),
+            distributed._cpu_group() is twin,
+        )
+    results["local_only"] = clip_loss(x["a"][:2], x["b"][:2], x["scale"], gather=False).detach()
+    # the end of a run leaves no group to the interpreter's exit (where gloo would abort the process)
+    groups = [weakref.ref(dist.group.WORLD), weakref.ref(twin)]
+    del twin
+    end_distributed()
+    results["groups_freed"] = [group() is None for group in groups]
+    results["initialized_after_end"] = dist.is_initialized()
+    torch.save(results, os.path.join(folder, f"rank{rank}.pt"))
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +200,15 @@ def test_row_counts_take_a_gloo_group_of_their_own_beside_another_backend(two_pr
     for result in two_process_results:
         gathered, made, again = result["own_group"]
         assert torch.equal(gathered, expected) and made and again
+
+
+def test_end_distributed_frees_the_process_groups(two_process_results):
+    for result in two_process_results:
+        assert result["groups_freed"] == [True, True]  # the default group and the row counts' twin
+        assert result["initialized_after_end"] is False
+
+
+def test_end_distributed_does_nothing_without_torch_distributed():
+    assert not dist.is_initialized()
+    end_distributed()
+    assert not dist.is_initialized()

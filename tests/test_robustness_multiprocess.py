@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from transformers import TrainerCallback
 
+from genview_hf.distributed import end_distributed
+
 sys.path.insert(0, str(Path(__file__).parent))
 from test_robustness import StopAt, assert_identical, checkpoint_tensors, recipe  # noqa: E402
 
@@ -125,11 +127,8 @@ def _generate(argv: list[str], kill: bool) -> None:
     cli(argv)
 
 
-if __name__ == "__main__":
-    mode, rest = sys.argv[1], sys.argv[2:]
-    if mode.startswith("generate"):
-        _generate(rest, kill=mode == "generate-killed")
-    elif mode == "train-stop-resume":
+def _train(mode: str, rest: list[str]) -> None:
+    if mode == "train-stop-resume":
         out = Path(rest[0])
         trainer = recipe(out / "full", *TRAIN_STEPS)
         recipe(out / "cut", *TRAIN_STEPS, callbacks=[StopAt(2)])
@@ -138,3 +137,12 @@ if __name__ == "__main__":
     else:
         callbacks = [KillRankZeroAfter(2)] if mode == "train-killed" else None
         recipe(rest[0], *TRAIN_STEPS, *rest[1:], callbacks=callbacks)
+
+
+if __name__ == "__main__":
+    mode, rest = sys.argv[1], sys.argv[2:]
+    if mode.startswith("generate"):
+        _generate(rest, kill=mode == "generate-killed")
+    else:
+        _train(mode, rest)  # its trainers are garbage once it returns: end_distributed frees them
+        end_distributed()

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from genview_hf.distributed import end_distributed
 from genview_hf.modeling import GenViewConfig, GenViewModel
 from genview_hf.modeling.shuffle_bn import shuffled_keys
 from genview_hf.testing import tiny_resnet, tiny_vit
@@ -117,21 +118,19 @@ def _global_rows() -> torch.Tensor:
 def _worker(rank: int, port: int, folder: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    try:
-        torch.manual_seed(rank)  # each process's own generator; the permutation is rank 0's
-        local = _global_rows()[rank * LOCAL : (rank + 1) * LOCAL]
-        seen = []
+    torch.manual_seed(rank)  # each process's own generator; the permutation is rank 0's
+    local = _global_rows()[rank * LOCAL : (rank + 1) * LOCAL]
+    seen = []
 
-        def encode(x):
-            seen.append(x.clone())
-            return x - x.mean(0), x * 10  # batch-statistics dependent keys, per-row "tokens"
+    def encode(x):
+        seen.append(x.clone())
+        return x - x.mean(0), x * 10  # batch-statistics dependent keys, per-row "tokens"
 
-        keys, tokens = shuffled_keys(encode, local)
-        torch.save(
-            {"seen": seen, "keys": keys, "tokens": tokens, "local": local}, os.path.join(folder, f"{rank}.pt")
-        )
-    finally:
-        dist.destroy_process_group()
+    keys, tokens = shuffled_keys(encode, local)
+    torch.save(
+        {"seen": seen, "keys": keys, "tokens": tokens, "local": local}, os.path.join(folder, f"{rank}.pt")
+    )
+    end_distributed()
 
 
 def test_across_processes_each_encodes_a_random_slice_and_gets_its_own_keys_back():

@@ -25,6 +25,7 @@ def test_two_processes_keep_replicas_in_sync(tmp_path, method):
     assert done.returncode == 0, done.stderr[-4000:]
     states = [safetensors.torch.load_file(str(tmp_path / f"state-rank{rank}.safetensors")) for rank in (0, 1)]
     assert int(states[0]["__world_size__"]) == 2, "accelerate ran a single process"
+    assert [(tmp_path / f"group-freed-rank{rank}.txt").read_text() for rank in (0, 1)] == ["True", "True"]
     assert set(states[0]) == set(states[1])
     # Batch-norm running statistics follow each process's local batches between DDP's buffer
     # broadcasts (SyncBatchNorm, on CUDA, makes them global); everything else must be identical.
