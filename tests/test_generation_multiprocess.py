@@ -2,7 +2,6 @@
 same rows as one process."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from datasets import load_dataset
 
 from genview_hf.recipes.generate_views import cli
 from genview_hf.testing import tiny_path
+from training_helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = [
@@ -19,12 +19,6 @@ ARGS = [
     "--unclip_model", str(tiny_path("unclip-img2img")), "--text2img_model", str(tiny_path("text2img")),
     "--max_rows", "4", "--shard_size", "1", "--modes", "ic", "itc", "--fg_sample_size", "4",
 ]  # fmt: skip
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_processes_match_one(tmp_path):

@@ -4,7 +4,6 @@ rows of one process. This file is also the script the launches run (see ``__main
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from genview_hf.distributed import end_distributed
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_robustness import StopAt, assert_identical, checkpoint_tensors, recipe  # noqa: E402
+from training_helpers import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATE = [
@@ -28,12 +28,9 @@ TRAIN_STEPS = ("--max_steps", "4", "--ddp_backend", "gloo")
 
 def launch(*args: str) -> subprocess.CompletedProcess:
     """This file under ``accelerate launch`` on two CPU processes."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
         __file__, *args,
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}

@@ -9,6 +9,8 @@ import pytest
 import safetensors.torch
 import torch
 
+from training_helpers import free_port
+
 SCRIPT = Path(__file__).with_name("distributed_train.py")
 
 
@@ -17,7 +19,7 @@ def test_two_processes_keep_replicas_in_sync(tmp_path, method):
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29500 + os.getpid() % 1000),
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
         str(SCRIPT), str(tmp_path), method,
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
