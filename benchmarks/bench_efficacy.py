@@ -52,6 +52,7 @@ from efficacy_stats import (  # noqa: E402
     share_recovered,
     t_interval,
 )
+from genview_hf.demo import CONTROLLED_RUN  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 FULL = Size(steps=400)
@@ -339,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{date}; {machine()}; {options.workers} runs at a time, one torch thread each; "
         f"{len(arms)} arms x {len(seeds)} seeds ({seeds[0]}-{seeds[-1]}) in {wall / 60:.1f} min wall; "
         f"{size.rows} rows ({size.false_positive_rate:.0%} false positives), {size.steps} steps x "
-        f"{size.batch_size}, lr {size.learning_rate:g}, momentum {size.momentum:g}"
+        f"{size.batch_size}, lr {CONTROLLED_RUN['learning_rate']:g}, momentum {CONTROLLED_RUN['momentum']:g}"
     )
     write_report(results, arms, header, asdict(size), output_dir, options.docs)
     return 0

@@ -23,7 +23,7 @@ from transformers import PrinterCallback, set_seed
 from efficacy_stats import roc_auc
 from genview_hf.data.collators import CollatorWrapper
 from genview_hf.data.controlled import FALSE_POSITIVE, controlled_views
-from genview_hf.demo import efficacy_encoder
+from genview_hf.demo import CONTROLLED_RUN, WEIGHTED, efficacy_encoder
 from genview_hf.evaluation import evaluate_encoder
 from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, QualityWeights, builders
 
@@ -50,21 +50,12 @@ ARMS: dict[str, Arm] = {
     "off": Arm("off: no weights"),
     "stored": Arm("stored (our approximation)", {"quality_mode": "stored"}),
     "frozen": Arm("frozen (the papers' setting)", {"quality_mode": "frozen"}),
-    "ours": Arm(
-        "frozen + masks + geometric views + centred (ours)",
-        {
-            "quality_mode": "frozen",
-            "quality_foreground": "masks",
-            "quality_views": "geometric",
-            "quality_center": True,
-        },
-    ),
+    "ours": Arm("frozen + masks + geometric views + centred (ours)", WEIGHTED),
     "oracle": Arm("oracle weights (true flags)", oracle=True),
     "clean_only": Arm("clean rows only (ceiling)", clean_rows_only=True),
     "no_generated": Arm("no generated views (baseline)", {"generated_view_prob": 0.0}),
 }
 # The levers, one at a time and together (``--arms levers``), and the weights' sharpness.
-_OURS = ARMS["ours"].settings
 LEVERS: dict[str, Arm] = {
     "frozen_masks": Arm("frozen + masks", {"quality_mode": "frozen", "quality_foreground": "masks"}),
     "frozen_geometric": Arm(
@@ -80,7 +71,7 @@ LEVERS: dict[str, Arm] = {
     ),
     "stored_center": Arm("stored + centred", {"quality_mode": "stored", "quality_center": True}),
     **{
-        f"ours_gamma{gamma}": Arm(f"ours, gamma {gamma}", {**_OURS, "gamma": float(gamma)})
+        f"ours_gamma{gamma}": Arm(f"ours, gamma {gamma}", {**WEIGHTED, "gamma": float(gamma)})
         for gamma in (2, 3, 5)
     },
 }
@@ -95,8 +86,6 @@ class Size:
     false_positive_rate: float = 0.5
     steps: int = 200
     batch_size: int = 32
-    learning_rate: float = 2e-3
-    momentum: float = 0.9
 
 
 class FlagPassingCollator(CollatorWrapper):
@@ -146,24 +135,19 @@ def data(seed: int, size: Size) -> tuple[Any, Any]:
 def training_arguments(
     arm: Arm, seed: int, size: Size, output_dir: Path, encoder: Path
 ) -> GenViewTrainingArguments:
-    """The arguments of one run: MoCo v3 on the small ResNet from scratch, the arm's settings."""
+    """The arguments of one run: MoCo v3 on the small ResNet from scratch (the demo's
+    ``CONTROLLED_RUN``), the arm's settings."""
     settings = {"quality_mode": "off", **arm.settings}
     return GenViewTrainingArguments(
         output_dir=str(output_dir),
-        method="mocov3",
+        **CONTROLLED_RUN,
         model_name_or_path=str(encoder),
         quality_model=str(encoder),  # frozen arms: the same architecture at its fixed random init
         image_size=IMAGE_SIZE,
         per_device_train_batch_size=size.batch_size,
         max_steps=size.steps,
-        learning_rate=size.learning_rate,
-        momentum=size.momentum,
         weight_decay=0.1,
         warmup_steps=max(1, size.steps // 10),
-        proj_hidden_dim=128,
-        proj_dim=64,
-        pred_hidden_dim=128,
-        temperature=0.2,
         logging_steps=max(1, size.steps // 5),
         save_strategy="no",
         report_to="none",

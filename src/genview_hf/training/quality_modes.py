@@ -263,32 +263,28 @@ def stored_token_maps(
             degenerate=degenerate_masks(view_masks),
             real_degenerate=None if real_masks is None else degenerate_masks(real_masks),
         )
-    keys = ["masks_1", "masks_2"]
+    keys = ["pixel_values_1", "pixel_values_2"]
     tokens = [outputs.tokens_1, outputs.tokens_2]
     if original_pairs:  # LeOCLR: the original (query encoder) first
-        keys, tokens = ["masks_orig", *keys], [outputs.tokens_orig, *tokens]
-    tokens = [t.float() for t in tokens]  # (N, T, C) each
-    view_masks = cropped_token_masks(batch, keys, tokens)
-    return TokenMaps(
-        views=torch.stack(tokens, 1),
-        view_masks=view_masks,
-        anchored=original_pairs,
-        degenerate=degenerate_masks(view_masks),
-    )
+        keys, tokens = ["pixel_values_orig", *keys], [outputs.tokens_orig, *tokens]
+    views = torch.stack([t.float() for t in tokens], 1)  # (N, V, T, C)
+    return masked_pair_maps(batch, keys, views, original_pairs)
 
 
-def cropped_token_masks(
-    batch: Mapping[str, Any], keys: Sequence[str], tokens: Sequence[torch.Tensor]
-) -> torch.Tensor:
-    """The batch's cropped stored masks ``keys`` ((N, H, W) each) on the token grid of each view's
-    ``tokens`` ((N, T, C) each): (N, V, T)."""
-    masks = [_require(batch, key) for key in keys]  # (N, H, W) each
-    if any(m.shape[0] != t.shape[0] for m, t in zip(masks, tokens)):
+def masked_pair_maps(
+    batch: Mapping[str, Any], keys: Sequence[str], views: torch.Tensor, anchored: bool
+) -> TokenMaps:
+    """GenView pairs' token maps whose foreground is the batch's stored masks cropped with each view
+    (``VIEW_MASKS[key]``, (N, H, W) each) on the token grid of ``views`` (N, V, T, C)."""
+    masks = [_require(batch, VIEW_MASKS[key]) for key in keys]  # (N, H, W) each
+    if any(m.shape[0] != views.shape[0] for m in masks):
         raise ValueError(
-            f"masks batch {'/'.join(str(m.shape[0]) for m in masks)} does not match the views batch "
-            f"{tokens[0].shape[0]}"
+            f"masks batch {'/'.join(str(m.shape[0]) for m in masks)} does not match the views batch {views.shape[0]}"
         )
-    return torch.stack([masks_to_tokens(m, t.shape[1]) for m, t in zip(masks, tokens)], 1)
+    view_masks = torch.stack([masks_to_tokens(m, views.shape[2]) for m in masks], 1)  # (N, V, T)
+    return TokenMaps(
+        views=views, view_masks=view_masks, anchored=anchored, degenerate=degenerate_masks(view_masks)
+    )
 
 
 def _require(batch: dict[str, Any], key: str) -> torch.Tensor:
@@ -477,11 +473,7 @@ class FrozenQualityModel:
         _, tokens = self._encode(self._pixels(torch.cat(pixels)))  # (V N, T, C)
         views = tokens.reshape(len(keys), n, *tokens.shape[1:]).transpose(0, 1)  # (N, V, T, C)
         if foreground == "masks":  # the batch's cropped stored masks, not the direction
-            view_masks = cropped_token_masks(batch, [VIEW_MASKS[key] for key in keys], list(views.unbind(1)))
-            degenerate = degenerate_masks(view_masks)
-            return TokenMaps(
-                views=views, view_masks=view_masks, anchored=original_pairs, degenerate=degenerate
-            )
+            return masked_pair_maps(batch, keys, views, original_pairs)
         return TokenMaps(views=views, direction=self._direction(tokens), anchored=original_pairs)
 
     def _multi_positive_maps(self, batch: dict[str, Any]) -> TokenMaps:
