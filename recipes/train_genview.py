@@ -1,9 +1,8 @@
-"""GenView training through ``GenViewTrainer``: image SSL (MoCo v2, MoCo v3, SimSiam, BYOL,
-SimCLR, LeOCLR; the Hallucinator as an option) and image-text (CLIP, SLIP; GenView++ with
-``--multi_positive``).
+"""GenView training of image SSL methods through ``GenViewTrainer``: MoCo v2, MoCo v3, SimSiam,
+BYOL, SimCLR, LeOCLR; the Hallucinator as an option. Image-text methods (CLIP, SLIP, GenView++)
+have their own recipe, ``recipes/clip_genview.py``, which runs the same flow (``main`` below).
 
     accelerate launch recipes/train_genview.py --config recipes/configs/mocov3_vitb16_imagenet.yaml
-    accelerate launch recipes/train_genview.py --config recipes/configs/slip_vitb16_cc3m.yaml
     genview train --config recipes/configs/mocov3_vitb16_imagenet.yaml --max_steps 100
 
 Copy this file to change a step (another backbone, transform or callback): each step below is
@@ -25,7 +24,8 @@ from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, builde
 def main(
     script_args: ScriptArguments, training_args: GenViewTrainingArguments, callbacks: list | None = None
 ) -> GenViewTrainer:
-    """The run; ``callbacks`` are extra ``TrainerCallback``s (from Python: ``main(..., callbacks=[...])``)."""
+    """The run, of either kind of method (``clip_genview.py`` calls it too); ``callbacks`` are extra
+    ``TrainerCallback``s (from Python: ``main(..., callbacks=[...])``)."""
     # 1. The views dataset (images, captions, generated views, stored masks) and its splits.
     load = dict(name=script_args.dataset_name, config=script_args.dataset_config)
     train_dataset = load_split(
@@ -76,11 +76,39 @@ def main(
     return trainer
 
 
-def cli(argv: list[str] | None = None) -> int:
+# The recipe of each kind of method: a config given to the other one is refused, naming this.
+RECIPES = {False: "recipes/train_genview.py", True: "recipes/clip_genview.py"}
+
+
+def parse(
+    argv: list[str] | None, image_text: bool | None
+) -> tuple[ScriptArguments, GenViewTrainingArguments]:
+    """The settings of ``argv`` for the recipe of image SSL (``image_text=False``) or image-text
+    (``True``) methods; ``None`` takes either (``genview train``)."""
     script_args, training_args = parse_config((ScriptArguments, GenViewTrainingArguments), argv)
+    if image_text is not None and training_args.is_image_text != image_text:
+        kind = "image-text" if training_args.is_image_text else "image SSL"
+        raise ValueError(
+            f"method={training_args.method!r} is an {kind} method: run it with "
+            f"{RECIPES[training_args.is_image_text]} (or genview train, which runs either)"
+        )
+    return script_args, training_args
+
+
+def run(script_args: ScriptArguments, training_args: GenViewTrainingArguments) -> int:
     main(script_args, training_args)
     end_distributed()  # under a launcher: the process groups go now, not in the interpreter's exit
     return 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``recipes/train_genview.py``: the image SSL methods."""
+    return run(*parse(argv, image_text=False))
+
+
+def any_method_cli(argv: list[str] | None = None) -> int:
+    """``genview train``: this recipe or ``clip_genview.py``, by the config's method."""
+    return run(*parse(argv, image_text=None))
 
 
 if __name__ == "__main__":

@@ -37,20 +37,20 @@ def test_missing_or_unknown_subcommand_exits_2(capsys):
 
 
 def test_the_rest_of_the_command_line_goes_to_the_subcommand(command_modules, monkeypatch):
-    monkeypatch.setitem(cli.COMMANDS, "train", ("fake_command", "fake"))
+    monkeypatch.setitem(cli.COMMANDS, "train", ("fake_command", "cli", "fake"))
     assert cli.main(["train", "--config", "x.yaml", "--help"]) == 3
     assert sys.modules["fake_command"].received == [["--config", "x.yaml", "--help"]]
 
 
 def test_a_subcommand_not_written_yet_is_a_one_line_error(monkeypatch, capsys):
-    monkeypatch.setitem(cli.COMMANDS, "generate", ("genview_hf.not_written_yet.run", "fake"))
+    monkeypatch.setitem(cli.COMMANDS, "generate", ("genview_hf.not_written_yet.run", "cli", "fake"))
     assert cli.main(["generate", "--anything"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not available yet" in err and "generate" in err
 
 
 def test_a_missing_dependency_is_not_reported_as_not_written_yet(command_modules, monkeypatch):
-    monkeypatch.setitem(cli.COMMANDS, "evaluate", ("fake_broken_command", "fake"))
+    monkeypatch.setitem(cli.COMMANDS, "evaluate", ("fake_broken_command", "cli", "fake"))
     with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):
         cli.main(["evaluate"])
 

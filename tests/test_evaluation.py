@@ -36,6 +36,7 @@ from genview_hf.testing import (
     tiny_vit,
 )
 from genview_hf.testing.tiny_models import tiny_clip_image_processor
+from tolerances import reduction_tolerance
 
 GRID = 8  # 32 px images cut into 8 x 8 cells of 4 px
 CELLS = GRID * GRID
@@ -244,7 +245,8 @@ def test_features_of_a_folder_a_wrapper_and_batches_agree(tmp_path):
             self.head = nn.Linear(32, 4)
 
     by_wrapper = extract_features(Wrapper(), dataset, processor=processor, batch_size=7, progress=False)
-    torch.testing.assert_close(by_folder, by_wrapper, rtol=1e-4, atol=1e-5)
+    within = reduction_tolerance(torch.float32, 1_000, by_folder.abs().max())  # batches of 3 against one of 7
+    torch.testing.assert_close(by_folder, by_wrapper, **within)
 
     clip, clip_processor_ = tiny_clip()
 
@@ -255,7 +257,7 @@ def test_features_of_a_folder_a_wrapper_and_batches_agree(tmp_path):
 
     by_clip_wrapper = extract_features(CLIPWrapper(), dataset, processor=clip_processor_, progress=False)
     by_clip = extract_features(clip, dataset, processor=clip_processor_, progress=False)
-    torch.testing.assert_close(by_clip_wrapper, by_clip)
+    torch.testing.assert_close(by_clip_wrapper, by_clip, rtol=0, atol=0)  # the same module, the same batches
     assert load_encoder(CLIPWrapper(), clip_processor_).is_clip
 
 

@@ -10,6 +10,7 @@ from transformers import Trainer, TrainingArguments
 
 from genview_hf.evaluation import KNNMonitorCallback, plot_knn_curve, plot_pair_grid, plot_weight_histograms
 from genview_hf.testing import tiny_clip, tiny_vit
+from tolerances import reduction_tolerance
 
 
 def stripes(label: int, seed: int) -> PILImage.Image:
@@ -183,6 +184,7 @@ def test_genview_evaluate_scores_the_features_the_monitor_saw(tmp_path, pooling)
     monitor = KNNMonitorCallback(dataset, dataset, every_n_steps=1)
     bank, _ = monitor.features(trainer.model, trainer.processing_class)
     scored = extract_features(str(tmp_path), dataset, progress=False)
-    torch.testing.assert_close(scored, bank, rtol=1e-5, atol=1e-5)
+    # the same tiny ViT on other batch sizes: each feature sums ~1,000 float32 terms through its layers
+    torch.testing.assert_close(scored, bank, **reduction_tolerance(torch.float32, 1_000, bank.abs().max()))
     expected = {"auto": "cls", "mean": "mean"}[pooling]
     assert trainer.model.pooling == expected

@@ -19,6 +19,7 @@ from genview_hf.quality import pair_quality
 from genview_hf.testing import tiny_path
 from genview_hf.training import GenViewTrainer, builders, load_direction, quality_modes
 from genview_hf.training.quality_modes import DIRECTION_FOLDER, FrozenQualityModel
+from tolerances import reduction_tolerance
 from training_helpers import build_model, make_args, make_trainer
 
 N = 4
@@ -144,7 +145,9 @@ def test_views_are_renormalised_with_the_quality_models_own_statistics_and_resiz
         F.interpolate(crops, size=(32, 32), mode="bilinear"), processor.image_mean, processor.image_std
     )
     tokens = _post_layernorm_tokens(model, seen)
-    torch.testing.assert_close(maps.views, torch.stack([tokens[:N], tokens[N:]], 1), rtol=1e-4, atol=1e-5)
+    # resized and normalised in another order, then the same CLIP: ~1,000-term float32 sums per token
+    within = reduction_tolerance(torch.float32, 1_000, tokens.abs().max())
+    torch.testing.assert_close(maps.views, torch.stack([tokens[:N], tokens[N:]], 1), **within)
 
 
 def test_the_trainer_fits_on_the_training_images_and_hands_over_the_collators_statistics(tmp_path):
@@ -160,13 +163,18 @@ def test_the_trainer_fits_on_the_training_images_and_hands_over_the_collators_st
     # the direction: the fit on the unaugmented training images (checked by hand above)
     clip, processor = _clip()
     fitted = FrozenQualityModel(clip).fit_direction(dataset).direction
-    torch.testing.assert_close(trainer.frozen_quality.direction, fitted, atol=1e-5, rtol=0)
+    # a unit vector from a covariance of ~100 tokens x 32 channels, batched differently
+    torch.testing.assert_close(
+        trainer.frozen_quality.direction, fitted, **reduction_tolerance(torch.float32, 1_000)
+    )
     # the views arrive normalised with the collator's statistics, the frozen model sees its own
     crops = torch.rand(N, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     views = _normalise(crops, IMAGENET_MEAN, IMAGENET_STD)
     maps = trainer.frozen_quality.token_maps({"pixel_values_1": views, "pixel_values_2": views}, False)
     expected = _post_layernorm_tokens(clip, _normalise(crops, processor.image_mean, processor.image_std))
-    torch.testing.assert_close(maps.views[:, 0], expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        maps.views[:, 0], expected, **reduction_tolerance(torch.float32, 1_000, expected.abs().max())
+    )
 
 
 def test_clip_tokens_are_the_generation_scorers_tokens():
@@ -177,7 +185,10 @@ def test_clip_tokens_are_the_generation_scorers_tokens():
     frozen = FrozenQualityModel(model)
     with torch.no_grad():
         _, tokens = frozen._encode(frozen._pixels(encoder.pixel_values(images), renormalize=False))
-    torch.testing.assert_close(tokens, scorer_tokens, rtol=1e-5, atol=1e-6)
+    within = reduction_tolerance(
+        torch.float32, 1_000, scorer_tokens.abs().max()
+    )  # the same CLIP, other batching
+    torch.testing.assert_close(tokens, scorer_tokens, **within)
 
 
 def test_a_direction_of_the_wrong_width_is_refused_naming_both_widths_and_the_file(tmp_path):

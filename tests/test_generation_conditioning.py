@@ -12,6 +12,7 @@ from PIL import Image
 from genview_hf.generation import ClipTokenEncoder
 from genview_hf.testing import tiny_path
 from genview_hf.testing.tiny_diffusion import tiny_unclip_img2img
+from tolerances import reduction_tolerance
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,10 @@ def test_conditioning_is_what_the_pipeline_encodes_and_tokens_cover_the_whole_im
     encoder = ClipTokenEncoder(pipe.image_encoder, pipe.feature_extractor)
     images = [_picture(96, 72, 0), _picture(64, 64, 1), _picture(50, 100, 2)]  # 4:3, square, 1:2
     tokens, embeds = encoder(images)
-    torch.testing.assert_close(embeds, _pipeline_embeds(pipe, images))
+    reference = _pipeline_embeds(pipe, images)  # one batch against images grouped by shape: float32 sums
+    torch.testing.assert_close(
+        embeds, reference, **reduction_tolerance(torch.float32, 1_000, reference.abs().max())
+    )
     # the tokens see each whole image squashed to the square input (no crop): the stored mask's field of view
     side = pipe.image_encoder.config.image_size
     squashed = pipe.feature_extractor(
@@ -73,4 +77,5 @@ def test_generated_view_equals_the_pipeline_given_the_image(pipe):
     )
     official = pipe(image=image, prompt="", generator=torch.Generator().manual_seed(7), **common).images
     ours = pipe(image_embeds=embeds, prompt=[""], generator=torch.Generator().manual_seed(7), **common).images
-    np.testing.assert_allclose(ours, official, atol=1e-5)
+    # the same embeddings reach two UNet steps and the VAE (~10,000-term float32 sums per pixel)
+    np.testing.assert_allclose(ours, official, **reduction_tolerance(torch.float32, 10_000))

@@ -9,6 +9,7 @@ from torch import nn
 
 from genview_hf.losses import info_nce_loss
 from genview_hf.modeling.hallucinator import Hallucinator
+from tolerances import reduction_tolerance
 
 
 def test_mlp_is_2d_2d_2d_d_with_relu():
@@ -114,15 +115,18 @@ def _batch(n=4, size=32, seed=0):
 
 
 def _same_loss_and_gradients(model, ours, official):
-    torch.testing.assert_close(ours, official, rtol=1e-5, atol=1e-6)
+    # the same model and MLP, the batch concatenated in another place: float32 sums of ~1,000 terms
+    torch.testing.assert_close(ours, official, **reduction_tolerance(torch.float32, 1_000, official.abs()))
     params = [p for p in model.parameters() if p.requires_grad]
     grads = torch.autograd.grad(ours, params, retain_graph=True, allow_unused=True)
     reference = torch.autograd.grad(official, params, allow_unused=True)
     assert any(g is not None for g in grads)
+    # a gradient near zero keeps the rounding of its terms: the scale is the largest gradient
+    scale = max(g.abs().max() for g in reference if g is not None)
     for got, expected in zip(grads, reference):
         assert (got is None) == (expected is None)
         if got is not None:
-            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(got, expected, **reduction_tolerance(torch.float32, 1_000, scale))
 
 
 def test_mocov2_with_hallucinator_equals_the_official_loss(tmp_path):

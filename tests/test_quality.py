@@ -15,6 +15,7 @@ from genview_hf.quality import (
     pool_foreground_background,
     quality_weights,
 )
+from tolerances import reduction_tolerance
 
 # ----------------------------------------------------------------------------- naive references
 
@@ -154,7 +155,8 @@ def test_bf16_tokens_work_on_cpu():
     w = quality_weights(t1.bfloat16(), t2.bfloat16(), direction.bfloat16())
     assert w.dtype == torch.float32 and torch.isfinite(w).all()
     reference = quality_weights(t1.bfloat16().float(), t2.bfloat16().float(), direction.bfloat16().float())
-    assert torch.allclose(w, reference, rtol=1e-5)
+    # the same bf16 values in float32 either way: 9 tokens x 6 channels may sum in another order
+    torch.testing.assert_close(w, reference, **reduction_tolerance(torch.float32, 9 * 6))
 
 
 def test_weights_stay_float32_under_autocast():

@@ -14,6 +14,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from genview_hf.methods import SSL_METHODS
 from genview_hf.training import GenViewTrainer, QualityWeights, momentum_at
+from tolerances import reduction_tolerance
 from training_helpers import full_state, make_args, make_trainer, trainable_state
 
 SSL = list(SSL_METHODS)  # every SSL row of the method table
@@ -104,8 +105,11 @@ def test_quality_weights_reach_the_loss_and_all_ones_equal_off(tmp_path):
     key = next(k for k in state_off if k.startswith("backbone.layers") and k.endswith("weight"))
     assert not torch.allclose(state_off[key], state_frozen[key])
     assert not torch.allclose(state_off[key], state_stored[key])
+    # three steps from losses that may reduce in another order (weighted mean vs mean): float32
+    # rounding of ~1,000-term sums, carried through the optimizer
     for name, value in state_off.items():
-        torch.testing.assert_close(state_ones[name], value, rtol=1e-5, atol=1e-6)
+        within = reduction_tolerance(torch.float32, 1_000, value.abs().max() if value.numel() else 1.0)
+        torch.testing.assert_close(state_ones[name], value, **within)
     logs = [entry for entry in off.state.log_history if "loss" in entry]
     assert all("weight_mean" not in entry for entry in logs)
 

@@ -10,6 +10,7 @@ import torch
 from transformers import CLIPModel
 
 from genview_hf.training import QualityWeights
+from tolerances import reduction_tolerance
 from training_helpers import batch_loss, make_args, make_trainer, trainable_state
 
 
@@ -89,7 +90,10 @@ def test_lora_on_clip_trains_adapters_and_the_logit_scale_and_saves_merged(tmp_p
     with torch.no_grad():
         expected = trainer.model.clip(input_ids=ids, pixel_values=pixels).logits_per_image
         got = merged(input_ids=ids, pixel_values=pixels).logits_per_image
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    # W x + B A x against (W + B A) x through the tiny CLIP: ~1,000-term float32 sums per logit
+    torch.testing.assert_close(
+        got, expected, **reduction_tolerance(torch.float32, 1_000, expected.abs().max())
+    )
 
 
 def test_lora_on_a_vit_backbone_keeps_the_momentum_encoder_in_step(tmp_path):

@@ -1,5 +1,6 @@
-"""The training recipe (``recipes/train_genview.py``, also ``genview train``) end to end on the
-embedded sample sets with the real collators; the tiny components are passed as folders."""
+"""The training recipes (``recipes/train_genview.py`` for image SSL, ``recipes/clip_genview.py`` for
+image-text; ``genview train`` runs either) end to end on the embedded sample sets with the real
+collators; the tiny components are passed as folders."""
 
 import json
 from pathlib import Path
@@ -8,7 +9,8 @@ import pytest
 import torch
 from transformers import AutoModel, CLIPModel
 
-from genview_hf.recipes.train_genview import cli
+from genview_hf import cli as genview
+from genview_hf.recipes import clip_genview, train_genview
 from genview_hf.testing import tiny_path
 
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
@@ -16,8 +18,10 @@ TINY = dict(ssl=str(CONFIGS / "tiny_mocov3_shapes.yaml"), clip=str(CONFIGS / "ti
 
 
 def run(config, tmp_path, *flags):
-    model = tiny_path("clip" if config == TINY["clip"] else "vit")
-    return cli(
+    image_text = config == TINY["clip"]
+    model = tiny_path("clip" if image_text else "vit")
+    recipe = clip_genview if image_text else train_genview
+    return recipe.cli(
         ["--config", config, "--model_name_or_path", str(model), "--quality_model", str(tiny_path("clip")),
          "--output_dir", str(tmp_path), "--max_steps", "2", "--save_steps", "2", *flags]
     )  # fmt: skip
@@ -46,6 +50,25 @@ def test_tiny_slip_config_exports_a_clip_model(tmp_path):
     assert run(TINY["clip"], tmp_path) == 0
     model = CLIPModel.from_pretrained(tmp_path)
     assert torch.isfinite(model.logit_scale).all()
+
+
+def test_each_recipe_refuses_the_other_kind_of_method_naming_the_right_one(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"method='slip' is an image-text method: run it with recipes/clip_genview\.py"
+    ):
+        train_genview.cli(["--config", TINY["clip"], "--output_dir", str(tmp_path)])
+    with pytest.raises(
+        ValueError, match=r"method='mocov3' is an image SSL method: run it with recipes/train_genview\.py"
+    ):
+        clip_genview.cli(["--config", TINY["ssl"], "--output_dir", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # refused before anything is loaded or written
+
+
+def test_genview_train_runs_either_recipe(tmp_path):
+    flags = ["--max_steps", "1", "--save_strategy", "no", "--knn_monitor_split", "none"]
+    for name, config in TINY.items():
+        assert genview.main(["train", "--config", config, "--output_dir", str(tmp_path / name), *flags]) == 0
+    assert isinstance(AutoModel.from_pretrained(tmp_path / "clip"), CLIPModel)
 
 
 def test_dataset_missing_what_the_method_needs_is_named_before_training(tmp_path):

@@ -8,6 +8,11 @@ so a small file can swap a few settings of a shipped config without editing it::
 
 Unknown YAML keys are an error naming them and their file, so a typo never silently falls back
 to a default.
+
+A model setting may name a tiny offline component as ``tiny:NAME`` (``tiny:vit``, ``tiny:clip``,
+``tiny:unclip-img2img`` ...: ``genview_hf.testing.TINY_COMPONENTS``): it is built, seeded, into
+its cache folder on first use and the setting reads that folder, so the ``tiny_*.yaml`` configs
+run as written on a fresh machine, offline, as ``sample:NAME`` datasets do.
 ``ScriptArguments`` are the settings every command shares, with TRL's names: which dataset and
 which splits.
 """
@@ -21,6 +26,8 @@ from typing import Any
 
 import yaml
 from transformers import HfArgumentParser
+
+TINY_PREFIX = "tiny:"
 
 
 @dataclass
@@ -60,13 +67,34 @@ def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
         unknown = sorted(set(file_values) - known)
         if unknown:
             raise ValueError(f"{config_path}: unknown settings {', '.join(unknown)}")
-        values.update(file_values)
+        values.update(
+            {key: _tiny_to_folder(value, f"{config_path}: {key}") for key, value in file_values.items()}
+        )
+    argv = [_tiny_flag(arg) for arg in argv]
     # Required fields given in YAML must not stay required on the command line.
     for action in parser._actions:
         if action.dest in values:
             action.required = False
     parser.set_defaults(**values)
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def _tiny_to_folder(value: Any, where: str) -> Any:
+    """``tiny:NAME`` -> the folder of tiny component NAME (built on first use); other values as given."""
+    if not (isinstance(value, str) and value.startswith(TINY_PREFIX)):
+        return value
+    from .testing import tiny_path  # only when a tiny component is named: it imports diffusers lazily
+
+    try:
+        return str(tiny_path(value.removeprefix(TINY_PREFIX)))
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+
+
+def _tiny_flag(arg: str) -> str:
+    """A command-line token, ``tiny:NAME`` or ``--setting=tiny:NAME``, with the folder in its place."""
+    flag, equals, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    return flag + equals + _tiny_to_folder(value, flag or "the command line")
 
 
 def _pop_configs(argv: list[str]) -> list[str]:
