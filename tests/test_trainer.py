@@ -59,7 +59,7 @@ def test_every_trainable_parameter_moves_and_the_momentum_encoder_is_a_moving_av
 
 
 def test_hallucinator_is_trained_through_the_loss(tmp_path):
-    trainer = make_trainer(make_args(tmp_path, "mocov3", use_hallucinator=True))
+    trainer = make_trainer(make_args(tmp_path, "mocov3"), use_hallucinator=True)
     before = trainable_state(trainer.model)
     trainer.train()
     after = trainable_state(trainer.model)
@@ -144,12 +144,13 @@ def test_bad_settings_fail_before_training(tmp_path):
 
 @pytest.mark.parametrize("method", ["mocov2", "byol"])
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, method):
-    settings = dict(max_steps=4, save_strategy="steps", save_steps=2, use_hallucinator=method == "byol")
-    full = make_trainer(make_args(tmp_path / "full", method, **settings))
+    settings = dict(max_steps=4, save_strategy="steps", save_steps=2)
+    model = dict(use_hallucinator=method == "byol")
+    full = make_trainer(make_args(tmp_path / "full", method, **settings), **model)
     full.train()
     reference = full_state(full.model)
 
-    interrupted = make_trainer(make_args(tmp_path / "cut", method, **dict(settings, max_steps=4)))
+    interrupted = make_trainer(make_args(tmp_path / "cut", method, **dict(settings, max_steps=4)), **model)
 
     class Stop(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
@@ -160,7 +161,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, method):
     interrupted.train()
     checkpoint = tmp_path / "cut" / "checkpoint-2"
     assert checkpoint.is_dir()
-    resumed = make_trainer(make_args(tmp_path / "cut", method, **settings))
+    resumed = make_trainer(make_args(tmp_path / "cut", method, **settings), **model)
     resumed.train(resume_from_checkpoint=str(checkpoint))
     state = full_state(resumed.model)
     assert set(state) == set(reference)
@@ -226,9 +227,15 @@ def fake_hub(monkeypatch):
 @pytest.mark.parametrize("strategy", ["every_save", "checkpoint"])
 def test_hub_strategies_push_the_plain_encoder_root_and_the_checkpoint(tmp_path, fake_hub, strategy):
     args = make_args(
-        tmp_path, "byol", push_to_hub=True, hub_model_id="me/byol-genview", hub_strategy=strategy,
-        save_strategy="steps", save_steps=2, max_steps=4,
-    )  # fmt: skip
+        tmp_path,
+        "byol",
+        push_to_hub=True,
+        hub_model_id="me/byol-genview",
+        hub_strategy=strategy,
+        save_strategy="steps",
+        save_steps=2,
+        max_steps=4,
+    )
     trainer = make_trainer(args)
     trainer.train()
     assert fake_hub.calls[0] == ("create_repo", "me/byol-genview")
