@@ -105,20 +105,14 @@ def test_a_run_killed_in_its_second_epoch_resumes_bit_identical(tmp_path, uninte
     assert_identical(tmp_path / "checkpoint-6", uninterrupted)
 
 
-def test_a_kill_during_a_save_resumes_from_the_newest_complete_checkpoint(
-    tmp_path, uninterrupted, monkeypatch
-):
-    save_rng_state = GenViewTrainer._save_rng_state
-
-    def dies_while_saving_checkpoint_4(self, output_dir):
-        if Path(output_dir).name == "checkpoint-4":
-            raise KeyboardInterrupt("killed")  # weights and optimizer written, trainer_state.json not
-        save_rng_state(self, output_dir)
-
-    monkeypatch.setattr(GenViewTrainer, "_save_rng_state", dies_while_saving_checkpoint_4)
+def test_a_kill_during_a_save_resumes_from_the_newest_complete_checkpoint(tmp_path, uninterrupted):
+    """A kill during a save leaves a checkpoint without ``trainer_state.json``, which the stock
+    ``_save_checkpoint`` writes after the weights, optimizer and RNG states (no file is newer)."""
     with pytest.raises(KeyboardInterrupt):
-        recipe(tmp_path)
-    monkeypatch.undo()
+        recipe(tmp_path, callbacks=[KillAt(4)])
+    files = {path.name: path.stat().st_mtime_ns for path in (tmp_path / "checkpoint-4").iterdir()}
+    assert files["trainer_state.json"] == max(files.values())
+    (tmp_path / "checkpoint-4" / "trainer_state.json").unlink()  # what the kill leaves
     assert (tmp_path / "checkpoint-4" / "model.safetensors").exists()
     with pytest.raises(FileNotFoundError, match=r"checkpoint-4 is not a complete .*no trainer_state.json"):
         recipe(tmp_path, "--resume_from_checkpoint", str(tmp_path / "checkpoint-4"))

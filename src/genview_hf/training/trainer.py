@@ -509,10 +509,11 @@ class GenViewTrainer(Trainer):
         card.save(output_dir / "README.md")
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        """``hub_strategy`` every_save / checkpoint / all_checkpoints: the stock version copies the
-        checkpoint's weights (the training wrapper) over the output root before uploading it;
-        here the root gets the plain encoder and card instead, and the checkpoint folder itself
-        is uploaded as ``last-checkpoint`` / ``checkpoint-N`` where the strategy asks."""
+        """``hub_strategy`` every_save / checkpoint / all_checkpoints. The stock push copies the
+        checkpoint's model files (here the training wrapper) over the output root before uploading
+        it (``tests/test_trainer.py`` checks that it still does); here the root gets the plain encoder
+        and its card. The rest is the stock push's: ``on_push_begin``, the step or epoch commit
+        message, the checkpoint folder as ``last-checkpoint`` / ``checkpoint-N``."""
         if not self.is_world_process_zero() or self.args.hub_strategy == "end":
             return
         if (
@@ -521,14 +522,20 @@ class GenViewTrainer(Trainer):
             and not self.push_in_progress.is_done()
         ):
             return
-        self.save_model()
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        self.save_model(_internal_call=True)
         self.create_model_card()
-        api = hf_trainer.hf_api()
-        message = f"Training in progress, step {self.state.global_step}"
+        if self.args.save_strategy == "steps":
+            message = f"Training in progress, step {self.state.global_step}"
+        else:
+            message = f"Training in progress, epoch {int(self.state.epoch)}"
         upload = partial(
-            api.upload_folder, repo_id=self.hub_model_id, token=self.args.hub_token, run_as_future=True,
+            hf_trainer.hf_api().upload_folder,
+            repo_id=self.hub_model_id,
+            token=self.args.hub_token,
+            run_as_future=True,
             revision=self.args.hub_revision,
-        )  # fmt: skip
+        )
         jobs = [
             upload(
                 folder_path=self.args.output_dir,
