@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: demo test test-slow lint clean
+.PHONY: demo test test-slow lint compat clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "genview_hf needs Python >= 3.10 (found %d.%d): run make with PYTHON=python3.X" % sys.version_info[:2])'
@@ -30,6 +30,20 @@ test-slow: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests recipes benchmarks
 	$(BIN)/ruff format --check src tests recipes benchmarks
+
+# The trainer's tests against the newest transformers 5.x on the package index (as TRL's tests_latest
+# job): GenViewTrainer overrides three private Trainer methods, and tests/test_trainer.py asserts the
+# stock behaviour each one exists for. A throwaway venv, never .venv.
+COMPAT_VENV ?= /tmp/genview-compat
+COMPAT_TESTS := tests/test_trainer.py tests/test_trainer_clip.py tests/test_robustness.py
+compat:
+	rm -rf $(COMPAT_VENV)
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(COMPAT_VENV)/bin/python -m pip install -q $(TORCH_PIN)
+	$(COMPAT_VENV)/bin/python -m pip install -q -e ".[dev]" --upgrade --upgrade-strategy eager "transformers>=5,<6" $(TORCH_PIN)
+	$(COMPAT_VENV)/bin/python -c "import transformers, torch; print('transformers', transformers.__version__, 'torch', torch.__version__)"
+	$(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider $(COMPAT_TESTS)
 
 clean:
 	rm -rf $(VENV) outputs

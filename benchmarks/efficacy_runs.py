@@ -26,6 +26,7 @@ from genview_hf.data.controlled import FALSE_POSITIVE, controlled_views
 from genview_hf.demo import CONTROLLED_RUN, WEIGHTED, efficacy_encoder
 from genview_hf.evaluation import evaluate_encoder
 from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, QualityWeights, builders
+from genview_hf.training.arguments import split_settings
 
 FLAGS = "pair_is_false"  # (N,) bool batch key: the row's generated view is a false positive
 IMAGE_SIZE = 32
@@ -140,8 +141,7 @@ def training_arguments(
     settings = {"quality_mode": "off", **arm.settings}
     return GenViewTrainingArguments(
         output_dir=str(output_dir),
-        **CONTROLLED_RUN,
-        model_name_or_path=str(encoder),
+        **split_settings(CONTROLLED_RUN)[1],
         quality_model=str(encoder),  # frozen arms: the same architecture at its fixed random init
         image_size=IMAGE_SIZE,
         per_device_train_batch_size=size.batch_size,
@@ -183,7 +183,8 @@ def run(name: str, arm: Arm, seed: int, size: Size, work_dir: Path) -> dict[str,
     args = training_arguments(arm, seed, size, work_dir / f"{name}-seed{seed}", encoder)
     dataset = builders.views_dataset(rows, args)
     set_seed(seed)  # as the recipe: the backbone and heads are initialised here
-    model, processor = builders.ssl_model(args)
+    model_args, _ = split_settings({**CONTROLLED_RUN, "model_name_or_path": str(encoder)})
+    model, processor = builders.ssl_model(model_args, args.method)
     quality_model, direction = builders.quality_model(args)
     trainer = FlagLoggingTrainer(
         model,

@@ -30,7 +30,7 @@ def main(script_args: ScriptArguments, eval_args: EvaluationArguments) -> dict[s
 
     def split(name: str, max_rows: int | None):
         dataset = load_split(script_args.dataset_name, name, script_args.dataset_config, max_rows=max_rows)
-        return to_contract_columns(dataset, eval_args.image_column, eval_args.caption_column)
+        return to_contract_columns(dataset, script_args.image_column, script_args.caption_column)
 
     train = split(script_args.dataset_train_split, eval_args.max_train_samples) if needs_train else None
     test = split(script_args.dataset_test_split, eval_args.max_test_samples)
@@ -46,7 +46,7 @@ def main(script_args: ScriptArguments, eval_args: EvaluationArguments) -> dict[s
         test,
         train_dataset=train,
         protocols=protocols,
-        label_column=eval_args.label_column,
+        label_column=script_args.label_column,
         k=eval_args.k,
         temperature=eval_args.temperature,
         linear_lrs=eval_args.linear_lrs,

@@ -18,32 +18,33 @@ from transformers import set_seed
 from genview_hf.config import ScriptArguments, parse_config
 from genview_hf.data.loading import load_split
 from genview_hf.distributed import end_distributed
-from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, builders
+from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, ModelArguments, builders
 
 
 def main(
-    script_args: ScriptArguments, training_args: GenViewTrainingArguments, callbacks: list | None = None
+    script_args: ScriptArguments,
+    training_args: GenViewTrainingArguments,
+    model_args: ModelArguments,
+    callbacks: list | None = None,
 ) -> GenViewTrainer:
     """The run, of either kind of method (``clip_genview.py`` calls it too); ``callbacks`` are extra
     ``TrainerCallback``s (from Python: ``main(..., callbacks=[...])``)."""
     # 1. The views dataset (images, captions, generated views, stored masks) and its splits.
     load = dict(name=script_args.dataset_name, config=script_args.dataset_config)
+    columns = dict(image_column=script_args.image_column, caption_column=script_args.caption_column)
     train_dataset = load_split(
         split=script_args.dataset_train_split, max_rows=training_args.max_train_samples, **load
     )
-    train_dataset = builders.views_dataset(train_dataset, training_args, where=script_args.dataset_name)
+    train_dataset = builders.views_dataset(train_dataset, training_args, script_args.dataset_name, **columns)
     eval_dataset = None
     if training_args.eval_strategy != "no":
         eval_split = load_split(split=script_args.dataset_test_split, **load)
-        eval_dataset = builders.views_dataset(eval_split, training_args, where=script_args.dataset_name)
+        eval_dataset = builders.views_dataset(eval_split, training_args, script_args.dataset_name, **columns)
 
     # 2. The model and its processor: an SSL backbone + the method's heads (+ momentum encoder,
     #    queue, Hallucinator), or a CLIPModel (+ SLIP's image SSL head) with its CLIPProcessor.
     set_seed(training_args.seed)  # the heads are initialised here, before the Trainer seeds
-    if training_args.is_image_text:
-        model, processor = builders.clip_model(training_args)
-    else:
-        model, processor = builders.ssl_model(training_args)
+    model, processor = builders.train_model(model_args, training_args.method)
     quality_model, quality_direction = builders.quality_model(training_args)
 
     # 3. The trainer: the method's augmented views, the quality weights, the method's loss.
@@ -52,13 +53,13 @@ def main(
         training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        data_collator=builders.collator(training_args, processor, train_dataset),
+        data_collator=builders.collator(training_args, processor, train_dataset, model_args.use_hallucinator),
         processing_class=processor,
         quality_model=quality_model,
         quality_direction=quality_direction,
         callbacks=callbacks,
     )
-    monitor = builders.knn_monitor(training_args, script_args.dataset_name, script_args.dataset_config)
+    monitor = builders.knn_monitor(training_args, script_args)
     if monitor is not None:
         monitor.attach(trainer)
 
@@ -82,21 +83,24 @@ RECIPES = {False: "recipes/train_genview.py", True: "recipes/clip_genview.py"}
 
 def parse(
     argv: list[str] | None, image_text: bool | None
-) -> tuple[ScriptArguments, GenViewTrainingArguments]:
+) -> tuple[ScriptArguments, GenViewTrainingArguments, ModelArguments]:
     """The settings of ``argv`` for the recipe of image SSL (``image_text=False``) or image-text
     (``True``) methods; ``None`` takes either (``genview train``)."""
-    script_args, training_args = parse_config((ScriptArguments, GenViewTrainingArguments), argv)
+    settings = parse_config((ScriptArguments, GenViewTrainingArguments, ModelArguments), argv)
+    training_args = settings[1]
     if image_text is not None and training_args.is_image_text != image_text:
         kind = "image-text" if training_args.is_image_text else "image SSL"
         raise ValueError(
             f"method={training_args.method!r} is an {kind} method: run it with "
             f"{RECIPES[training_args.is_image_text]} (or genview train, which runs either)"
         )
-    return script_args, training_args
+    return settings
 
 
-def run(script_args: ScriptArguments, training_args: GenViewTrainingArguments) -> int:
-    main(script_args, training_args)
+def run(
+    script_args: ScriptArguments, training_args: GenViewTrainingArguments, model_args: ModelArguments
+) -> int:
+    main(script_args, training_args, model_args)
     end_distributed()  # under a launcher: the process groups go now, not in the interpreter's exit
     return 0
 

@@ -24,9 +24,9 @@ pytestmark = pytest.mark.slow
 def trained(tmp_path, method: str, compiled: bool, **overrides):
     args = make_args(
         tmp_path / ("compiled" if compiled else "eager"), method, max_steps=2, logging_steps=1,
-        learning_rate=1e-3, torch_compile=compiled, **overrides,
+        learning_rate=1e-3, torch_compile=compiled,
     )  # fmt: skip
-    trainer = make_trainer(args)
+    trainer = make_trainer(args, **overrides)  # ModelArguments overrides
     trainer.train()
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     return trainer, losses

@@ -31,13 +31,13 @@ from genview_hf.data.samples import shapes
 from genview_hf.generation import ViewGenerationConfig
 from genview_hf.recipes import clip_genview, evaluate_encoder, generate_views, train_genview
 from genview_hf.testing import tiny_path
-from genview_hf.training import GenViewTrainingArguments, builders
+from genview_hf.training import GenViewTrainingArguments, ModelArguments, builders
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "recipes" / "configs"
 SHIPPED = sorted(path.name for path in CONFIGS.glob("*.yaml"))
 KINDS = {
-    "train": (ScriptArguments, GenViewTrainingArguments),
+    "train": (ScriptArguments, GenViewTrainingArguments, ModelArguments),
     "generate": (ScriptArguments, ViewGenerationConfig),
 }
 TINY = {"train": "tests/configs/tiny_train.yaml", "generate": "tests/configs/tiny_generate.yaml"}
@@ -123,7 +123,7 @@ def swapped(kind: str, arguments: str, local: dict[str, str] | None = None) -> l
     defaults = {f.name: f.default for cls in KINDS[kind] for f in dataclasses.fields(cls)}
     for setting in MODEL_SETTINGS:
         model = settings_of(name).get(setting, defaults.get(setting))  # the file's id, else the default
-        if setting in defaults and not str(model).startswith("tiny:"):
+        if model is not None and not str(model).startswith("tiny:"):  # a tiny:NAME id runs as written
             argv += [f"--{setting}", str(tiny_path(stand_in(model)))]
     return argv
 
@@ -152,8 +152,19 @@ def test_an_unknown_tiny_component_is_named_with_its_setting(tmp_path):
         parse_config(KINDS["train"], ["--config", str(config)])
     with pytest.raises(ValueError, match=r"--quality_model: unknown tiny component 'clop'"):
         parse_config(KINDS["train"], ["--quality_model=tiny:clop"])
-    _, args = parse_config(KINDS["train"], ["--quality_model", "tiny:clip", "--use_cpu", "true"])
-    assert args.quality_model == str(tiny_path("clip"))
+    argv = [
+        "--quality_model",
+        "tiny:clip",
+        "--model_name_or_path",
+        "tiny:vit",
+        "--dataset_name",
+        "sample:shapes",
+    ]
+    _, args, model_args = parse_config(KINDS["train"], [*argv, "--use_cpu", "true"])
+    assert (args.quality_model, model_args.model_name_or_path) == (
+        str(tiny_path("clip")),
+        str(tiny_path("vit")),
+    )
 
 
 def test_a_file_that_fits_no_settings_is_named():
@@ -165,10 +176,12 @@ def test_a_file_that_fits_no_settings_is_named():
 
 def test_later_config_files_override_earlier_ones_and_flags_override_both(tmp_path):
     base, override = tmp_path / "base.yaml", tmp_path / "override.yaml"
-    base.write_text("method: simsiam\nlearning_rate: 0.1\nmax_steps: 50\n")
+    base.write_text(
+        "method: simsiam\nlearning_rate: 0.1\nmax_steps: 50\ndataset_name: x\nmodel_name_or_path: y\n"
+    )
     override.write_text("learning_rate: 0.5\nmax_steps: 7\n")
     argv = ["--config", str(base), f"--config={override}", "--max_steps", "3", "--use_cpu", "true"]
-    _, args = parse_config(KINDS["train"], argv)
+    _, args, _ = parse_config(KINDS["train"], argv)
     assert (args.method, args.learning_rate, args.max_steps) == ("simsiam", 0.5, 3)
     override.write_text("learning_rate: 0.5\nlerning_rate: 0.2\n")
     with pytest.raises(ValueError, match=r"override\.yaml: unknown settings lerning_rate"):
@@ -286,8 +299,8 @@ def trained(data, tmp_path_factory):
 
 
 def training_settings(argv: list[str]) -> tuple[dict, dict]:
-    script_args, args = parse_config(KINDS["train"], argv)
-    return vars(script_args), args.to_dict()
+    script_args, args, model_args = parse_config(KINDS["train"], argv)
+    return vars(script_args), args.to_dict(), vars(model_args)
 
 
 def training_logs(trainer) -> list[dict]:
@@ -371,9 +384,12 @@ def test_genview_pp_trains_on_four_images_per_caption_with_non_trivial_weights(t
 
 @pytest.mark.parametrize("name", ["clip_vitb16_cc3m.yaml", "slip_vitb16_cc3m.yaml"])
 def test_the_baselines_read_the_real_images_only_even_from_a_views_dataset(name, data, tmp_path):
-    _, args = parse_config(KINDS["train"], train_argv(name, data["user/cc3m-genviewpp"], tmp_path))
-    views = builders.views_dataset(load_split(data["user/cc3m-genviewpp"], "train"), args)
-    _, processor = builders.load_model(args.model_name_or_path)
+    script_args, args, model_args = parse_config(
+        KINDS["train"], train_argv(name, data["user/cc3m-genviewpp"], tmp_path)
+    )
+    columns = dict(image_column=script_args.image_column, caption_column=script_args.caption_column)
+    views = builders.views_dataset(load_split(data["user/cc3m-genviewpp"], "train"), args, **columns)
+    _, processor = builders.load_model(model_args.model_name_or_path)
     assert {"view_ic", "view_tc", "view_itc"} <= set(views.column_names)
     assert builders.collator(args, processor, views).view_columns == ()
 
@@ -423,13 +439,13 @@ def test_a_last_batch_of_one_is_dropped_by_default(data, tmp_path):
 @pytest.mark.parametrize("value", ["none", "None", "null", ""])
 def test_the_knn_monitor_switches_off_with_a_plain_value(value, tmp_path):
     argv = ["--config", str(CONFIGS / "tiny_mocov3_shapes.yaml"), "--knn_monitor_split", value]
-    _, args = parse_config(KINDS["train"], argv)
-    assert args.knn_monitor_split is None and builders.knn_monitor(args, "sample:shapes") is None
+    script_args, args, _ = parse_config(KINDS["train"], argv)
+    assert args.knn_monitor_split is None and builders.knn_monitor(args, script_args) is None
     off = tmp_path / "off.yaml"
     off.write_text("knn_monitor_split: null\n")
-    _, args = parse_config(
+    _, args, _ = parse_config(
         KINDS["train"], ["--config", str(CONFIGS / "tiny_mocov3_shapes.yaml"), "--config", str(off)]
     )
     assert args.knn_monitor_split is None
-    _, args = parse_config(KINDS["train"], ["--config", str(CONFIGS / "tiny_mocov3_shapes.yaml")])
+    _, args, _ = parse_config(KINDS["train"], ["--config", str(CONFIGS / "tiny_mocov3_shapes.yaml")])
     assert args.knn_monitor_split == "test"

@@ -177,7 +177,7 @@ def test_genview_evaluate_scores_the_features_the_monitor_saw(tmp_path, pooling)
     from genview_hf.evaluation import extract_features
     from training_helpers import make_args, make_trainer
 
-    trainer = make_trainer(make_args(tmp_path, "mocov3", max_steps=1, pooling=pooling))
+    trainer = make_trainer(make_args(tmp_path, "mocov3", max_steps=1), pooling=pooling)
     trainer.train()
     trainer.save_model()
     dataset = labelled(10)

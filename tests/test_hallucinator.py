@@ -96,7 +96,7 @@ LAM = 0.07
 def _trainer_with_fixed_lambda(tmp_path, method):
     from training_helpers import make_args, make_trainer
 
-    trainer = make_trainer(make_args(tmp_path, method, use_hallucinator=True))
+    trainer = make_trainer(make_args(tmp_path, method), use_hallucinator=True)
     model = trainer.model.train()
     # lam fixed for both the model and the reference (the official draws random.uniform(0, 0.1))
     model.hallucinator.extrapolate = lambda q, k, lam=None: q + LAM * (q - k)
@@ -142,7 +142,7 @@ def test_mocov2_with_hallucinator_equals_the_official_loss(tmp_path):
     keys = torch.cat([k, k], 0)
     l_pos = torch.einsum("nc,nc->n", queries, keys).unsqueeze(-1)
     l_neg = torch.einsum("nc,ck->nk", queries, out.queue.clone().detach().T)
-    logits = torch.cat([l_pos, l_neg], 1) / trainer.args.loss_temperature
+    logits = torch.cat([l_pos, l_neg], 1) / trainer.args.temperature
     official = F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long))
     _same_loss_and_gradients(model, ours, official)
 

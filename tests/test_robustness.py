@@ -25,8 +25,8 @@ from genview_hf.generation import driver as driver_module
 from genview_hf.generation.components import build_generator
 from genview_hf.recipes.train_genview import main as train_main
 from genview_hf.testing import tiny_path
-from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, builders
-from training_helpers import NaNRow, make_args, make_trainer
+from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, ModelArguments, builders
+from training_helpers import NaNRow, build_model, make_args, make_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 SSL_CONFIG = ROOT / "recipes" / "configs" / "tiny_mocov3_shapes.yaml"
@@ -43,7 +43,8 @@ def recipe(output_dir, *flags, callbacks=None):
     ]  # fmt: skip
     # Each run starts as a fresh process would: the recipe builds the model before the Trainer seeds.
     torch.manual_seed(0)
-    return train_main(*parse_config((ScriptArguments, GenViewTrainingArguments), argv), callbacks=callbacks)
+    arguments = parse_config((ScriptArguments, GenViewTrainingArguments, ModelArguments), argv)
+    return train_main(*arguments, callbacks=callbacks)
 
 
 def checkpoint_tensors(folder: Path) -> dict[str, torch.Tensor]:
@@ -104,20 +105,14 @@ def test_a_run_killed_in_its_second_epoch_resumes_bit_identical(tmp_path, uninte
     assert_identical(tmp_path / "checkpoint-6", uninterrupted)
 
 
-def test_a_kill_during_a_save_resumes_from_the_newest_complete_checkpoint(
-    tmp_path, uninterrupted, monkeypatch
-):
-    save_rng_state = GenViewTrainer._save_rng_state
-
-    def dies_while_saving_checkpoint_4(self, output_dir):
-        if Path(output_dir).name == "checkpoint-4":
-            raise KeyboardInterrupt("killed")  # weights and optimizer written, trainer_state.json not
-        save_rng_state(self, output_dir)
-
-    monkeypatch.setattr(GenViewTrainer, "_save_rng_state", dies_while_saving_checkpoint_4)
+def test_a_kill_during_a_save_resumes_from_the_newest_complete_checkpoint(tmp_path, uninterrupted):
+    """A kill during a save leaves a checkpoint without ``trainer_state.json``, which the stock
+    ``_save_checkpoint`` writes after the weights, optimizer and RNG states (no file is newer)."""
     with pytest.raises(KeyboardInterrupt):
-        recipe(tmp_path)
-    monkeypatch.undo()
+        recipe(tmp_path, callbacks=[KillAt(4)])
+    files = {path.name: path.stat().st_mtime_ns for path in (tmp_path / "checkpoint-4").iterdir()}
+    assert files["trainer_state.json"] == max(files.values())
+    (tmp_path / "checkpoint-4" / "trainer_state.json").unlink()  # what the kill leaves
     assert (tmp_path / "checkpoint-4" / "model.safetensors").exists()
     with pytest.raises(FileNotFoundError, match=r"checkpoint-4 is not a complete .*no trainer_state.json"):
         recipe(tmp_path, "--resume_from_checkpoint", str(tmp_path / "checkpoint-4"))
@@ -158,7 +153,7 @@ def test_augmentation_is_a_function_of_seed_epoch_and_row_index():
 def test_persistent_workers_are_refused():
     """They would keep the first epoch's collator, repeating its augmentations every epoch."""
     args = make_args("unused", dataloader_num_workers=2, dataloader_persistent_workers=True)
-    model, processor = builders.ssl_model(args)
+    model, processor = build_model(args)
     with pytest.raises(ValueError, match="dataloader_persistent_workers"):
         GenViewTrainer(model, args, train_dataset=[{}] * 4, data_collator=SSLCollator("mocov3", 32))
 
@@ -255,9 +250,9 @@ def test_a_bad_row_past_the_checked_ones_is_named_by_its_dataset_row(tmp_path):
 
 def test_a_non_text_caption_column_is_a_type_error_up_front(tmp_path):
     data = shapes(num_rows=4, image_size=32)
-    args = make_args(tmp_path, "clip", caption_column="label", quality_mode="off")
+    args = make_args(tmp_path, "clip", quality_mode="off")
     with pytest.raises(TypeError, match=r"caption column 'caption' must hold text, it holds ClassLabel"):
-        builders.views_dataset(data.remove_columns("caption"), args)
+        builders.views_dataset(data.remove_columns("caption"), args, caption_column="label")
 
 
 # ------------------------------------------------------------------ the one decode

@@ -17,9 +17,8 @@ from genview_hf.distributed import end_distributed
 from genview_hf.modeling import GenViewConfig, GenViewModel
 from genview_hf.modeling.shuffle_bn import shuffled_keys
 from genview_hf.testing import tiny_resnet, tiny_vit
-from genview_hf.training import GenViewTrainingArguments
 from tolerances import reduction_tolerance
-from training_helpers import free_port
+from training_helpers import free_port, make_args, make_trainer
 
 HEADS = dict(proj_hidden_dim=32, proj_dim=16, queue_size=32)
 
@@ -39,13 +38,12 @@ def _seen_by(module):
 
 
 @pytest.mark.parametrize("method", ["mocov2", "leoclr"])
-def test_on_by_default_for_the_queue_methods_only(method):
+def test_on_by_default_for_the_queue_methods_only(method, tmp_path):
     assert GenViewConfig(method=method).shuffle_bn is True
     assert GenViewConfig(method="mocov3").shuffle_bn is False
-    args = GenViewTrainingArguments(output_dir="unused", method=method, use_cpu=True, report_to="none")
-    assert args.shuffle_bn is True and args.sync_batchnorm is False  # SyncBN would pool the statistics again
+    # SyncBN would pool the statistics again: the trainer refuses both (None: off with shuffle_bn)
     with pytest.raises(ValueError, match="sync_batchnorm and shuffle_bn"):
-        GenViewTrainingArguments(output_dir="unused", method=method, sync_batchnorm=True, use_cpu=True)
+        make_trainer(make_args(tmp_path, method, sync_batchnorm=True))
     with pytest.raises(ValueError, match="shuffle_bn"):
         GenViewConfig(method="simclr", shuffle_bn=True)
 

@@ -68,7 +68,7 @@ def test_clip_root_serves_the_zero_shot_pipeline_without_genview_hf(tmp_path):
 
 def test_lora_on_clip_trains_adapters_and_the_logit_scale_and_saves_merged(tmp_path):
     trainer = make_trainer(
-        make_args(tmp_path, "clip", max_steps=2, use_peft=True, lora_r=4, learning_rate=1e-2)
+        make_args(tmp_path, "clip", max_steps=2, learning_rate=1e-2), use_peft=True, lora_r=4
     )
     trainable = [name for name, p in trainer.model.named_parameters() if p.requires_grad]
     assert any("lora_" in name for name in trainable) and any(
@@ -97,7 +97,7 @@ def test_lora_on_clip_trains_adapters_and_the_logit_scale_and_saves_merged(tmp_p
 
 
 def test_lora_on_a_vit_backbone_keeps_the_momentum_encoder_in_step(tmp_path):
-    trainer = make_trainer(make_args(tmp_path, "mocov3", max_steps=2, use_peft=True, lora_r=4))
+    trainer = make_trainer(make_args(tmp_path, "mocov3", max_steps=2), use_peft=True, lora_r=4)
     model = trainer.model
     assert len(list(model.backbone.parameters())) == len(list(model.momentum_backbone.parameters()))
     trainer.train()

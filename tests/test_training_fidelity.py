@@ -16,7 +16,7 @@ from genview_hf.data.augment import CENTER_BOX, CENTER_BOX_ALPHA, ViewAugmentati
 from genview_hf.methods import METHODS
 from genview_hf.training import QualityWeights, builders
 from genview_hf.training.quality_modes import DEGENERATE_MASS, quality_weights
-from training_helpers import make_args, make_trainer
+from training_helpers import build_model, make_args, make_trainer
 
 # ----------------------------------------------------------------------------- CLIP's logit scale
 
@@ -146,7 +146,7 @@ def test_leoclr_weights_score_the_original_crop_pairs_its_loss_contrasts(tmp_pat
 
     torch.testing.assert_close(weights.original_pairs, torch.stack([by_hand(1), by_hand(2)], 1))
     loss = trainer.objective(out, weights)
-    tau = trainer.args.loss_temperature
+    tau = trainer.args.temperature
     expected = losses.info_nce_loss(
         out.queries_1, out.targets_1, out.queue, tau, by_hand(1)
     ) + losses.info_nce_loss(out.queries_1, out.targets_2, out.queue, tau, by_hand(2))
@@ -230,15 +230,15 @@ def test_unweighted_objective_is_unchanged_by_the_weight_machinery(tmp_path):
 
 def test_crop_settings_reach_the_collator(tmp_path):
     args = make_args(tmp_path, "mocov3", crop_scale=[0.2, 1.0])
-    collator = builders.collator(args, builders.ssl_model(args)[1], _Columns())
+    collator = builders.collator(args, build_model(args)[1], _Columns())
     views = collator.augmentations
     assert (
         views.view_1.scale == views.view_2.scale == (0.2, 1.0)
     )  # GenView's R50 MoCo v3; moco-v3 --crop-min=.2
     assert views.view_1.crop == views.view_2.crop == "random_resized"
-    hallucinator = make_args(tmp_path, "mocov2", use_hallucinator=True)
-    assert hallucinator.query_center_box is True  # the released Hallucinator configs pair the two
-    views = builders.collator(hallucinator, builders.ssl_model(hallucinator)[1], _Columns()).augmentations
+    hallucinator = make_args(tmp_path, "mocov2")  # query_center_box None: on with the Hallucinator
+    processor = build_model(hallucinator, use_hallucinator=True)[1]
+    views = builders.collator(hallucinator, processor, _Columns(), use_hallucinator=True).augmentations
     assert views.view_1.crop == "center_box" and views.view_2.crop == "random_resized"
     assert views.view_1.box == (0.2, 0.2, 0.8, 0.8) and views.view_1.box_alpha == 0.6
     assert (

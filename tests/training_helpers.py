@@ -8,19 +8,13 @@ import torch
 
 from genview_hf.testing import tiny_path
 from genview_hf.testing.training_data import SyntheticViews
-from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, builders
+from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, ModelArguments, builders
 
 
 def make_args(output_dir, method: str = "mocov3", **overrides) -> GenViewTrainingArguments:
-    image_text = method in ("clip", "slip")
     settings = dict(
         output_dir=str(output_dir),
         method=method,
-        model_name_or_path=str(tiny_path("clip" if image_text else "vit")),
-        proj_hidden_dim=32,
-        proj_dim=16,
-        pred_hidden_dim=32,
-        queue_size=32,
         quality_mode="off",
         quality_model=str(tiny_path("clip")),
         per_device_train_batch_size=4,
@@ -46,16 +40,35 @@ def make_args(output_dir, method: str = "mocov3", **overrides) -> GenViewTrainin
     return GenViewTrainingArguments(**settings)
 
 
-def build_model(args: GenViewTrainingArguments):
-    """The wrapper and processor the recipe builds for ``args``."""
-    return builders.clip_model(args) if args.is_image_text else builders.ssl_model(args)
+def make_model_args(method: str = "mocov3", **overrides) -> ModelArguments:
+    """A tiny encoder (ViT, or CLIP for the image-text methods) with narrow heads and a short queue."""
+    settings = dict(
+        model_name_or_path=str(tiny_path("clip" if method in ("clip", "slip") else "vit")),
+        proj_hidden_dim=32,
+        proj_dim=16,
+        pred_hidden_dim=32,
+        queue_size=32,
+    )
+    settings.update(overrides)
+    return ModelArguments(**settings)
+
+
+def build_model(args: GenViewTrainingArguments, **model_overrides):
+    """The wrapper and processor the recipe builds for ``args``; ``model_overrides``: ``ModelArguments``."""
+    return builders.train_model(make_model_args(args.method, **model_overrides), args.method)
 
 
 def make_trainer(
-    args: GenViewTrainingArguments, length: int = 16, callbacks=None, trainer_class=GenViewTrainer, model=None
+    args: GenViewTrainingArguments,
+    length: int = 16,
+    callbacks=None,
+    trainer_class=GenViewTrainer,
+    model=None,
+    **model_overrides,
 ):
+    """A trainer on ``SyntheticViews``; ``model_overrides``: ``ModelArguments`` of the built model."""
     torch.manual_seed(args.seed)
-    built, processor = build_model(args)
+    built, processor = build_model(args, **model_overrides)
     kind = "ssl" if not args.is_image_text else ("multi" if args.multi_positive else args.method)
     quality_model, direction = builders.quality_model(args)
     return trainer_class(

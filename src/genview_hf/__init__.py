@@ -27,6 +27,8 @@ _EXPORTS = {
     "GenViewCLIPModel": "genview_hf.modeling",
     "GenViewTrainer": "genview_hf.training",
     "GenViewTrainingArguments": "genview_hf.training",
+    "ModelArguments": "genview_hf.training",
+    "ScriptArguments": "genview_hf.config",
     "evaluate_encoder": "genview_hf.evaluation",
     "quality_weights": "genview_hf.quality",
     "METHODS": "genview_hf.methods",

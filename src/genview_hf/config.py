@@ -13,29 +13,54 @@ A model setting may name a tiny offline component as ``tiny:NAME`` (``tiny:vit``
 ``tiny:unclip-img2img`` ...: ``genview_hf.testing.TINY_COMPONENTS``): it is built, seeded, into
 its cache folder on first use and the setting reads that folder, so the ``tiny_*.yaml`` configs
 run as written on a fresh machine, offline, as ``sample:NAME`` datasets do.
-``ScriptArguments`` are the settings every command shares, with TRL's names: which dataset and
-which splits.
+
+``ScriptArguments`` are the settings every command shares, with TRL's names: which dataset, which
+splits, which columns.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 from transformers import HfArgumentParser
 
+from .data import schema
+
 TINY_PREFIX = "tiny:"
 
 
 @dataclass
-class ScriptArguments:
-    """The dataset a command reads, with the same names in ``genview generate | train | evaluate``."""
+class DatasetColumns:
+    """The source columns a command reads, defined once: ``ScriptArguments`` (every command line) and
+    ``ViewGenerationConfig`` (the generation API) share them, and ``parse_config`` gives them one flag."""
 
-    dataset_name: str = field(
-        default="sample:shapes",
+    image_column: str = field(
+        default=schema.IMAGE,
+        metadata={
+            "help": "Column of the source images: generation keeps its name, training and evaluation read it "
+            "as `image`"
+        },
+    )
+    caption_column: str = field(
+        default=schema.CAPTION,
+        metadata={
+            "help": "Column of the captions (generation modes tc and itc, image-text training, retrieval), "
+            "read as `caption`"
+        },
+    )
+
+
+@dataclass
+class ScriptArguments(DatasetColumns):
+    """The dataset a command reads and its columns, with the same names in ``genview generate | train |
+    evaluate`` (TRL's ``ScriptArguments``). No dataset is assumed: a config or ``--dataset_name`` names it."""
+
+    dataset_name: str | None = field(
+        default=None,
         metadata={
             "help": "Hub id, local folder (views dataset, save_to_disk or data files) or sample:NAME "
             "(an embedded set: digits, shapes, photos)"
@@ -48,15 +73,24 @@ class ScriptArguments:
     dataset_test_split: str = field(
         default="test", metadata={"help": "Split that is scored (evaluate) or gives the eval loss (train)"}
     )
+    label_column: str = field(
+        default="label", metadata={"help": "Class labels: the kNN monitor of training, evaluate's protocols"}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.dataset_name:
+            raise ValueError("dataset_name is required: give it in the --config file or as --dataset_name")
 
 
 def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:
     """Parse ``argv`` (default ``sys.argv[1:]``) into instances of ``dataclass_types``."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    _check_shared_fields(dataclass_types)
     parser = HfArgumentParser(
         dataclass_types,
         epilog="--config FILE.yaml supplies settings (repeat it: later files override earlier ones); "
         "flags override every file.",
+        conflict_handler="resolve",  # a field two of the dataclasses inherit (DatasetColumns) is one flag
     )
     known = {action.dest for action in parser._actions}
     values: dict[str, Any] = {}
@@ -76,7 +110,31 @@ def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
         if action.dest in values:
             action.required = False
     parser.set_defaults(**values)
-    return parser.parse_args_into_dataclasses(args=argv)
+    namespace, unused = parser.parse_known_args(args=argv)
+    if unused:
+        raise ValueError(f"Some specified arguments are not used by the HfArgumentParser: {unused}")
+    values = vars(namespace)
+    # HfArgumentParser.parse_args_into_dataclasses, except that a shared field fills every dataclass
+    return tuple(
+        dataclass_type(**{f.name: values[f.name] for f in fields(dataclass_type) if f.init})
+        for dataclass_type in dataclass_types
+    )
+
+
+def _check_shared_fields(dataclass_types: tuple[type, ...]) -> None:
+    """Two dataclasses may share a field only by inheriting it from one class (``DatasetColumns``):
+    the parse gives it one flag and both dataclasses its value. Two definitions are an error."""
+    owners: dict[str, type] = {}
+    for dataclass_type in dataclass_types:
+        for field_ in fields(dataclass_type):
+            owner = next(
+                cls for cls in dataclass_type.__mro__ if field_.name in vars(cls).get("__annotations__", {})
+            )
+            if owners.setdefault(field_.name, owner) is not owner:
+                raise TypeError(
+                    f"{field_.name} is defined by both {owners[field_.name].__name__} and {owner.__name__}: "
+                    "define it once, in a class both inherit"
+                )
 
 
 def _tiny_to_folder(value: Any, where: str) -> Any:

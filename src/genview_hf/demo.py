@@ -358,7 +358,7 @@ def evaluate(run: DemoRun) -> str:
     shared = dict(train_dataset=controlled["train"], protocols=["knn", "linear"], progress=False, seed=0)
     mocov3 = run.trainers["mocov3"]
     set_seed(mocov3.args.seed)  # the recipe's seeding: this is the weights training started from
-    start, start_processor = load_model(mocov3.args.model_name_or_path, from_scratch=True)
+    start, start_processor = load_model(mocov3.model.config._name_or_path, from_scratch=True)
     run.results["mocov3_untrained"] = evaluate_encoder(
         start, controlled["test"], processor=start_processor, **shared
     )
@@ -534,7 +534,9 @@ def _train(run: DemoRun, folder: str, dataset: Path, steps: int, callbacks: list
     from .config import ScriptArguments
     from .recipes.train_genview import main
     from .training import GenViewTrainingArguments
+    from .training.arguments import split_settings
 
+    model_args, arguments = split_settings(arguments)
     args = GenViewTrainingArguments(
         output_dir=str(_fresh(run.output_dir / folder)),
         **arguments,
@@ -550,7 +552,7 @@ def _train(run: DemoRun, folder: str, dataset: Path, steps: int, callbacks: list
         seed=0,
     )
     with contextlib.redirect_stdout(io.StringIO()):  # the recipe prints its metrics; the demo sums them up
-        trainer = main(ScriptArguments(dataset_name=str(dataset)), args, callbacks=callbacks)
+        trainer = main(ScriptArguments(dataset_name=str(dataset)), args, model_args, callbacks=callbacks)
     run.outputs.append(Path(trainer.args.output_dir))
     return trainer
 

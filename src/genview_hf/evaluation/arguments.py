@@ -1,6 +1,6 @@
 """``EvaluationArguments``: the settings of ``genview evaluate`` / ``recipes/evaluate_encoder.py``,
-parsed beside ``ScriptArguments`` (the dataset: its train split feeds the kNN bank and the
-linear probe, its test split is scored)."""
+parsed beside ``ScriptArguments`` (the dataset and its columns: its train split feeds the kNN bank
+and the linear probe, its test split is scored)."""
 
 from __future__ import annotations
 
@@ -21,9 +21,6 @@ class EvaluationArguments:
         default_factory=lambda: ["knn", "linear"], metadata={"help": f"Any of {', '.join(PROTOCOLS)}"}
     )
     output_dir: str = field(default="outputs/eval", metadata={"help": "Where eval_results.json goes"})
-    image_column: str = "image"
-    label_column: str = "label"
-    caption_column: str = "caption"
     templates: list[str] | None = field(
         default=None,
         metadata={"help": "Zero-shot prompt templates with {} for the class (default: CLIP's 7)"},

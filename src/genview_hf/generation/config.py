@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ..config import DatasetColumns
 from ..data import schema
 from .policies import (
     DEFAULT_COMPLEXITY_EDGES,
@@ -38,16 +39,12 @@ def check_model_id(setting: str, name: str | None) -> None:
 
 
 @dataclass
-class ViewGenerationConfig:
-    """Everything a generation run needs besides its dataset; defaults are the papers' settings."""
+class ViewGenerationConfig(DatasetColumns):
+    """Everything a generation run needs besides its dataset; defaults are the papers' settings. The source
+    columns (``image_column``, ``caption_column``) are ``DatasetColumns``', shared with ``ScriptArguments``."""
 
     output_dir: str = field(
         default="outputs/views", metadata={"help": "Folder for shards, card and artifacts."}
-    )
-    # -- input columns ---------------------------------------------------------------------
-    image_column: str = field(default=schema.IMAGE, metadata={"help": "Column of the source images."})
-    caption_column: str = field(
-        default=schema.CAPTION, metadata={"help": "Column of the captions (modes tc and itc)."}
     )
     max_rows: int | None = field(default=None, metadata={"help": "Only the first N rows (trials)."})
     # -- what to generate ----------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Training: ``GenViewTrainingArguments``, ``GenViewTrainer``, the quality modes, the callbacks
 and the building blocks the recipes use.
 
-    arguments       GenViewTrainingArguments: every run setting (Literal choices, paper defaults)
+    arguments       ModelArguments (encoder, heads, LoRA), GenViewTrainingArguments (the trainer's settings)
     trainer         GenViewTrainer: model -> quality weights -> the method's loss, checkpoints, the root
     quality_modes   frozen / stored / off: where the weights' token and foreground maps come from
     callbacks       the momentum (EMA) update, CLIP's logit-scale clamp, SimSiam's fixed predictor
@@ -9,7 +9,7 @@ and the building blocks the recipes use.
     builders        load a model, prepare the views dataset, the collator, the quality model, the kNN monitor
 """
 
-from .arguments import GenViewTrainingArguments
+from .arguments import GenViewTrainingArguments, ModelArguments
 from .callbacks import MomentumCallback, TrainingFiguresCallback, momentum_at
 from .quality_modes import FrozenQualityModel, QualityWeights, load_direction, quality_weights
 from .trainer import GenViewTrainer
@@ -18,6 +18,7 @@ __all__ = [
     "FrozenQualityModel",
     "GenViewTrainer",
     "GenViewTrainingArguments",
+    "ModelArguments",
     "MomentumCallback",
     "QualityWeights",
     "TrainingFiguresCallback",

@@ -1,17 +1,21 @@
-"""``GenViewTrainingArguments``: every run setting of GenView training in one dataclass.
+"""The settings of a training run, on TRL's split (``trl/scripts/dpo.py``):
 
-Parsed by ``HfArgumentParser`` through ``genview_hf.config.parse_config`` (YAML ``--config``
-plus flags), beside ``ScriptArguments`` (the dataset and its splits). Architecture lives in the
-model's ``PretrainedConfig``; per-method defaults (heads, temperature, augmentation) in
-``genview_hf.methods``. Fields with fixed choices are ``Literal``: ``--help`` lists them and
-a bad value is refused at parse time. Defaults quote the papers beside the number.
+- ``ModelArguments`` (TRL's ``ModelConfig``): which encoder, the method's heads, LoRA;
+- ``GenViewTrainingArguments`` (TRL's ``DPOConfig``): what the trainer does each step;
+- ``genview_hf.config.ScriptArguments``: the dataset, its splits and columns.
+
+``genview_hf.config.parse_config`` reads the three from one YAML ``--config`` plus flags
+(``HfArgumentParser`` flattens them). A setting left at None takes the method's value from the
+method table (``genview_hf.methods``): the model's in its config (``GenViewConfig``), the
+trainer's in ``GenViewTrainingArguments.__post_init__``. Fields with fixed choices are
+``Literal``: ``--help`` lists them and a bad value is refused at parse time.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Literal, get_args
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, get_args
 
 import torch
 from transformers import TrainingArguments
@@ -25,25 +29,29 @@ from ..methods import (
     check_choice,
     get_method,
 )
-from ..modeling.features import POOLINGS, Pooling
+from ..modeling.features import Pooling
 
 ViewMode = Literal["ic", "tc", "itc", "none"]
 MomentumSchedule = Literal["cosine", "constant"]
 QualityForeground = Literal["direction", "masks"]
 QualityViews = Literal["augmented", "geometric"]
+CHOICES = {
+    "quality_mode": get_args(QualityMode),
+    "momentum_schedule": get_args(MomentumSchedule),
+    "view_mode": get_args(ViewMode),
+    "quality_foreground": get_args(QualityForeground),
+    "quality_views": get_args(QualityViews),
+}
 
 
 @dataclass
-class GenViewTrainingArguments(TrainingArguments):
-    # --- what to train -------------------------------------------------------------------
-    method: MethodName = field(
-        default="mocov3",
-        metadata={
-            "help": f"Image SSL ({', '.join(SSL_METHODS)}) or image-text ({', '.join(IMAGE_TEXT_METHODS)})"
-        },
-    )
-    model_name_or_path: str = field(
-        default="google/vit-base-patch16-224-in21k",
+class ModelArguments:
+    """The model a run trains (TRL's ``ModelConfig``): the encoder, the method's heads around it
+    (``None``: the method's paper value, resolved by ``GenViewConfig``) and LoRA adapters. No model
+    is assumed: a config or ``--model_name_or_path`` names it."""
+
+    model_name_or_path: str | None = field(
+        default=None,
         metadata={"help": "Backbone (SSL) or CLIPModel (clip, slip): a Hub id or a local folder"},
     )
     from_scratch: bool = field(
@@ -103,13 +111,42 @@ class GenViewTrainingArguments(TrainingArguments):
     shuffle_bn_groups: int = field(
         default=2, metadata={"help": "shuffle_bn in a single process: the keys' sub-batches (default 2)"}
     )
+    # --- PEFT --------------------------------------------------------------------------------
+    use_peft: bool = field(
+        default=False, metadata={"help": "Train LoRA adapters on the backbone / CLIP (merged on save)"}
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Module names to adapt (None: attention query/value projections)"}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.model_name_or_path:
+            raise ValueError(
+                "model_name_or_path is required: give it in the --config file or as --model_name_or_path"
+            )
+
+
+def split_settings(settings: dict[str, Any]) -> tuple[ModelArguments, dict[str, Any]]:
+    """``ModelArguments`` from the model fields of ``settings`` (one dict of run settings, as a YAML
+    config holds them), and the other settings (``GenViewTrainingArguments``')."""
+    model_fields = {f.name for f in fields(ModelArguments)}
+    model = {name: value for name, value in settings.items() if name in model_fields}
+    return ModelArguments(**model), {name: value for name, value in settings.items() if name not in model}
+
+
+@dataclass
+class GenViewTrainingArguments(TrainingArguments):
+    # --- what to train -------------------------------------------------------------------
+    method: MethodName = field(
+        default="mocov3",
+        metadata={
+            "help": f"Image SSL ({', '.join(SSL_METHODS)}) or image-text ({', '.join(IMAGE_TEXT_METHODS)})"
+        },
+    )
     # --- data ------------------------------------------------------------------------------
-    image_column: str = field(
-        default="image", metadata={"help": "Column of the source images (renamed to `image` for training)"}
-    )
-    caption_column: str = field(
-        default="caption", metadata={"help": "Column of the captions (renamed to `caption` for training)"}
-    )
     view_mode: ViewMode | None = field(
         default=None,
         metadata={
@@ -145,7 +182,6 @@ class GenViewTrainingArguments(TrainingArguments):
         },
     )
     knn_monitor_steps: int = field(default=100, metadata={"help": "kNN monitor every N optimizer steps"})
-    label_column: str = field(default="label", metadata={"help": "Label column of the kNN monitor split"})
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Truncate the training set (debugging)"}
     )
@@ -183,8 +219,8 @@ class GenViewTrainingArguments(TrainingArguments):
             "stored masks and the training model's own detached tokens, no extra forward) | off"
         },
     )
-    quality_model: str = field(
-        default="openai/clip-vit-base-patch16",
+    quality_model: str | None = field(
+        default=None,
         metadata={
             "help": "Frozen vision model of quality_mode=frozen (any HF vision model; GenView++ needs a CLIPModel; "
             "official GenView code: a CLIP ConvNeXt-Base)"
@@ -268,16 +304,6 @@ class GenViewTrainingArguments(TrainingArguments):
             "--fix-pred-lr; None: on for simsiam)"
         },
     )
-    # --- PEFT --------------------------------------------------------------------------------
-    use_peft: bool = field(
-        default=False, metadata={"help": "Train LoRA adapters on the backbone / CLIP (merged on save)"}
-    )
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
-    lora_target_modules: list[str] | None = field(
-        default=None, metadata={"help": "Module names to adapt (None: attention query/value projections)"}
-    )
     # --- output ------------------------------------------------------------------------------
     training_figures: bool = field(
         default=True,
@@ -314,12 +340,13 @@ class GenViewTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         method = get_method(self.method)
-        check_choice("quality_mode", self.quality_mode, get_args(QualityMode))
         self._resolve_method_defaults(method)
-        check_choice("momentum_schedule", self.momentum_schedule, get_args(MomentumSchedule))
-        check_choice("pooling", self.pooling, POOLINGS)
-        if self.view_mode is not None:
-            check_choice("view_mode", self.view_mode, get_args(ViewMode))
+        for (
+            name,
+            choices,
+        ) in CHOICES.items():  # Literal fields: the parser checks flags, this the Python calls
+            if getattr(self, name) is not None:
+                check_choice(name, getattr(self, name), choices)
         if not 0.0 <= self.generated_view_prob <= 1.0:
             raise ValueError(f"generated_view_prob must be in [0, 1], got {self.generated_view_prob}")
         if self.nan_check_steps < 1:
@@ -331,7 +358,7 @@ class GenViewTrainingArguments(TrainingArguments):
             )
         if self.temperature is not None and self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.gamma is not None and self.gamma < 0:
+        if self.gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {self.gamma}")
         self._check_quality_options(method)
         if len(self.loss_coefficients) != 4:
@@ -345,6 +372,15 @@ class GenViewTrainingArguments(TrainingArguments):
                 f"quality_mode={self.quality_mode!r} with method 'clip' needs --multi_positive (GenView++ weights "
                 "on the views of each caption); without it CLIP has no image pair to weight: use quality_mode=off"
             )
+        if self.fixed_predictor_lr and not method.predictor:
+            raise ValueError(f"fixed_predictor_lr: method {self.method!r} trains no predictor")
+        if self.query_center_box and method.is_image_text:
+            raise ValueError(f"query_center_box crops the query view of an SSL pair, not {self.method!r}")
+        if self.crop_scale is not None:
+            if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+                raise ValueError(f"crop_scale needs two values 0 < min <= max <= 1, got {self.crop_scale}")
+            if method.is_image_text:
+                raise ValueError(f"crop_scale sets the SSL views' crop, not {self.method!r}'s")
         if str(self.knn_monitor_split).strip().lower() in ("", "none", "null"):
             self.knn_monitor_split = None  # unset, or switched off from the command line
         if self.remove_unused_columns:
@@ -362,42 +398,21 @@ class GenViewTrainingArguments(TrainingArguments):
         super().__post_init__()
 
     def _resolve_method_defaults(self, method: Method) -> None:
-        """Settings left at None take the method's value from the method table (``genview_hf.methods``)."""
+        """Settings left at None take the method's value from the method table (``genview_hf.methods``),
+        GenView's gamma (1 for pairs, 2 for GenView++'s multi-positive batches) and temperature."""
         if self.momentum is None:
             self.momentum = method.momentum  # stays None for methods without a momentum encoder
         if self.momentum_schedule is None:
             self.momentum_schedule = method.momentum_schedule
-        if self.shuffle_bn is None:
-            self.shuffle_bn = method.shuffle_bn
-        elif self.shuffle_bn and not method.momentum_encoder:
-            raise ValueError(f"shuffle_bn shuffles the momentum encoder's keys; {self.method!r} has none")
-        if self.sync_batchnorm is None:
-            self.sync_batchnorm = not self.shuffle_bn
-        elif self.sync_batchnorm and self.shuffle_bn:
-            raise ValueError(
-                "sync_batchnorm and shuffle_bn together: SyncBatchNorm pools the keys' statistics over every "
-                "process again; switch one off"
-            )
         if self.fixed_predictor_lr is None:
             self.fixed_predictor_lr = method.fixed_predictor_lr
-        elif self.fixed_predictor_lr and (not method.predictor or self.pred_hidden_dim == 0):
-            raise ValueError(f"fixed_predictor_lr: method {self.method!r} trains no predictor")
-        if self.query_center_box is None:
-            self.query_center_box = self.use_hallucinator
-        elif self.query_center_box and method.is_image_text:
-            raise ValueError(f"query_center_box crops the query view of an SSL pair, not {self.method!r}")
-        if self.crop_scale is not None:
-            if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-                raise ValueError(f"crop_scale needs two values 0 < min <= max <= 1, got {self.crop_scale}")
-            if method.is_image_text:
-                raise ValueError(f"crop_scale sets the SSL views' crop, not {self.method!r}'s")
-        if self.shuffle_bn_groups < 1:
-            raise ValueError(f"shuffle_bn_groups must be >= 1, got {self.shuffle_bn_groups}")
+        if self.temperature is None:
+            self.temperature = method.temperature  # stays None for losses without one (SimSiam, BYOL)
+        if self.gamma is None:
+            self.gamma = 2.0 if self.multi_positive else 1.0
 
     def _check_quality_options(self, method: Method) -> None:
         """Our options of the quality weights: each needs the mode and the batches it acts on."""
-        check_choice("quality_foreground", self.quality_foreground, get_args(QualityForeground))
-        check_choice("quality_views", self.quality_views, get_args(QualityViews))
         frozen_only = [
             f"{name}={value!r}"
             for name, value, default in (
@@ -430,15 +445,3 @@ class GenViewTrainingArguments(TrainingArguments):
         ``quality_foreground="masks"``."""
         masks_foreground = self.quality_mode == "frozen" and self.quality_foreground == "masks"
         return self.quality_mode == "stored" or masks_foreground
-
-    @property
-    def quality_gamma(self) -> float:
-        """The weights' gamma: the given one, else GenView's 1 (pairs) or GenView++'s 2 (multi-positive)."""
-        if self.gamma is not None:
-            return self.gamma
-        return 2.0 if self.multi_positive else 1.0
-
-    @property
-    def loss_temperature(self) -> float | None:
-        """The given temperature, else the method's paper value."""
-        return self.temperature if self.temperature is not None else get_method(self.method).temperature

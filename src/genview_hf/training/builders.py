@@ -13,6 +13,7 @@ import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, CLIPModel, CLIPProcessor
 from transformers.trainer_utils import sort_checkpoints
 
+from ..config import ScriptArguments
 from ..data import schema
 from ..data.collators import build_collator
 from ..data.loading import load_split
@@ -25,9 +26,10 @@ from ..data.views import (
     undecoded_images,
     validate_views_dataset,
 )
+from ..methods import get_method
 from ..modeling import GenViewCLIPModel, GenViewModel
 from ..modeling.features import backbone_feature_dim, vision_tower
-from .arguments import GenViewTrainingArguments
+from .arguments import GenViewTrainingArguments, ModelArguments
 from .quality_modes import BATCH_DIRECTION, GeometricViewsCollator, load_direction
 from .trainer import missing_checkpoint_files
 
@@ -49,13 +51,13 @@ def load_model(name: str, from_scratch: bool = False) -> tuple[torch.nn.Module, 
     return model, processor
 
 
-def ssl_model(args: GenViewTrainingArguments) -> tuple[GenViewModel, Any]:
-    """The SSL wrapper of ``args.method`` around ``args.model_name_or_path``, and the image processor."""
+def ssl_model(args: ModelArguments, method: str) -> tuple[GenViewModel, Any]:
+    """The SSL wrapper of ``method`` around ``args.model_name_or_path``, and the image processor."""
     backbone, processor = load_model(args.model_name_or_path, args.from_scratch)
     processor = getattr(processor, "image_processor", processor)  # a CLIP checkpoint as backbone
     model = GenViewModel.from_backbone(
         backbone,
-        method=args.method,
+        method=method,
         proj_hidden_dim=args.proj_hidden_dim,
         proj_dim=args.proj_dim,
         proj_layers=args.proj_layers,
@@ -70,23 +72,39 @@ def ssl_model(args: GenViewTrainingArguments) -> tuple[GenViewModel, Any]:
     )
     if args.use_peft:
         apply_lora(model, args)
+    _record_origin(model, args)
     return model, processor
 
 
-def clip_model(args: GenViewTrainingArguments) -> tuple[GenViewCLIPModel, CLIPProcessor]:
-    """The image-text wrapper of ``args.method`` around the CLIPModel ``args.model_name_or_path``."""
+def clip_model(args: ModelArguments, method: str) -> tuple[GenViewCLIPModel, CLIPProcessor]:
+    """The image-text wrapper of ``method`` around the CLIPModel ``args.model_name_or_path``."""
     clip, processor = load_model(args.model_name_or_path, args.from_scratch)
     if not isinstance(clip, CLIPModel):
         raise ValueError(
-            f"method {args.method!r} needs a CLIP model; {args.model_name_or_path} is {type(clip).__name__}"
+            f"method {method!r} needs a CLIP model; {args.model_name_or_path} is {type(clip).__name__}"
         )
-    model = GenViewCLIPModel.from_clip(clip, method=args.method)
+    model = GenViewCLIPModel.from_clip(clip, method=method)
     if args.use_peft:
         apply_lora(model, args)
+    _record_origin(model, args)
     return model, processor
 
 
-def apply_lora(model: GenViewModel | GenViewCLIPModel, args: GenViewTrainingArguments) -> None:
+def train_model(args: ModelArguments, method: str) -> tuple[GenViewModel | GenViewCLIPModel, Any]:
+    """The wrapper ``method`` trains (``clip_model`` for image-text methods, else ``ssl_model``) and
+    its processor."""
+    build = clip_model if get_method(method).is_image_text else ssl_model
+    return build(args, method)
+
+
+def _record_origin(model: GenViewModel | GenViewCLIPModel, args: ModelArguments) -> None:
+    """The wrapper's config names what its encoder was built from, for the model card: the id or folder
+    (``_name_or_path``, as ``from_pretrained`` sets it) and whether its weights were loaded."""
+    model.config._name_or_path = args.model_name_or_path
+    model.config.pretrained_encoder = not args.from_scratch
+
+
+def apply_lora(model: GenViewModel | GenViewCLIPModel, args: ModelArguments) -> None:
     """LoRA adapters on the backbone (SSL) or on CLIP; heads and CLIP's logit scale stay trainable.
 
     The momentum encoder is re-copied from the adapted backbone so that online and target keep
@@ -137,6 +155,11 @@ def quality_model(args: GenViewTrainingArguments) -> tuple[torch.nn.Module | Non
     training, or for ``batch`` uses each batch's own (``training.quality_modes.run_direction``)."""
     if args.quality_mode != "frozen":
         return None, None
+    if not args.quality_model:
+        raise ValueError(
+            "quality_mode='frozen' needs quality_model, the frozen vision model's Hub id or folder (the shipped "
+            "configs: openai/clip-vit-base-patch16), or use quality_mode='stored' or 'off'"
+        )
     model, _ = load_model(args.quality_model, from_scratch=False)
     if args.multi_positive and not isinstance(model, CLIPModel):
         raise ValueError(
@@ -150,11 +173,18 @@ def quality_model(args: GenViewTrainingArguments) -> tuple[torch.nn.Module | Non
 
 
 # ---------------------------------------------------------------------------------- data
-def views_dataset(dataset, args: GenViewTrainingArguments, where: str = "the dataset"):
+def views_dataset(
+    dataset,
+    args: GenViewTrainingArguments,
+    where: str = "the dataset",
+    image_column: str = schema.IMAGE,
+    caption_column: str = schema.CAPTION,
+):
     """A views dataset ready for ``args``: its source columns under the contract's names
-    (``image_column`` -> ``image``, ``caption_column`` -> ``caption``), checked for what the method
-    and the quality mode read (clear errors naming the column or row before any step)."""
-    dataset = to_contract_columns(dataset, args.image_column, args.caption_column)
+    (``image_column`` -> ``image``, ``caption_column`` -> ``caption``; ``ScriptArguments`` names
+    them), checked for what the method and the quality mode read (clear errors naming the column or
+    row before any step)."""
+    dataset = to_contract_columns(dataset, image_column, caption_column)
     names = list(dataset.column_names)
     if ROW_INDEX not in names:  # each row's index in this dataset: error messages and augmentation seeds
         dataset = dataset.add_column(ROW_INDEX, range(len(dataset)))
@@ -219,15 +249,16 @@ def view_columns(args: GenViewTrainingArguments, column_names: list[str]) -> lis
     return found
 
 
-def collator(args: GenViewTrainingArguments, processor: Any, train_dataset):
+def collator(args: GenViewTrainingArguments, processor: Any, train_dataset, use_hallucinator: bool = False):
     """The collator of ``args.method``: its augmentation preset, the processor's pixel statistics,
     the generated columns of ``args.view_mode`` and the stored masks when the quality mode reads them,
-    wrapped to add each view's geometric version with ``quality_views="geometric"``."""
-    built = _method_collator(args, processor, train_dataset)
+    wrapped to add each view's geometric version with ``quality_views="geometric"``.
+    ``use_hallucinator`` (``ModelArguments``): the default of ``query_center_box``."""
+    built = _method_collator(args, processor, train_dataset, use_hallucinator)
     return GeometricViewsCollator(built) if args.quality_views == "geometric" else built
 
 
-def _method_collator(args: GenViewTrainingArguments, processor: Any, train_dataset):
+def _method_collator(args: GenViewTrainingArguments, processor: Any, train_dataset, use_hallucinator: bool):
     kwargs: dict[str, Any] = dict(
         image_size=args.image_size,
         generated_view_prob=args.generated_view_prob,
@@ -250,24 +281,24 @@ def _method_collator(args: GenViewTrainingArguments, processor: Any, train_datas
         args.method,
         masks=args.needs_masks,
         crop_scale=crop_scale,
-        query_center_box=args.query_center_box,
+        query_center_box=use_hallucinator if args.query_center_box is None else args.query_center_box,
         **kwargs,
     )
 
 
-def knn_monitor(args: GenViewTrainingArguments, dataset_name: str, dataset_config: str | None = None):
-    """The kNN monitor on ``args.knn_monitor_split`` of the dataset, or None when it is off."""
+def knn_monitor(args: GenViewTrainingArguments, script_args: ScriptArguments):
+    """The kNN monitor on ``args.knn_monitor_split`` of the script's dataset, or None when it is off."""
     if not args.knn_monitor_split:
         return None
     from ..evaluation.callbacks import KNNMonitorCallback
 
     split = to_contract_columns(
-        load_split(dataset_name, args.knn_monitor_split, dataset_config),
-        args.image_column,
-        args.caption_column,
+        load_split(script_args.dataset_name, args.knn_monitor_split, script_args.dataset_config),
+        script_args.image_column,
+        script_args.caption_column,
     )
     return KNNMonitorCallback(
-        split, every_n_steps=args.knn_monitor_steps, label_column=args.label_column, seed=args.seed
+        split, every_n_steps=args.knn_monitor_steps, label_column=script_args.label_column, seed=args.seed
     )
 
 

@@ -89,7 +89,14 @@ class GenViewTrainer(Trainer):
             raise ValueError(
                 "per_device_train_batch_size must be >= 2 (batch norm and in-batch negatives need pairs)"
             )
-        if args.sync_batchnorm and args.world_size > 1 and torch.cuda.is_available():
+        shuffle_bn = getattr(model.config, "shuffle_bn", False)
+        if args.sync_batchnorm and shuffle_bn:
+            raise ValueError(
+                "sync_batchnorm and shuffle_bn together: SyncBatchNorm pools the keys' statistics over every "
+                "process again; switch one off"
+            )
+        sync_batchnorm = not shuffle_bn if args.sync_batchnorm is None else args.sync_batchnorm
+        if sync_batchnorm and args.world_size > 1 and torch.cuda.is_available():
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
         if args.world_size == 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -242,7 +249,7 @@ class GenViewTrainer(Trainer):
             inputs,
             outputs,
             frozen=self.frozen_quality,
-            gamma=self.args.quality_gamma,
+            gamma=self.args.gamma,
             multi_positive=self.args.multi_positive,
             original_pairs=self.args.method == "leoclr",
             center=self.args.quality_center,
@@ -252,7 +259,7 @@ class GenViewTrainer(Trainer):
     def objective(self, out: Any, weights: QualityWeights | None) -> torch.Tensor:
         """The method's loss of one batch's embeddings; quality weights multiply each pair's term."""
         args = self.args
-        method, tau = args.method, args.loss_temperature
+        method, tau = args.method, args.temperature
         pairs = weights.pairs if weights is not None else None
         if method == "mocov3":
             # Symmetric InfoNCE against momentum keys gathered across processes, scaled by 2 tau (official code).
@@ -461,11 +468,11 @@ class GenViewTrainer(Trainer):
         hyperparameters = {
             "method": args.method,
             "quality_mode": args.quality_mode,
-            "gamma": args.quality_gamma,
+            "gamma": args.gamma,
             "quality_foreground": args.quality_foreground,
             "quality_views": args.quality_views,
             "quality_center": args.quality_center,
-            "temperature": args.loss_temperature,
+            "temperature": args.temperature,
             "learning_rate": args.learning_rate,
             "per_device_train_batch_size": args.per_device_train_batch_size,
             "gradient_accumulation_steps": args.gradient_accumulation_steps,
@@ -473,14 +480,15 @@ class GenViewTrainer(Trainer):
             "max_steps": args.max_steps,
             "generated_view_prob": args.generated_view_prob,
             "image_size": args.image_size,
-            "use_peft": args.use_peft,
+            "use_peft": _is_adapted(self.unwrapped()),
         }
         if method.momentum_encoder:
             hyperparameters.update(momentum=args.momentum, momentum_end=args.momentum_end)
         if method.queue:
-            hyperparameters["queue_size"] = args.queue_size
+            hyperparameters["queue_size"] = self.unwrapped().config.queue_size
         if args.multi_positive:
             hyperparameters["loss_coefficients"] = args.loss_coefficients
+        origin = self.unwrapped().config
         card = hub.model_card(
             model_name=model_name or (args.hub_model_id or output_dir.name).split("/")[-1],
             model_class=_encoder_class(self.unwrapped()),
@@ -490,8 +498,8 @@ class GenViewTrainer(Trainer):
             method=args.method,
             method_paper=method.paper,
             quality_mode=args.quality_mode,
-            architecture_from=args.model_name_or_path,
-            base_model=None if args.from_scratch else args.model_name_or_path,
+            architecture_from=origin._name_or_path,
+            base_model=origin._name_or_path if getattr(origin, "pretrained_encoder", False) else None,
             datasets=getattr(self, "_card_datasets", []),
             hyperparameters=hyperparameters,
             metrics=_last_metrics(self.state.log_history),
@@ -501,10 +509,11 @@ class GenViewTrainer(Trainer):
         card.save(output_dir / "README.md")
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        """``hub_strategy`` every_save / checkpoint / all_checkpoints: the stock version copies the
-        checkpoint's weights (the training wrapper) over the output root before uploading it;
-        here the root gets the plain encoder and card instead, and the checkpoint folder itself
-        is uploaded as ``last-checkpoint`` / ``checkpoint-N`` where the strategy asks."""
+        """``hub_strategy`` every_save / checkpoint / all_checkpoints. The stock push copies the
+        checkpoint's model files (here the training wrapper) over the output root before uploading
+        it (``tests/test_trainer.py`` checks that it still does); here the root gets the plain encoder
+        and its card. The rest is the stock push's: ``on_push_begin``, the step or epoch commit
+        message, the checkpoint folder as ``last-checkpoint`` / ``checkpoint-N``."""
         if not self.is_world_process_zero() or self.args.hub_strategy == "end":
             return
         if (
@@ -513,14 +522,20 @@ class GenViewTrainer(Trainer):
             and not self.push_in_progress.is_done()
         ):
             return
-        self.save_model()
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        self.save_model(_internal_call=True)
         self.create_model_card()
-        api = hf_trainer.hf_api()
-        message = f"Training in progress, step {self.state.global_step}"
+        if self.args.save_strategy == "steps":
+            message = f"Training in progress, step {self.state.global_step}"
+        else:
+            message = f"Training in progress, epoch {int(self.state.epoch)}"
         upload = partial(
-            api.upload_folder, repo_id=self.hub_model_id, token=self.args.hub_token, run_as_future=True,
+            hf_trainer.hf_api().upload_folder,
+            repo_id=self.hub_model_id,
+            token=self.args.hub_token,
+            run_as_future=True,
             revision=self.args.hub_revision,
-        )  # fmt: skip
+        )
         jobs = [
             upload(
                 folder_path=self.args.output_dir,
@@ -625,10 +640,19 @@ def _symmetric(loss_fn, out: Any, weights) -> torch.Tensor:
     )
 
 
+def _encoder(model: GenViewModel | GenViewCLIPModel) -> nn.Module:
+    return model.clip if isinstance(model, GenViewCLIPModel) else model.backbone
+
+
+def _is_adapted(model: GenViewModel | GenViewCLIPModel) -> bool:
+    """Whether the encoder carries LoRA adapters (``ModelArguments.use_peft``)."""
+    return hasattr(_encoder(model), "get_base_model")
+
+
 def _encoder_class(model: GenViewModel | GenViewCLIPModel) -> str:
     """The class name of what ``export_encoder`` writes (a LoRA-adapted encoder is merged there)."""
-    encoder = model.clip if isinstance(model, GenViewCLIPModel) else model.backbone
-    return type(encoder.get_base_model() if hasattr(encoder, "get_base_model") else encoder).__name__
+    encoder = _encoder(model)
+    return type(encoder.get_base_model() if _is_adapted(model) else encoder).__name__
 
 
 def _last_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
