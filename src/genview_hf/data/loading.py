@@ -5,8 +5,9 @@
 - ``sample:NAME``: an embedded sample set (``genview_hf.data.samples``: digits, shapes, photos);
 - a folder written by ``Dataset.save_to_disk`` (``state.json`` / ``dataset_dict.json``);
 - a folder of parquet files, such as a views dataset written by ``genview generate``: loaded
-  by its files (``load_dataset("parquet", data_files=...)``); a ``genview generate`` folder that
-  is not finished yet is refused;
+  by its files (``load_dataset("parquet", data_files=...)``) once they are checked against their
+  names and the card's row count (``data.integrity``); a ``genview generate`` folder that is not
+  finished yet is refused;
 - any other local folder or Hub id, through ``datasets.load_dataset``.
 
 Local files are read afresh when they change. ``load_dataset(folder)`` on a folder whose card has
@@ -21,6 +22,8 @@ copy again when it is older.
 from __future__ import annotations
 
 from pathlib import Path
+
+from .integrity import check_parquet_folder
 
 SAMPLE_PREFIX = "sample:"
 # The layout of a `genview generate` folder (generation.driver): the run's state lives in WORK_DIR
@@ -47,6 +50,7 @@ def load_split(name: str, split: str, config: str | None = None, *, max_rows: in
             dataset = _from_disk(path, split)
         elif path.is_dir() and _parquet_files(path, split):
             files = _parquet_files(path, split)
+            check_parquet_folder(path, split, files)  # a missing or cut-short shard is named, not skipped
             dataset = _load_fresh(files, "parquet", data_files={split: [str(f) for f in files]}, split=split)
         elif path.is_dir() and any(path.rglob("*.parquet")):
             names = sorted({file.name.split("-")[0] for file in path.rglob("*.parquet")})

@@ -34,11 +34,13 @@ import json
 import logging
 import math
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from datasets import Dataset, Features, Image, Value
+from datasets.table import embed_table_storage
 
 from ..data import schema
 from ..data.images import decode_image
@@ -343,6 +345,11 @@ def write_shard(
     )
     failures = [{"row": start + i, "reason": reason} for i, reason in enumerate(shard[FAILURE]) if reason]
     shard = shard.remove_columns(FAILURE).cast_column(config.image_column, Image())
+    # A source cell that holds only a path to a local file gets the file's bytes: the views dataset
+    # holds the original image, wherever it is copied or pushed.
+    shard = shard.with_format("arrow").map(
+        partial(embed_table_storage, remote_files=False), batched=True, keep_in_memory=True
+    )
     shard_dir.mkdir(parents=True, exist_ok=True)
     final = shard_dir / _shard_name(index, num_shards)
     tmp = shard_dir / f".tmp-{final.name}-p{process_index}-{os.getpid()}"
