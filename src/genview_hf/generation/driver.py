@@ -38,6 +38,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from datasets import Dataset, Features, Image, Value
 from datasets.table import embed_table_storage
@@ -46,6 +47,7 @@ from ..data import schema
 from ..data.images import decode_image
 from ..data.loading import DATA_DIR, RUN_FILE, WORK_DIR
 from ..foreground import ARTIFACT_JSON, ARTIFACT_TENSORS, ForegroundScorer
+from ..integrity import file_damage
 from .card import dataset_card
 from .components import Components, LazyViewGenerator, build_generator, load_components
 from .config import ViewGenerationConfig
@@ -149,6 +151,10 @@ def fit_scorer(dataset: Dataset, components: Components, config: ViewGenerationC
 # -- the run ---------------------------------------------------------------------------------
 def _shard_name(index: int, total: int) -> str:
     return f"train-{index:05d}-of-{total:05d}.parquet"
+
+
+def _shard_rows(index: int, config: ViewGenerationConfig, num_rows: int) -> int:
+    return min(config.shard_size, num_rows - index * config.shard_size)
 
 
 # What fixes the rows' content besides the input dataset: a re-run with other values must not mix
@@ -273,7 +279,11 @@ def generate_views(
     last = num_shards * (state.process_index + 1) // state.num_processes
     for stale in pending.glob(f".tmp-*-p{state.process_index}-*"):
         stale.unlink()
-    todo = [k for k in range(first, last) if _finished_shard(out, k, num_shards) is None]
+    todo = [
+        k
+        for k in range(first, last)
+        if _finished_shard(out, k, num_shards, _shard_rows(k, config, num_rows)) is None
+    ]
     logger.info(
         "process %d of %d: shards %d-%d of %d, %d to do",
         state.process_index, state.num_processes, first, last - 1, num_shards, len(todo),
@@ -360,12 +370,24 @@ def write_shard(
 
 
 # -- assembling the folder ------------------------------------------------------------------
-def _finished_shard(out: Path, index: int, num_shards: int) -> Path | None:
-    """Where shard ``index`` lies once written: ``data/`` (assembled) or ``.work/shards/``; None: to do."""
+def _finished_shard(out: Path, index: int, num_shards: int, num_rows: int | None = None) -> Path | None:
+    """Where shard ``index`` lies once written: ``data/`` (assembled) or ``.work/shards/``; None: to do.
+
+    With ``num_rows`` (the shard's row count) a shard that is not whole or holds other rows (cut
+    short by a copy, a disk) is named in a warning, deleted and so done again."""
     name = _shard_name(index, num_shards)
     for path in (out / DATA_DIR / name, out / WORK_DIR / SHARDS_DIR / name):
-        if path.exists():
+        if not path.exists():
+            continue
+        if num_rows is None:
             return path
+        damage = file_damage(path)
+        if damage is None and (rows := pq.read_metadata(path).num_rows) != num_rows:
+            damage = f"it holds {rows} rows, not {num_rows}"
+        if damage is None:
+            return path
+        logger.warning("generating %s again: %s", path, damage)
+        path.unlink()
     return None
 
 
