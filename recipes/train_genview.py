@@ -19,7 +19,7 @@ from transformers import set_seed
 from genview_hf.config import ScriptArguments, parse_config
 from genview_hf.data.loading import load_split
 from genview_hf.distributed import end_distributed
-from genview_hf.preflight import disk_full_named
+from genview_hf.preflight import check_model_source, disk_full_named
 from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, builders, run_record
 
 
@@ -27,8 +27,11 @@ def main(
     script_args: ScriptArguments, training_args: GenViewTrainingArguments, callbacks: list | None = None
 ) -> GenViewTrainer:
     """The run; ``callbacks`` are extra ``TrainerCallback``s (from Python: ``main(..., callbacks=[...])``)."""
-    # 0. The output folder: writable, and not another run's (a resume is checked against its record).
+    # 0. The output folder (writable, not another run's; a resume is checked against its record), the model.
     record = run_record.check_run_folder(script_args, training_args)
+    check_model_source(
+        training_args.model_name_or_path, "model_name_or_path"
+    )  # a local folder that cannot load
 
     # 1. The views dataset (images, captions, generated views, stored masks) and its splits.
     load = dict(name=script_args.dataset_name, config=script_args.dataset_config)

@@ -28,6 +28,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 # torch's zip writer on a full disk: "[enforce fail at inline_container.cc] . unexpected pos N vs M"
 # or "PytorchStreamWriter failed writing file ...: file write failed"
 TORCH_WRITE_FAILURES = ("unexpected pos", "file write failed")
+NO_SPACE_MESSAGES = ("No space left on device", "os error 28", "Disk quota exceeded")
 LOW_SPACE_BYTES = 64 * 1024**2  # below this, a failed write is taken for a full disk
 
 
@@ -42,7 +43,13 @@ def check_model_source(name: str | os.PathLike, setting: str) -> None:
     pass untouched (their errors name the id already)."""
     name = str(name)
     path = Path(name).expanduser()
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except PermissionError as error:  # a parent folder that cannot be entered
+        raise PermissionError(
+            f"{setting} {name} cannot be read ({error.strerror}): fix its permissions"
+        ) from error
+    if not exists:
         if looks_local(name):
             parent = next((p for p in path.parents if p.exists()), None)
             raise FileNotFoundError(
@@ -104,8 +111,12 @@ def check_output_dir(output_dir: str | os.PathLike, setting: str = "output_dir")
 
 
 def is_disk_full(error: BaseException, folder: Path) -> bool:
-    """Whether ``error``, raised while writing into ``folder``, comes from a full disk."""
+    """Whether ``error``, raised while writing into ``folder``, comes from a full disk: an ENOSPC /
+    EDQUOT ``OSError``, a writer's own error quoting it (safetensors' ``SafetensorError``), or
+    torch's zip writer failing on a disk with almost no space left."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if any(text in str(error) for text in NO_SPACE_MESSAGES):
         return True
     if isinstance(error, RuntimeError) and any(text in str(error) for text in TORCH_WRITE_FAILURES):
         existing = next(p for p in (folder, *folder.parents) if p.exists())
@@ -115,20 +126,22 @@ def is_disk_full(error: BaseException, folder: Path) -> bool:
 
 @contextlib.contextmanager
 def disk_full_named(folder: str | os.PathLike, what: str) -> Iterator[None]:
-    """Re-raise a write that failed for want of space as ``OSError(ENOSPC)`` naming the file written
-    last in ``folder`` (the one cut short), the free space, and that ``what`` is incomplete."""
+    """Re-raise a write into ``folder`` that failed for want of space as ``OSError(ENOSPC)`` saying
+    that ``what`` is incomplete, with the file written last (the one cut short, or the one before it)
+    and the disk's free space."""
     folder = Path(folder)
     try:
         yield
-    except (OSError, RuntimeError) as error:
+    except Exception as error:
         if not is_disk_full(error, folder):
             raise
         written = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
-        last = max(written, key=lambda p: p.stat().st_mtime_ns, default=folder)
+        last = max(written, key=lambda p: p.stat().st_mtime_ns, default=None)
         existing = next(p for p in (folder, *folder.parents) if p.exists())
         free = shutil.disk_usage(existing).free / 1024**2
         raise OSError(
             errno.ENOSPC,
-            f"No space left on device while writing {last} ({free:.0f} MiB free on that disk): {what} is "
-            "incomplete; free some space or choose another output_dir, then run the same command again",
+            f"No space left on device while writing {what} in {folder} (file written last: {last}; "
+            f"{free:.1f} MiB free): it is incomplete; free some space or choose another output_dir, then run "
+            "the same command again",
         ) from error

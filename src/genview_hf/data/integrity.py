@@ -25,9 +25,9 @@ class DamagedDataError(ValueError):
     """A local dataset folder whose files do not match what it says it holds."""
 
 
-def check_parquet_folder(folder: Path, split: str, files: list[Path]) -> None:
+def check_parquet_folder(folder: Path, split: str, files: list[Path]) -> int:
     """Refuse ``files`` (the ``split`` shards of ``folder``) when one is missing, unreadable or cut
-    short, or when their rows do not add up to the card's count for ``split``."""
+    short, or when their rows do not add up to the card's count for ``split``; their row count."""
     check_shard_list(folder, split, files)
     rows = {file: parquet_rows(file) for file in files}
     expected = card_row_count(folder, split)
@@ -38,6 +38,7 @@ def check_parquet_folder(folder: Path, split: str, files: list[Path]) -> None:
             f"{folder}: its card ({CARD_FILE}) says split {split!r} has {expected} rows, its shards hold {total} "
             f"({counts}): a shard was replaced or the card is of another copy; copy or generate the folder again"
         )
+    return total
 
 
 def check_shard_list(folder: Path, split: str, files: list[Path]) -> None:

@@ -48,9 +48,11 @@ from ..data.images import decode_image
 from ..data.loading import DATA_DIR, RUN_FILE, WORK_DIR
 from ..foreground import ARTIFACT_JSON, ARTIFACT_TENSORS, ForegroundScorer
 from ..integrity import file_damage
+from ..preflight import check_output_dir, disk_full_named
 from .card import dataset_card
 from .components import Components, LazyViewGenerator, build_generator, load_components
 from .config import ViewGenerationConfig
+from .lock import generation_lock
 from .views import FAILURE, ViewGenerator
 
 logger = logging.getLogger(__name__)
@@ -251,6 +253,7 @@ def generate_views(
     work, fg_dir = out / WORK_DIR, out / FOREGROUND_DIR
     pending = work / SHARDS_DIR
     # Everything that can be refused is refused before a file is written (the guard before a model loads).
+    check_output_dir(out)
     source = prepare_source(dataset, config)
     num_rows = len(source)
     num_shards = math.ceil(num_rows / config.shard_size)
@@ -261,60 +264,65 @@ def generate_views(
             components = load_components(config, state.device)
     given = given_scorer(config, components)
 
-    # The scorer of this run: at the root once assembled, else in .work/ (fitted by an earlier try).
-    scorer_dir = fg_dir if ForegroundScorer.exists(fg_dir) else work / FOREGROUND_DIR
-    if state.is_main_process and not ForegroundScorer.exists(scorer_dir):
-        scorer = given if given is not None else fit_scorer(source, components, config)
-        # The record comes first: a scorer on disk is always one of the recorded run.
-        work.mkdir(parents=True, exist_ok=True)
-        if not (work / RUN_FILE).exists():
-            _atomic_write_text(work / RUN_FILE, json.dumps(record, indent=2) + "\n")
-        scorer.save(scorer_dir)
-    state.wait_for_everyone()
-    scorer = ForegroundScorer.load(scorer_dir)  # every process reads the same saved artifacts
+    # One job per folder: the main process holds .work/lock.json from its first write to the end.
+    # A full disk is named (finished shards stay: the same command finishes the folder).
+    with disk_full_named(out, "the views folder"), generation_lock(work, state.is_main_process):
+        # The scorer of this run: at the root once assembled, else in .work/ (fitted by an earlier try).
+        scorer_dir = fg_dir if ForegroundScorer.exists(fg_dir) else work / FOREGROUND_DIR
+        if state.is_main_process and not ForegroundScorer.exists(scorer_dir):
+            scorer = given if given is not None else fit_scorer(source, components, config)
+            # The record comes first: a scorer on disk is always one of the recorded run.
+            work.mkdir(parents=True, exist_ok=True)
+            if not (work / RUN_FILE).exists():
+                _atomic_write_text(work / RUN_FILE, json.dumps(record, indent=2) + "\n")
+            scorer.save(scorer_dir)
+        state.wait_for_everyone()
+        scorer = ForegroundScorer.load(scorer_dir)  # every process reads the same saved artifacts
 
-    generator = build_generator(components, scorer, config)
-    features = output_features(source.features, config.modes, config.image_column)
-    first = num_shards * state.process_index // state.num_processes
-    last = num_shards * (state.process_index + 1) // state.num_processes
-    for stale in pending.glob(f".tmp-*-p{state.process_index}-*"):
-        stale.unlink()
-    todo = [
-        k
-        for k in range(first, last)
-        if _finished_shard(out, k, num_shards, _shard_rows(k, config, num_rows)) is None
-    ]
-    logger.info(
-        "process %d of %d: shards %d-%d of %d, %d to do",
-        state.process_index, state.num_processes, first, last - 1, num_shards, len(todo),
-    )  # fmt: skip
-    bar = tqdm(
-        todo,
-        desc=f"shards (process {state.process_index})",
-        position=state.process_index,
-        disable=not todo or not is_progress_bar_enabled(),
-    )
-    for k in bar:
-        write_shard(source, k, num_shards, generator, features, config, pending, work, state.process_index)
-    state.wait_for_everyone()
-    if state.is_main_process:
-        known = {"dataset_name": dataset_name, "dataset_train_split": dataset.split}
-        assemble(out, config, num_shards, scorer, {k: str(v) for k, v in known.items() if v is not None})
-        if config.push_to_hub:
-            from ..hub import push_folder
-
-            url = push_folder(
-                out,
-                config.hub_dataset_id,
-                repo_type="dataset",
-                private=config.hub_private_repo,
-                revision=config.hub_revision,
-                commit_message=config.hub_commit_message,
-                ignore_patterns=[f"{WORK_DIR}/*"],
-                api=api,
+        generator = build_generator(components, scorer, config)
+        features = output_features(source.features, config.modes, config.image_column)
+        first = num_shards * state.process_index // state.num_processes
+        last = num_shards * (state.process_index + 1) // state.num_processes
+        for stale in pending.glob(f".tmp-*-p{state.process_index}-*"):
+            stale.unlink()
+        todo = [
+            k
+            for k in range(first, last)
+            if _finished_shard(out, k, num_shards, _shard_rows(k, config, num_rows)) is None
+        ]
+        logger.info(
+            "process %d of %d: shards %d-%d of %d, %d to do",
+            state.process_index, state.num_processes, first, last - 1, num_shards, len(todo),
+        )  # fmt: skip
+        bar = tqdm(
+            todo,
+            desc=f"shards (process {state.process_index})",
+            position=state.process_index,
+            disable=not todo or not is_progress_bar_enabled(),
+        )
+        for k in bar:
+            write_shard(
+                source, k, num_shards, generator, features, config, pending, work, state.process_index
             )
-            logger.info("pushed %s to %s", out, url)
-    state.wait_for_everyone()
+        state.wait_for_everyone()
+        if state.is_main_process:
+            known = {"dataset_name": dataset_name, "dataset_train_split": dataset.split}
+            assemble(out, config, num_shards, scorer, {k: str(v) for k, v in known.items() if v is not None})
+            if config.push_to_hub:
+                from ..hub import push_folder
+
+                url = push_folder(
+                    out,
+                    config.hub_dataset_id,
+                    repo_type="dataset",
+                    private=config.hub_private_repo,
+                    revision=config.hub_revision,
+                    commit_message=config.hub_commit_message,
+                    ignore_patterns=[f"{WORK_DIR}/*"],
+                    api=api,
+                )
+                logger.info("pushed %s to %s", out, url)
+        state.wait_for_everyone()
     return out
 
 
