@@ -21,11 +21,13 @@ from genview_hf.data.views import to_contract_columns
 from genview_hf.evaluation import add_eval_results_to_card, evaluate_encoder, write_results
 from genview_hf.evaluation.arguments import EvaluationArguments
 from genview_hf.evaluation.protocols import check_protocols
+from genview_hf.preflight import check_model_source
 
 
 def main(script_args: ScriptArguments, eval_args: EvaluationArguments) -> dict[str, float]:
     # 1. The splits: the train split feeds the kNN bank and the linear probe, the test split is scored.
     protocols = check_protocols(eval_args.protocols)
+    check_model_source(eval_args.model_name_or_path, "model_name_or_path")  # a local folder that cannot load
     needs_train = any(name in ("knn", "linear") for name in protocols)
 
     def split(name: str, max_rows: int | None):

@@ -18,7 +18,8 @@ from transformers import set_seed
 from genview_hf.config import ScriptArguments, parse_config
 from genview_hf.data.loading import load_split
 from genview_hf.distributed import end_distributed
-from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, ModelArguments, builders
+from genview_hf.preflight import check_model_source, disk_full_named
+from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, ModelArguments, builders, run_record
 
 
 def main(
@@ -29,6 +30,10 @@ def main(
 ) -> GenViewTrainer:
     """The run, of either kind of method (``clip_genview.py`` calls it too); ``callbacks`` are extra
     ``TrainerCallback``s (from Python: ``main(..., callbacks=[...])``)."""
+    # 0. The output folder (writable, not another run's; a resume is checked against its record), the model.
+    record = run_record.check_run_folder(script_args, training_args, model_args)
+    check_model_source(model_args.model_name_or_path, "model_name_or_path")  # a local folder that cannot load
+
     # 1. The views dataset (images, captions, generated views, stored masks) and its splits.
     load = dict(name=script_args.dataset_name, config=script_args.dataset_config)
     columns = dict(image_column=script_args.image_column, caption_column=script_args.caption_column)
@@ -63,15 +68,18 @@ def main(
     if monitor is not None:
         monitor.attach(trainer)
 
-    # 4. Train (resuming from checkpoint-* when asked).
+    # 4. Train (resuming from checkpoint-* when asked), the folder claimed for this run first.
+    if training_args.should_save:
+        run_record.write_run_record(training_args.output_dir, record)
     result = trainer.train(resume_from_checkpoint=builders.resume_checkpoint(training_args))
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
 
     # 5. The plain encoder (ViTModel, ResNetModel, CLIPModel ...), its processor and the model
     #    card at the output root, loadable without genview_hf; pushed when asked.
-    trainer.save_model()
-    trainer.create_model_card(dataset_name=script_args.dataset_name)
+    with disk_full_named(training_args.output_dir, "the exported encoder at the output root"):
+        trainer.save_model()
+        trainer.create_model_card(dataset_name=script_args.dataset_name)
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     return trainer

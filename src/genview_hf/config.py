@@ -7,7 +7,10 @@ so a small file can swap a few settings of a shipped config without editing it::
     genview train --config recipes/configs/mocov3_vitb16_imagenet.yaml --config my_cluster.yaml --max_steps 100
 
 Unknown YAML keys are an error naming them and their file, so a typo never silently falls back
-to a default.
+to a default. YAML values are checked against each setting's type as a flag's text would be
+(``max_steps: 2.5`` is an error naming the key and the file, not a ``TypeError`` in the Trainer);
+a YAML 1.1 boolean where the setting takes words (``quality_mode: off``, ``eval_strategy: no``,
+read as False) is taken for the one choice it spells.
 
 A model setting may name a tiny offline component as ``tiny:NAME`` (``tiny:vit``, ``tiny:clip``,
 ``tiny:unclip-img2img`` ...: ``genview_hf.testing.TINY_COMPONENTS``): it is built, seeded, into
@@ -101,9 +104,10 @@ def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
         unknown = sorted(set(file_values) - known)
         if unknown:
             raise ValueError(f"{config_path}: unknown settings {', '.join(unknown)}")
-        values.update(
-            {key: _tiny_to_folder(value, f"{config_path}: {key}") for key, value in file_values.items()}
-        )
+        actions = {action.dest: action for action in parser._actions}
+        for key, value in file_values.items():
+            where = f"{config_path}: {key}"
+            values[key] = yaml_value(_tiny_to_folder(value, where), actions[key], where)
     argv = [_tiny_flag(arg) for arg in argv]
     # Required fields given in YAML must not stay required on the command line.
     for action in parser._actions:
@@ -153,6 +157,63 @@ def _tiny_flag(arg: str) -> str:
     """A command-line token, ``tiny:NAME`` or ``--setting=tiny:NAME``, with the folder in its place."""
     flag, equals, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
     return flag + equals + _tiny_to_folder(value, flag or "the command line")
+
+
+# YAML 1.1 reads off/no/false (on/yes/true) unquoted as booleans: the choice each may have meant.
+BOOLEAN_WORDS = {False: ("off", "no", "false"), True: ("on", "yes", "true")}
+QUOTE_HINT = " (YAML reads off/no/on/yes unquoted as booleans: quote the value)"
+
+
+def yaml_value(value: Any, action: Any, where: str) -> Any:
+    """``value`` from a YAML file, checked and converted as ``action`` (the setting's flag) would
+    have parsed it from text; a ValueError naming ``where`` (file and key) otherwise. A list
+    setting given one value gets a list of it."""
+    if action.nargs in ("+", "*"):
+        values = value if isinstance(value, list) else [value]
+        return [_scalar(item, action, where) for item in values]
+    return _scalar(value, action, where)
+
+
+def _scalar(value: Any, action: Any, where: str) -> Any:
+    kind, choices = action.type, action.choices
+    if value is None:
+        if action.default is not None and kind in (int, float):
+            raise ValueError(f"{where}: needs a number, got an empty value (null)")
+        return value
+    if choices:
+        if isinstance(value, bool):
+            meant = [word for word in BOOLEAN_WORDS[value] if word in choices]
+            if len(meant) == 1:
+                return meant[0]
+        elif value in choices or str(value) in map(str, choices):
+            return kind(str(value)) if kind is not None else value
+        hint = QUOTE_HINT if isinstance(value, bool) else ""
+        raise ValueError(f"{where}: must be one of {', '.join(map(str, choices))}, got {value!r}{hint}")
+    if kind is int and not isinstance(value, bool):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("+-").isdigit()):
+            return int(value)
+        raise ValueError(f"{where}: must be a whole number, got {value!r}")
+    if kind is float and not isinstance(value, bool):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+        raise ValueError(f"{where}: must be a number, got {value!r}")
+    if kind in (int, float):
+        raise ValueError(f"{where}: must be a number, got {value!r}")
+    if getattr(kind, "__name__", "") == "string_to_bool":
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{where}: must be true or false, got {value!r}")
+    if kind is str:
+        if isinstance(value, bool):
+            raise ValueError(f"{where}: must be text, got {value!r}{QUOTE_HINT}")
+        # a number where text is asked is that text (dataset_config: 2017); mappings and lists are
+        # left to the settings that take them (transformers' dict-or-JSON-text fields)
+        return str(value) if isinstance(value, int | float) else value
+    return value
 
 
 def _pop_configs(argv: list[str]) -> list[str]:

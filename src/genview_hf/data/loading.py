@@ -5,8 +5,9 @@
 - ``sample:NAME``: an embedded sample set (``genview_hf.data.samples``: digits, shapes, photos);
 - a folder written by ``Dataset.save_to_disk`` (``state.json`` / ``dataset_dict.json``);
 - a folder of parquet files, such as a views dataset written by ``genview generate``: loaded
-  by its files (``load_dataset("parquet", data_files=...)``); a ``genview generate`` folder that
-  is not finished yet is refused;
+  by its files (``load_dataset("parquet", data_files=...)``) once they are checked against their
+  names and the card's row count (``data.integrity``); a ``genview generate`` folder that is not
+  finished yet is refused;
 - any other local folder or Hub id, through ``datasets.load_dataset``.
 
 Local files are read afresh when they change. ``load_dataset(folder)`` on a folder whose card has
@@ -20,7 +21,10 @@ copy again when it is older.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from .integrity import check_parquet_folder
 
 SAMPLE_PREFIX = "sample:"
 # The layout of a `genview generate` folder (generation.driver): the run's state lives in WORK_DIR
@@ -47,15 +51,28 @@ def load_split(name: str, split: str, config: str | None = None, *, max_rows: in
             dataset = _from_disk(path, split)
         elif path.is_dir() and _parquet_files(path, split):
             files = _parquet_files(path, split)
+            if check_parquet_folder(path, split, files) == 0:  # a missing or cut-short shard is named
+                raise EmptyDatasetError(f"{name}: split {split!r} has 0 rows (in {len(files)} parquet files)")
             dataset = _load_fresh(files, "parquet", data_files={split: [str(f) for f in files]}, split=split)
         elif path.is_dir() and any(path.rglob("*.parquet")):
             names = sorted({file.name.split("-")[0] for file in path.rglob("*.parquet")})
             raise KeyError(f"{name} has no split {split!r} (its parquet files are of: {', '.join(names)})")
         else:
             dataset = _from_hub_or_folder(name, split, config)
+    if hasattr(dataset, "__len__") and len(dataset) == 0:
+        raise EmptyDatasetError(f"{name}: split {split!r} has 0 rows")
     if max_rows is not None:
         dataset = dataset.select(range(min(max_rows, len(dataset))))
     return dataset
+
+
+class EmptyDatasetError(ValueError):
+    """A split without rows: nothing to generate views for, train or evaluate on."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            f"{message}: nothing to generate views for, train or evaluate on; check the dataset and split"
+        )
 
 
 def _parquet_files(folder: Path, split: str) -> list[Path]:
@@ -70,6 +87,10 @@ def _hidden(file: Path, folder: Path) -> bool:
 def _from_disk(path: Path, split: str):
     from datasets import DatasetDict, load_from_disk
 
+    state = path / "state.json" if (path / "state.json").is_file() else path / split / "state.json"
+    if state.is_file() and not json.loads(state.read_text()).get("_data_files", [None]):
+        # datasets cannot load a saved split without rows (IndexError in concat_tables)
+        raise EmptyDatasetError(f"{path}: split {split!r} has 0 rows (saved with save_to_disk)")
     loaded = load_from_disk(str(path))
     if isinstance(loaded, DatasetDict):
         if split not in loaded:

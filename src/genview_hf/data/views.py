@@ -233,7 +233,8 @@ def validate_views_dataset(
     ``mask`` and the ``mask_<mode>`` of every generated column used, False ignores them, None uses
     them when all are present. The first ``max_rows`` rows (None: all) are decoded: unreadable or
     tiny images, masks whose aspect ratio differs from their image, and (for image-text methods)
-    empty captions are reported by row index. Captions are checked on every row.
+    empty captions are reported by row index (the dataset's, ``ROW_INDEX``, when the rows carry it:
+    rows left out before the check do not shift the numbers). Captions are checked on every row.
     """
     started = time.perf_counter()
     needs_caption = get_method(method).is_image_text or multi_positive
@@ -277,15 +278,23 @@ def validate_views_dataset(
 
         offset, show = 0, is_progress_bar_enabled()
         with tqdm(total=num_rows, desc="checking captions", unit="row", disable=not show) as bar:
-            for batch in dataset.select_columns([schema.CAPTION]).iter(batch_size=4096):
-                for index, caption in enumerate(batch[schema.CAPTION]):
-                    check_caption(caption, f"row {offset + index}, column {schema.CAPTION!r}")
+            with_index = [ROW_INDEX] if ROW_INDEX in names else []
+            for batch in dataset.select_columns([schema.CAPTION, *with_index]).iter(batch_size=4096):
+                rows = (
+                    batch[ROW_INDEX]
+                    if ROW_INDEX in batch
+                    else range(offset, offset + len(batch[schema.CAPTION]))
+                )
+                for row, caption in zip(rows, batch[schema.CAPTION]):
+                    check_caption(caption, f"row {row}, column {schema.CAPTION!r}")
                 offset += len(batch[schema.CAPTION])
                 bar.update(len(batch[schema.CAPTION]))
 
     columns = image_columns + (mask_columns if masks else []) + ([schema.CAPTION] if needs_caption else [])
+    columns += [ROW_INDEX] if ROW_INDEX in names else []  # errors name the dataset's row, not the kept one's
     checked = 0
-    for index, row in enumerate(_first_rows(_undecoded(dataset, columns), max_rows)):
+    for position, row in enumerate(_first_rows(_undecoded(dataset, columns), max_rows)):
+        index = row.get(ROW_INDEX, position)
         sizes = {}
         for column in image_columns:
             sizes[column] = load_image(row[column], f"row {index}, column {column!r}").size

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..foreground import ForegroundScorer
+from ..preflight import check_model_source
 from .config import ViewGenerationConfig
 from .encoder import ClipTokenEncoder
 from .policies import GuidancePolicy, LMComplexityScorer, NoisePolicy
@@ -42,6 +43,14 @@ def load_components(config: ViewGenerationConfig, device: torch.device | str = "
     """
     device = torch.device(device)
     dtype = run_dtype(config.mixed_precision, device)
+    needed = {
+        "unclip_model": "ic" in config.modes or "itc" in config.modes,
+        "text2img_model": "tc" in config.modes,
+        "scorer_model": config.scorer_model is not None,
+    }
+    for setting, used in needed.items():
+        if used:  # a local folder that cannot load is named before any pipeline loads
+            check_model_source(getattr(config, setting), setting)
     unclip = text2img = None
     if "ic" in config.modes or "itc" in config.modes:
         unclip = _load_unclip(config.unclip_model, dtype, config.model_revision)

@@ -34,19 +34,25 @@ import json
 import logging
 import math
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from datasets import Dataset, Features, Image, Value
+from datasets.table import embed_table_storage
 
 from ..data import schema
 from ..data.images import decode_image
 from ..data.loading import DATA_DIR, RUN_FILE, WORK_DIR
 from ..foreground import ARTIFACT_JSON, ARTIFACT_TENSORS, ForegroundScorer
+from ..integrity import file_damage
+from ..preflight import check_output_dir, disk_full_named
 from .card import dataset_card
 from .components import Components, LazyViewGenerator, build_generator, load_components
 from .config import ViewGenerationConfig
+from .lock import generation_lock
 from .views import FAILURE, ViewGenerator
 
 logger = logging.getLogger(__name__)
@@ -149,6 +155,10 @@ def _shard_name(index: int, total: int) -> str:
     return f"train-{index:05d}-of-{total:05d}.parquet"
 
 
+def _shard_rows(index: int, config: ViewGenerationConfig, num_rows: int) -> int:
+    return min(config.shard_size, num_rows - index * config.shard_size)
+
+
 # What fixes the rows' content besides the input dataset: a re-run with other values must not mix
 # into the same folder.
 CONTENT_SETTINGS = (
@@ -243,6 +253,7 @@ def generate_views(
     work, fg_dir = out / WORK_DIR, out / FOREGROUND_DIR
     pending = work / SHARDS_DIR
     # Everything that can be refused is refused before a file is written (the guard before a model loads).
+    check_output_dir(out)
     source = prepare_source(dataset, config)
     num_rows = len(source)
     num_shards = math.ceil(num_rows / config.shard_size)
@@ -253,56 +264,65 @@ def generate_views(
             components = load_components(config, state.device)
     given = given_scorer(config, components)
 
-    # The scorer of this run: at the root once assembled, else in .work/ (fitted by an earlier try).
-    scorer_dir = fg_dir if ForegroundScorer.exists(fg_dir) else work / FOREGROUND_DIR
-    if state.is_main_process and not ForegroundScorer.exists(scorer_dir):
-        scorer = given if given is not None else fit_scorer(source, components, config)
-        # The record comes first: a scorer on disk is always one of the recorded run.
-        work.mkdir(parents=True, exist_ok=True)
-        if not (work / RUN_FILE).exists():
-            _atomic_write_text(work / RUN_FILE, json.dumps(record, indent=2) + "\n")
-        scorer.save(scorer_dir)
-    state.wait_for_everyone()
-    scorer = ForegroundScorer.load(scorer_dir)  # every process reads the same saved artifacts
+    # One job per folder: the main process holds .work/lock.json from its first write to the end.
+    # A full disk is named (finished shards stay: the same command finishes the folder).
+    with disk_full_named(out, "the views folder"), generation_lock(work, state.is_main_process):
+        # The scorer of this run: at the root once assembled, else in .work/ (fitted by an earlier try).
+        scorer_dir = fg_dir if ForegroundScorer.exists(fg_dir) else work / FOREGROUND_DIR
+        if state.is_main_process and not ForegroundScorer.exists(scorer_dir):
+            scorer = given if given is not None else fit_scorer(source, components, config)
+            # The record comes first: a scorer on disk is always one of the recorded run.
+            work.mkdir(parents=True, exist_ok=True)
+            if not (work / RUN_FILE).exists():
+                _atomic_write_text(work / RUN_FILE, json.dumps(record, indent=2) + "\n")
+            scorer.save(scorer_dir)
+        state.wait_for_everyone()
+        scorer = ForegroundScorer.load(scorer_dir)  # every process reads the same saved artifacts
 
-    generator = build_generator(components, scorer, config)
-    features = output_features(source.features, config.modes, config.image_column)
-    first = num_shards * state.process_index // state.num_processes
-    last = num_shards * (state.process_index + 1) // state.num_processes
-    for stale in pending.glob(f".tmp-*-p{state.process_index}-*"):
-        stale.unlink()
-    todo = [k for k in range(first, last) if _finished_shard(out, k, num_shards) is None]
-    logger.info(
-        "process %d of %d: shards %d-%d of %d, %d to do",
-        state.process_index, state.num_processes, first, last - 1, num_shards, len(todo),
-    )  # fmt: skip
-    bar = tqdm(
-        todo,
-        desc=f"shards (process {state.process_index})",
-        position=state.process_index,
-        disable=not todo or not is_progress_bar_enabled(),
-    )
-    for k in bar:
-        write_shard(source, k, num_shards, generator, features, config, pending, work, state.process_index)
-    state.wait_for_everyone()
-    if state.is_main_process:
-        known = {"dataset_name": dataset_name, "dataset_train_split": dataset.split}
-        assemble(out, config, num_shards, scorer, {k: str(v) for k, v in known.items() if v is not None})
-        if config.push_to_hub:
-            from ..hub import push_folder
-
-            url = push_folder(
-                out,
-                config.hub_dataset_id,
-                repo_type="dataset",
-                private=config.hub_private_repo,
-                revision=config.hub_revision,
-                commit_message=config.hub_commit_message,
-                ignore_patterns=[f"{WORK_DIR}/*"],
-                api=api,
+        generator = build_generator(components, scorer, config)
+        features = output_features(source.features, config.modes, config.image_column)
+        first = num_shards * state.process_index // state.num_processes
+        last = num_shards * (state.process_index + 1) // state.num_processes
+        for stale in pending.glob(f".tmp-*-p{state.process_index}-*"):
+            stale.unlink()
+        todo = [
+            k
+            for k in range(first, last)
+            if _finished_shard(out, k, num_shards, _shard_rows(k, config, num_rows)) is None
+        ]
+        logger.info(
+            "process %d of %d: shards %d-%d of %d, %d to do",
+            state.process_index, state.num_processes, first, last - 1, num_shards, len(todo),
+        )  # fmt: skip
+        bar = tqdm(
+            todo,
+            desc=f"shards (process {state.process_index})",
+            position=state.process_index,
+            disable=not todo or not is_progress_bar_enabled(),
+        )
+        for k in bar:
+            write_shard(
+                source, k, num_shards, generator, features, config, pending, work, state.process_index
             )
-            logger.info("pushed %s to %s", out, url)
-    state.wait_for_everyone()
+        state.wait_for_everyone()
+        if state.is_main_process:
+            known = {"dataset_name": dataset_name, "dataset_train_split": dataset.split}
+            assemble(out, config, num_shards, scorer, {k: str(v) for k, v in known.items() if v is not None})
+            if config.push_to_hub:
+                from ..hub import push_folder
+
+                url = push_folder(
+                    out,
+                    config.hub_dataset_id,
+                    repo_type="dataset",
+                    private=config.hub_private_repo,
+                    revision=config.hub_revision,
+                    commit_message=config.hub_commit_message,
+                    ignore_patterns=[f"{WORK_DIR}/*"],
+                    api=api,
+                )
+                logger.info("pushed %s to %s", out, url)
+        state.wait_for_everyone()
     return out
 
 
@@ -343,6 +363,11 @@ def write_shard(
     )
     failures = [{"row": start + i, "reason": reason} for i, reason in enumerate(shard[FAILURE]) if reason]
     shard = shard.remove_columns(FAILURE).cast_column(config.image_column, Image())
+    # A source cell that holds only a path to a local file gets the file's bytes: the views dataset
+    # holds the original image, wherever it is copied or pushed.
+    shard = shard.with_format("arrow").map(
+        partial(embed_table_storage, remote_files=False), batched=True, keep_in_memory=True
+    )
     shard_dir.mkdir(parents=True, exist_ok=True)
     final = shard_dir / _shard_name(index, num_shards)
     tmp = shard_dir / f".tmp-{final.name}-p{process_index}-{os.getpid()}"
@@ -353,12 +378,24 @@ def write_shard(
 
 
 # -- assembling the folder ------------------------------------------------------------------
-def _finished_shard(out: Path, index: int, num_shards: int) -> Path | None:
-    """Where shard ``index`` lies once written: ``data/`` (assembled) or ``.work/shards/``; None: to do."""
+def _finished_shard(out: Path, index: int, num_shards: int, num_rows: int | None = None) -> Path | None:
+    """Where shard ``index`` lies once written: ``data/`` (assembled) or ``.work/shards/``; None: to do.
+
+    With ``num_rows`` (the shard's row count) a shard that is not whole or holds other rows (cut
+    short by a copy, a disk) is named in a warning, deleted and so done again."""
     name = _shard_name(index, num_shards)
     for path in (out / DATA_DIR / name, out / WORK_DIR / SHARDS_DIR / name):
-        if path.exists():
+        if not path.exists():
+            continue
+        if num_rows is None:
             return path
+        damage = file_damage(path)
+        if damage is None and (rows := pq.read_metadata(path).num_rows) != num_rows:
+            damage = f"it holds {rows} rows, not {num_rows}"
+        if damage is None:
+            return path
+        logger.warning("generating %s again: %s", path, damage)
+        path.unlink()
     return None
 
 

@@ -26,21 +26,29 @@ from ..data.views import (
     undecoded_images,
     validate_views_dataset,
 )
+from ..integrity import DamagedFileError, check_file, file_damage
 from ..methods import get_method
 from ..modeling import GenViewCLIPModel, GenViewModel
 from ..modeling.features import backbone_feature_dim, vision_tower
+from ..preflight import check_model_source
 from .arguments import GenViewTrainingArguments, ModelArguments
 from .quality_modes import BATCH_DIRECTION, GeometricViewsCollator, load_direction
 from .trainer import missing_checkpoint_files
+
+CHECKED_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".json")
 
 logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------- models
-def load_model(name: str, from_scratch: bool = False) -> tuple[torch.nn.Module, Any]:
+def load_model(
+    name: str, from_scratch: bool = False, setting: str = "model_name_or_path"
+) -> tuple[torch.nn.Module, Any]:
     """(model, processor) from a Hub id or a local folder; a CLIP checkpoint gives the
     ``CLIPModel`` and its ``CLIPProcessor``. ``from_scratch``: the architecture from the config
-    with random weights (the papers pre-train from scratch)."""
+    with random weights (the papers pre-train from scratch). A local folder that cannot load is
+    named with ``setting`` first."""
+    check_model_source(name, setting)
     config = AutoConfig.from_pretrained(name)
     if config.model_type == "clip":
         processor = CLIPProcessor.from_pretrained(name)
@@ -160,7 +168,7 @@ def quality_model(args: GenViewTrainingArguments) -> tuple[torch.nn.Module | Non
             "quality_mode='frozen' needs quality_model, the frozen vision model's Hub id or folder (the shipped "
             "configs: openai/clip-vit-base-patch16), or use quality_mode='stored' or 'off'"
         )
-    model, _ = load_model(args.quality_model, from_scratch=False)
+    model, _ = load_model(args.quality_model, from_scratch=False, setting="quality_model")
     if args.multi_positive and not isinstance(model, CLIPModel):
         raise ValueError(
             f"GenView++ weights need a CLIP quality_model; {args.quality_model} is {type(model).__name__}"
@@ -304,20 +312,39 @@ def knn_monitor(args: GenViewTrainingArguments, script_args: ScriptArguments):
 
 def resume_checkpoint(args: GenViewTrainingArguments) -> str | None:
     """``resume_from_checkpoint`` resolved: ``true``/``last`` is the newest complete ``checkpoint-*``
-    of the output folder (one a kill cut short is passed over, with a warning; a warning and a fresh
-    start when there is none). A folder named explicitly is checked when the Trainer loads it."""
+    of the output folder whose files are whole (one a kill or a full disk cut short is passed over,
+    with a warning naming the file and why; a warning and a fresh start when there is none). A
+    folder named explicitly is refused naming a damaged file here, a missing one when the Trainer
+    loads it."""
     value = args.resume_from_checkpoint
     if value is None or str(value).lower() in ("", "false", "none"):
         return None
     if str(value).lower() not in ("true", "last"):
+        if Path(value).is_dir():  # missing files are named by the Trainer's load, damaged ones here
+            for file in checkpoint_files(value):
+                try:
+                    check_file(file, "checkpoint file")
+                except DamagedFileError as error:
+                    raise DamagedFileError(
+                        f"{error}; or resume with resume_from_checkpoint=true, which passes over damaged checkpoints"
+                    ) from None
         return str(value)
     checkpoints = sort_checkpoints(args.output_dir) if Path(args.output_dir).is_dir() else []
     for checkpoint in reversed(checkpoints):  # newest first
         missing = missing_checkpoint_files(checkpoint)
-        if not missing:
+        damaged = {file.name: file_damage(file) for file in checkpoint_files(checkpoint)}
+        damaged = {name: why for name, why in damaged.items() if why is not None}
+        if not missing and not damaged:
             return checkpoint
-        logger.warning("passing over %s: it has no %s (a save cut short)", checkpoint, ", ".join(missing))
+        why = [f"it has no {', '.join(missing)} (a save cut short)"] if missing else []
+        why += [f"its {name} is damaged: {reason}" for name, reason in damaged.items()]
+        logger.warning("passing over %s: %s", checkpoint, "; ".join(why))
     logger.warning(
         "resume requested but %s has no complete checkpoint-*: starting from scratch", args.output_dir
     )
     return None
+
+
+def checkpoint_files(folder: str | Path) -> list[Path]:
+    """The files of a checkpoint that a resume reads and :func:`genview_hf.integrity.file_damage` can check."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix in CHECKED_SUFFIXES)

@@ -38,6 +38,7 @@ from ..data.collators import RowIndexed
 from ..data.views import ROW_INDEX
 from ..methods import get_method
 from ..modeling import GenViewCLIPModel, GenViewModel
+from ..preflight import disk_full_named
 from .arguments import GenViewTrainingArguments
 from .callbacks import (
     FixedLearningRateCallback,
@@ -426,9 +427,10 @@ class GenViewTrainer(Trainer):
         wrapper.load_state_dict(safetensors.torch.load_file(str(folder / CHECKPOINT_WEIGHTS)), strict=True)
 
     def _save_checkpoint(self, model, trial) -> None:
-        # The card at the output root follows the run (as TRL's trainers do).
-        self.create_model_card()
-        super()._save_checkpoint(model, trial)
+        # The card at the output root follows the run (as TRL's trainers do). A full disk is named.
+        with disk_full_named(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"):
+            self.create_model_card()
+            super()._save_checkpoint(model, trial)
 
     # ------------------------------------------------------------------ the published root
     def unwrapped(self) -> GenViewModel | GenViewCLIPModel:
