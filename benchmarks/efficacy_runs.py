@@ -25,7 +25,13 @@ from genview_hf.data.collators import CollatorWrapper
 from genview_hf.data.controlled import FALSE_POSITIVE, controlled_views
 from genview_hf.demo import CONTROLLED_RUN, WEIGHTED, efficacy_encoder
 from genview_hf.evaluation import evaluate_encoder
-from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, QualityWeights, builders
+from genview_hf.training import (
+    GenViewTrainer,
+    GenViewTrainingArguments,
+    ModelArguments,
+    QualityWeights,
+    builders,
+)
 from genview_hf.training.arguments import split_settings
 
 FLAGS = "pair_is_false"  # (N,) bool batch key: the row's generated view is a false positive
@@ -183,8 +189,8 @@ def run(name: str, arm: Arm, seed: int, size: Size, work_dir: Path) -> dict[str,
     args = training_arguments(arm, seed, size, work_dir / f"{name}-seed{seed}", encoder)
     dataset = builders.views_dataset(rows, args)
     set_seed(seed)  # as the recipe: the backbone and heads are initialised here
-    model_args, _ = split_settings({**CONTROLLED_RUN, "model_name_or_path": str(encoder)})
-    model, processor = builders.ssl_model(model_args, args.method)
+    model_settings, _ = split_settings(CONTROLLED_RUN)
+    model, processor = builders.ssl_model(ModelArguments(str(encoder), **model_settings), args.method)
     quality_model, direction = builders.quality_model(args)
     trainer = FlagLoggingTrainer(
         model,

@@ -533,10 +533,10 @@ def _train(run: DemoRun, folder: str, dataset: Path, steps: int, callbacks: list
     """
     from .config import ScriptArguments
     from .recipes.train_genview import main
-    from .training import GenViewTrainingArguments
+    from .training import GenViewTrainingArguments, ModelArguments
     from .training.arguments import split_settings
 
-    model_args, arguments = split_settings(arguments)
+    model_settings, arguments = split_settings(arguments)
     args = GenViewTrainingArguments(
         output_dir=str(_fresh(run.output_dir / folder)),
         **arguments,
@@ -552,7 +552,12 @@ def _train(run: DemoRun, folder: str, dataset: Path, steps: int, callbacks: list
         seed=0,
     )
     with contextlib.redirect_stdout(io.StringIO()):  # the recipe prints its metrics; the demo sums them up
-        trainer = main(ScriptArguments(dataset_name=str(dataset)), args, model_args, callbacks=callbacks)
+        trainer = main(
+            ScriptArguments(dataset_name=str(dataset)),
+            args,
+            ModelArguments(**model_settings),
+            callbacks=callbacks,
+        )
     run.outputs.append(Path(trainer.args.output_dir))
     return trainer
 

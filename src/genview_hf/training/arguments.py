@@ -129,12 +129,12 @@ class ModelArguments:
             )
 
 
-def split_settings(settings: dict[str, Any]) -> tuple[ModelArguments, dict[str, Any]]:
-    """``ModelArguments`` from the model fields of ``settings`` (one dict of run settings, as a YAML
-    config holds them), and the other settings (``GenViewTrainingArguments``')."""
+def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One dict of run settings (as a YAML config holds them) split into ``ModelArguments``' fields
+    and the others (``GenViewTrainingArguments``')."""
     model_fields = {f.name for f in fields(ModelArguments)}
     model = {name: value for name, value in settings.items() if name in model_fields}
-    return ModelArguments(**model), {name: value for name, value in settings.items() if name not in model}
+    return model, {name: value for name, value in settings.items() if name not in model}
 
 
 @dataclass
