@@ -53,6 +53,7 @@ class Case:
     kept: str
     slow: bool = False
     timeout: int = 300
+    needs_mount: bool = False  # makes the fault with a tmpfs (read-only, or a few kB)
 
 
 class Hang(Exception):
@@ -184,6 +185,18 @@ def row_count(folder: Path) -> int:
     from genview_hf.data.loading import load_split
 
     return len(load_split(str(folder), "train"))
+
+
+def mount_allowed() -> bool:
+    """Whether this machine lets the cases mount a tmpfs (root, in a container that allows it)."""
+    folder = Path(tempfile.mkdtemp(prefix="genview-mount-check-"))
+    try:
+        with mounted(folder, "size=64k"):
+            return True
+    except (subprocess.CalledProcessError, OSError):
+        return False
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -879,6 +892,13 @@ CASES = [
          "every checkpoint", slow=True, timeout=900),
 ]  # fmt: skip
 BY_NAME = {case.name: case for case in CASES}
+for _name in (
+    "output_dir_read_only_train",
+    "output_dir_read_only_generate",
+    "full_disk_checkpoint",
+    "full_disk_generation",
+):
+    BY_NAME[_name].needs_mount = True
 # Cases that train or generate to the end (3 to 15 s each on 2 cores): under `slow` in the test
 # suite, where test_reliability.py has a fast test of each mechanism.
 for _name in (
