@@ -30,9 +30,10 @@ def main(
 ) -> GenViewTrainer:
     """The run, of either kind of method (``clip_genview.py`` calls it too); ``callbacks`` are extra
     ``TrainerCallback``s (from Python: ``main(..., callbacks=[...])``)."""
-    # 0. The output folder (writable, not another run's; a resume is checked against its record), the model.
+    # 0. The output folder (writable, not another run's; a resume is checked against its record) and
+    #    the model folder, before any work.
     record = run_record.check_run_folder(script_args, training_args, model_args)
-    check_model_source(model_args.model_name_or_path, "model_name_or_path")  # a local folder that cannot load
+    check_model_source(model_args.model_name_or_path, "model_name_or_path")
 
     # 1. The views dataset (images, captions, generated views, stored masks) and its splits.
     load = dict(name=script_args.dataset_name, config=script_args.dataset_config)

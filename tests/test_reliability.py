@@ -451,3 +451,41 @@ def test_an_empty_caption_after_dropped_rows_is_named_by_its_dataset_row(tmp_pat
     )
     with pytest.raises(ValueError, match=r"row 7, column 'caption': the caption is empty"):
         builders.views_dataset(data, make_args(tmp_path, "slip", quality_mode="stored"), where="views")
+
+
+def test_a_checkpoint_state_that_unpickles_other_objects_is_named_and_rng_states_pass(tmp_path):
+    """The Trainer's own RNG states hold numpy arrays (allowed, as the Trainer allows them); a file
+    that would unpickle any other object is named before the Trainer loads it."""
+    import numpy as np
+
+    torch.save(
+        {"python": None, "numpy": np.random.get_state(), "cpu": torch.get_rng_state()},
+        tmp_path / "rng_state.pth",
+    )
+    torch.save({"state": {}, "param_groups": []}, tmp_path / "optimizer.pt")
+    builders.check_pickles(tmp_path)  # whole and plain: nothing to say
+    torch.save({"state": {}, "param_groups": [], "payload": socket.socket}, tmp_path / "optimizer.pt")
+    with pytest.raises(
+        DamagedFileError, match=r"optimizer.pt is refused: it holds objects other than tensors"
+    ):
+        builders.check_pickles(tmp_path)
+
+
+def test_a_mistyped_image_column_is_refused_rather_than_reading_image(tmp_path):
+    data = shapes(num_rows=4, image_size=32)
+    with pytest.raises(
+        ValueError,
+        match=r"image_column 'picture' is not a column of the dataset .*'image' column would be read",
+    ):
+        builders.views_dataset(
+            data, make_args(tmp_path, "mocov3", image_column="picture", quality_mode="off")
+        )
+    renamed = data.rename_column(
+        "image", "jpg"
+    )  # a source column under its own name is what the setting is for
+    assert (
+        "image"
+        in builders.views_dataset(
+            renamed, make_args(tmp_path, "mocov3", image_column="jpg", quality_mode="off")
+        ).column_names
+    )

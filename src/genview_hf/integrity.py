@@ -62,6 +62,26 @@ def check_file(path: str | Path, what: str = "") -> None:
         )
 
 
+def unsafe_pickle(path: str | Path) -> str | None:
+    """Why torch's weights-only loader, with the Trainer's allowlist, refuses ``path`` (a pickle of
+    objects other than tensors, plain containers and numpy arrays, which could run code when
+    unpickled), or None. Memory-mapped: the tensors' bytes are not read."""
+    import pickle
+
+    import torch
+    from transformers.trainer_pt_utils import safe_globals
+
+    try:
+        with safe_globals():  # the numpy types the Trainer allows in its RNG states
+            torch.load(path, weights_only=True, mmap=True, map_location="cpu")
+    except pickle.UnpicklingError as error:
+        reason = next((line for line in str(error).splitlines() if "Unsupported global" in line), "")
+        return f"it holds objects other than tensors, which weights-only loading refuses ({reason.strip() or 'see torch.load'})"
+    except RuntimeError:
+        return None  # not a zip torch file (legacy format): left to the loader
+    return None
+
+
 def _safetensors_damage(path: Path, size: int) -> str | None:
     with open(path, "rb") as handle:
         if size < 8:

@@ -69,9 +69,19 @@ def to_contract_columns(dataset: Any, image_column: str = schema.IMAGE, caption_
     Generation keeps the source's names (CC3M's ``jpg`` / ``txt``) beside the columns it adds
     (``mask``, ``view_<mode>``, ...); training and evaluation read ``image`` / ``caption``. The one
     rule: ``image_column`` / ``caption_column`` name the source columns everywhere, and are renamed
-    here. A column that is absent is left alone (the dataset check names what a method lacks).
+    here. A column that is absent is left alone (the dataset check names what a method lacks),
+    unless the contract's column is there: a mistyped ``image_column`` would silently read ``image``.
     """
     names = list(dataset.column_names)
+    for setting, source, target in (
+        ("image_column", image_column, schema.IMAGE),
+        ("caption_column", caption_column, schema.CAPTION),
+    ):
+        if source != target and source not in names and target in names:
+            raise ValueError(
+                f"{setting} {source!r} is not a column of the dataset (columns: {', '.join(names)}); "
+                f"its {target!r} column would be read instead: give {setting} {target!r} or the right name"
+            )
     renames = {
         source: target
         for source, target in ((image_column, schema.IMAGE), (caption_column, schema.CAPTION))

@@ -26,7 +26,7 @@ from ..data.views import (
     undecoded_images,
     validate_views_dataset,
 )
-from ..integrity import DamagedFileError, check_file, file_damage
+from ..integrity import DamagedFileError, check_file, file_damage, unsafe_pickle
 from ..methods import get_method
 from ..modeling import GenViewCLIPModel, GenViewModel
 from ..modeling.features import backbone_feature_dim, vision_tower
@@ -328,6 +328,7 @@ def resume_checkpoint(args: GenViewTrainingArguments) -> str | None:
                     raise DamagedFileError(
                         f"{error}; or resume with resume_from_checkpoint=true, which passes over damaged checkpoints"
                     ) from None
+            check_pickles(Path(value))
         return str(value)
     checkpoints = sort_checkpoints(args.output_dir) if Path(args.output_dir).is_dir() else []
     for checkpoint in reversed(checkpoints):  # newest first
@@ -335,6 +336,7 @@ def resume_checkpoint(args: GenViewTrainingArguments) -> str | None:
         damaged = {file.name: file_damage(file) for file in checkpoint_files(checkpoint)}
         damaged = {name: why for name, why in damaged.items() if why is not None}
         if not missing and not damaged:
+            check_pickles(Path(checkpoint))
             return checkpoint
         why = [f"it has no {', '.join(missing)} (a save cut short)"] if missing else []
         why += [f"its {name} is damaged: {reason}" for name, reason in damaged.items()]
@@ -343,6 +345,17 @@ def resume_checkpoint(args: GenViewTrainingArguments) -> str | None:
         "resume requested but %s has no complete checkpoint-*: starting from scratch", args.output_dir
     )
     return None
+
+
+def check_pickles(folder: Path) -> None:
+    """The training state a resume unpickles (optimizer, scheduler, RNG states) must load weights-only:
+    one that does not is named (torch's own refusal names no file and spans a page)."""
+    for file in sorted(folder.glob("*.pt")) + sorted(folder.glob("rng_state*.pth")):
+        reason = unsafe_pickle(file)
+        if reason is not None:
+            raise DamagedFileError(
+                f"checkpoint file {file} is refused: {reason}; resume from a checkpoint you trust"
+            )
 
 
 def checkpoint_files(folder: str | Path) -> list[Path]:
