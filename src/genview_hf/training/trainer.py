@@ -38,6 +38,7 @@ from ..data.collators import RowIndexed
 from ..data.views import ROW_INDEX
 from ..methods import get_method
 from ..modeling import GenViewCLIPModel, GenViewModel
+from ..modeling.export_open_clip import export_open_clip_if_clip
 from .arguments import GenViewTrainingArguments
 from .callbacks import (
     FixedLearningRateCallback,
@@ -441,6 +442,7 @@ class GenViewTrainer(Trainer):
             self.unwrapped().export_encoder().save_pretrained(output_dir)
             if self.processing_class is not None:
                 self.processing_class.save_pretrained(output_dir)
+            export_open_clip_if_clip(output_dir, repo_id=self.args.hub_model_id)  # open_clip's files
 
     def create_model_card(
         self,
