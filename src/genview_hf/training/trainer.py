@@ -442,7 +442,10 @@ class GenViewTrainer(Trainer):
             self.unwrapped().export_encoder().save_pretrained(output_dir)
             if self.processing_class is not None:
                 self.processing_class.save_pretrained(output_dir)
-            export_open_clip_if_clip(output_dir, repo_id=self.args.hub_model_id)  # open_clip's files
+            # open_clip's files; hf-hub: reads the tokenizer from the repo the Trainer pushes to (owner/name)
+            export_open_clip_if_clip(
+                output_dir, repo_id=getattr(self, "hub_model_id", None) or self.args.hub_model_id
+            )
 
     def create_model_card(
         self,
