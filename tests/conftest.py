@@ -22,3 +22,33 @@ torch.set_num_threads(int(os.environ.get("GENVIEW_TEST_THREADS") or min(2, os.cp
 @pytest.fixture(autouse=True)
 def _seed_everything():
     torch.manual_seed(0)
+
+
+# `genview demo` reduced to seconds: the whole job (generate -> train -> evaluate) on few rows and steps.
+REDUCED_DEMO = [
+    "--max-rows",
+    "16",
+    "--max-steps",
+    "4",
+    "--clip-steps",
+    "2",
+    "--batch-size",
+    "8",
+    "--controlled-rows",
+    "48",
+]
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """One reduced demo run shared by the demo, card and interop tests: (output folder, printed output)."""
+    import contextlib
+    import io
+
+    from genview_hf import cli
+
+    output_dir = tmp_path_factory.mktemp("demo")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(["demo", "--output-dir", str(output_dir), *REDUCED_DEMO]) == 0
+    return output_dir, printed.getvalue()

@@ -95,7 +95,7 @@ def tiny(name: str) -> str:
 def train(output_dir: Path, *flags: str, callbacks=None):
     """The training recipe, tiny MoCo v3 on 12 shapes rows (batch 4, checkpoints every 2 steps)."""
     from genview_hf.config import ScriptArguments, parse_config
-    from genview_hf.training import GenViewTrainingArguments
+    from genview_hf.training import GenViewTrainingArguments, ModelArguments
 
     argv = [
         "--config", str(ROOT / "recipes" / "configs" / "tiny_mocov3_shapes.yaml"), "--model_name_or_path", tiny("vit"),
@@ -106,7 +106,7 @@ def train(output_dir: Path, *flags: str, callbacks=None):
     import torch
 
     torch.manual_seed(0)
-    args = parse_config((ScriptArguments, GenViewTrainingArguments), argv)
+    args = parse_config((ScriptArguments, GenViewTrainingArguments, ModelArguments), argv)
     return recipe_module("train_genview").main(*args, callbacks=callbacks)
 
 

@@ -1,4 +1,5 @@
-"""``genview demo``: a reduced run of the whole job (generate -> train -> evaluate) and its outputs."""
+"""``genview demo``: a reduced run of the whole job (generate -> train -> evaluate) and its outputs
+(the ``demo`` fixture of ``conftest.py``)."""
 
 import json
 
@@ -7,32 +8,6 @@ from PIL import Image
 
 from genview_hf import cli
 from genview_hf.demo import DemoArguments, DemoRun, load_data, write_preview
-
-REDUCED = [
-    "--max-rows",
-    "16",
-    "--max-steps",
-    "4",
-    "--clip-steps",
-    "2",
-    "--batch-size",
-    "8",
-    "--controlled-rows",
-    "48",
-]
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """One reduced demo run shared by the tests below: (output folder, printed output)."""
-    import contextlib
-    import io
-
-    output_dir = tmp_path_factory.mktemp("demo")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert cli.main(["demo", "--output-dir", str(output_dir), *REDUCED]) == 0
-    return output_dir, printed.getvalue()
 
 
 def test_the_views_dataset_loads_with_plain_datasets(demo):

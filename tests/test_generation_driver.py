@@ -128,7 +128,10 @@ def test_card_round_trips_and_reproduces_the_run(run, tmp_path):
     card = DatasetCard.load(run / "README.md")
     data = card.data
     assert data.pretty_name == f"{SOURCE_NAME} generated views (ic, tc, itc)"
-    assert data.size_categories == "n<1K" and "genview" in data.tags
+    assert data.size_categories == ["n<1K"] and "genview" in data.tags
+    assert data.license == "apache-2.0"  # carried from the shapes rows' DatasetInfo
+    assert data.task_categories == ["image-feature-extraction", "image-to-image", "text-to-image"]
+    assert data.source_datasets == ["extended"]  # a local source: no Hub id to name
     assert data.configs == [
         {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}
     ]

@@ -405,7 +405,7 @@ def test_bad_settings_and_a_failed_fit_write_nothing(tmp_path, components):
         {"image": [{"bytes": b"garbage", "path": None}] * 4}, features=Features({"image": Image()})
     )
     with pytest.raises(ValueError, match="no decodable image"):
-        generate_views(broken, gen_config(tmp_path / "views"), components=components)
+        generate_views(broken, gen_config(tmp_path / "views", license="other"), components=components)
     assert not (tmp_path / "views").exists()
     # ... so the corrected run into the same folder is not refused
     generate_views(source(2), gen_config(tmp_path / "views"), components=components)

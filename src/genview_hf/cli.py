@@ -1,4 +1,4 @@
-"""The ``genview`` command: ``genview {generate,train,evaluate,demo} [options]``.
+"""The ``genview`` command: ``genview {generate,train,evaluate,demo,export-open-clip} [options]``.
 
 Each subcommand hands the rest of the command line to the ``cli(argv)`` of its module, imported
 only when that subcommand runs: the recipes (``recipes/*.py``, shipped as ``genview_hf.recipes``)
@@ -33,6 +33,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "kNN, linear probe, zero-shot and retrieval metrics of an encoder",
     ),
     "demo": ("genview_hf.demo", "cli", "run the main job on the embedded sample data, offline"),
+    "export-open-clip": (
+        "genview_hf.modeling.export_open_clip",
+        "cli",
+        "add open_clip's files to a CLIP root (open_clip and CLIP_benchmark load it)",
+    ),
 }
 
 

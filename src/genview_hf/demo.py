@@ -264,7 +264,7 @@ def build_controlled(run: DemoRun) -> str:
     """The controlled false-positive set (train and test splits), saved where the recipe loads it."""
     from datasets import DatasetDict, load_from_disk
 
-    from .data.controlled import FALSE_POSITIVE, controlled_views
+    from .data.controlled import FALSE_POSITIVE, controlled_card, controlled_views
 
     args = run.args
     splits = DatasetDict(
@@ -273,6 +273,7 @@ def build_controlled(run: DemoRun) -> str:
     )
     run.controlled_dir = _fresh(run.output_dir / "controlled")
     splits.save_to_disk(str(run.controlled_dir))
+    controlled_card(splits).save(run.controlled_dir / "README.md")
     run.controlled = load_from_disk(str(run.controlled_dir))
     run.outputs.append(run.controlled_dir)
     false = sum(run.controlled["train"][FALSE_POSITIVE])

@@ -16,11 +16,22 @@ from typing import Any
 
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 
+from .data.loading import SAMPLE_PREFIX
 from .methods import QUALITY_MODES
 
 PIPELINE_TAGS = ("image-feature-extraction", "zero-shot-image-classification")
 # owner/name: the form of a Hub repository id that a bare local folder name cannot take
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+# The Hub's size_categories values, by upper bound on the row count.
+SIZE_CATEGORIES = [
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+]
 
 
 def card_template_path(name: str) -> Path:
@@ -34,6 +45,24 @@ def card_template_path(name: str) -> Path:
 def is_hub_id(name: str) -> bool:
     """``owner/name`` that is not an existing local path (local folders and ``sample:NAME`` are not)."""
     return bool(_HUB_ID.match(name)) and not Path(name).exists()
+
+
+def size_category(num_rows: int) -> str:
+    """The Hub's ``size_categories`` value of a dataset of ``num_rows`` rows (the card lists it)."""
+    return next((name for bound, name in SIZE_CATEGORIES if num_rows < bound), "n>1B")
+
+
+def dataset_identity(name: str) -> tuple[str, str]:
+    """(``type``, ``name``) of a dataset in a model card's model-index, where the Hub reads ``type``
+    as a dataset id: a Hub id as it is; a sample set or a local folder by its bare name (its
+    path stays out of the metadata: it means nothing on another machine)."""
+    if is_hub_id(name):
+        return name, name
+    if name.startswith(SAMPLE_PREFIX):
+        sample = name[len(SAMPLE_PREFIX) :]
+        return sample, f"{sample} (genview_hf sample set)"
+    folder = Path(name).name or Path(name).resolve().name  # "." is the folder it names
+    return folder, folder
 
 
 def _reference(name: str, repo_type: str) -> dict[str, str | None]:
@@ -92,7 +121,7 @@ def model_card(
     default_tags = [
         "genview",
         "contrastive-learning",
-        "image-text" if image_text else "self-supervised-learning",
+        *(["image-text", "open_clip"] if image_text else ["self-supervised-learning"]),
     ]
     hub_datasets = [name for name in datasets if is_hub_id(name)]
     settings = [{"setting": key, "value": value} for key, value in hyperparameters.items()]

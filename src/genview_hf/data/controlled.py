@@ -20,11 +20,24 @@ on ``(seed, rate, num_rows)``.
 from __future__ import annotations
 
 import numpy as np
-from datasets import ClassLabel, Dataset, Features, Image, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard, DatasetCardData
 from PIL import Image as PILImage
 
+from ..hub import size_category
 from . import schema
-from .samples import BACKGROUNDS, COLOURS, SHADE, SHAPE_NAMES, TEXTURES, _background, _draw_object, _png
+from .samples import (
+    BACKGROUNDS,
+    COLOURS,
+    SAMPLE_LICENSES,
+    SHADE,
+    SHAPE_NAMES,
+    TEXTURES,
+    _background,
+    _draw_object,
+    _png,
+)
 
 FALSE_POSITIVE = "is_false_positive"
 VIEW, VIEW_MASK = schema.view_column("ic"), schema.mask_column("ic")
@@ -73,7 +86,47 @@ def controlled_views(
             FALSE_POSITIVE: Value("bool"),
         }
     )
-    return Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)
+    dataset = Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)
+    dataset.info.license = SAMPLE_LICENSES["shapes"]  # drawn with the shapes code
+    return dataset
+
+
+def controlled_card(splits: DatasetDict) -> DatasetCard:
+    """The ``README.md`` of a controlled set saved with ``save_to_disk``: Hub metadata, and a
+    ``configs`` block over the saved Arrow files, so ``load_dataset(folder)`` reads it too."""
+    rows = {name: len(split) for name, split in splits.items()}
+    false = {name: sum(split[FALSE_POSITIVE]) for name, split in splits.items()}
+    data = DatasetCardData(
+        pretty_name="GenView controlled false-positive views",
+        license=splits["train"].info.license,
+        task_categories=["image-feature-extraction", "image-classification"],
+        size_categories=[size_category(sum(rows.values()))],
+        source_datasets=["original"],
+        tags=["genview", "synthetic", "contrastive-learning", "image"],
+    )
+    files = [{"split": name, "path": f"{name}/*.arrow"} for name in splits]
+    MetadataConfigs({"default": {"data_files": files}}).to_dataset_card_data(data)
+    counts = "\n".join(f"| {name} | {rows[name]} | {false[name]} |" for name in splits)
+    text = f"""
+# GenView controlled false-positive views
+
+Pairs whose share of false positives is known: each row is a coloured object on a cluttered
+background (`image`, its `mask`) and one generated view (`view_ic`, `mask_ic`): the same object on
+another background, or, where `{FALSE_POSITIVE}` is true, the original's background with another
+object. `label` is the object's colour, `shape` its shape. Drawn by
+`genview_hf.data.controlled.controlled_views`; no generator, no source dataset.
+
+| split | rows | false positives |
+|---|---|---|
+{counts}
+
+```python
+from datasets import load_from_disk
+
+splits = load_from_disk("path/to/this/folder")  # or load_dataset("path/to/this/folder")
+```
+"""
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n{text}")
 
 
 def _row(

@@ -34,6 +34,10 @@ from datasets import ClassLabel, Dataset, Features, Image, Value
 from PIL import Image as PILImage
 
 SAMPLE_NAMES = ("digits", "shapes", "photos")
+# Each set's licence (a Hub licence id), in its DatasetInfo so that what is made from it carries it:
+# digits are the UCI handwritten digits scikit-learn bundles (CC BY 4.0 at UCI), shapes are drawn
+# here (the project's licence), the photographs come under scikit-image's per-image terms (mixed).
+SAMPLE_LICENSES = {"digits": "cc-by-4.0", "shapes": "apache-2.0", "photos": "other"}
 SPLITS = ("train", "test")
 TEST_FRACTION = 0.2
 
@@ -64,6 +68,11 @@ def load_sample(name: str, split: str | None = None, **kwargs) -> Dataset:
     stratify = "label" if "label" in dataset.features else None
     parts = dataset.train_test_split(test_size=TEST_FRACTION, seed=0, stratify_by_column=stratify)
     return parts[split]
+
+
+def _licensed(dataset: Dataset, name: str) -> Dataset:
+    dataset.info.license = SAMPLE_LICENSES[name]
+    return dataset
 
 
 def _png(image: PILImage.Image) -> dict:
@@ -105,7 +114,10 @@ def digits(image_size: int = 32) -> Dataset:
     features = Features(
         {"image": Image(), "label": ClassLabel(names=list(DIGIT_NAMES)), "caption": Value("string")}
     )
-    return Dataset.from_dict({"image": images, "label": labels, "caption": captions}, features=features)
+    return _licensed(
+        Dataset.from_dict({"image": images, "label": labels, "caption": captions}, features=features),
+        "digits",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +187,9 @@ def photos(jpeg_quality: int = 95) -> Dataset:
             "no scikit-image photograph loads offline here: reinstall scikit-image (pip install scikit-image)"
         )
     features = Features({"image": Image(), "name": Value("string"), "caption": Value("string")})
-    return Dataset.from_dict({"image": images, "name": names, "caption": captions}, features=features)
+    return _licensed(
+        Dataset.from_dict({"image": images, "name": names, "caption": captions}, features=features), "photos"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +248,7 @@ def shapes(num_rows: int = 240, image_size: int = 64, seed: int = 0) -> Dataset:
         }
     )
     columns = {name: [row[name] for row in rows] for name in features}
-    return Dataset.from_dict(columns, features=features)
+    return _licensed(Dataset.from_dict(columns, features=features), "shapes")
 
 
 def constraint_level(constraints: int) -> int:

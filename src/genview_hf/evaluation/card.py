@@ -18,7 +18,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard
 
-from ..hub import markdown_table
+from ..hub import dataset_identity, markdown_table
 
 TABLE_START = "<!-- genview-eval:start -->"
 TABLE_END = "<!-- genview-eval:end -->"
@@ -63,7 +63,13 @@ def eval_results_from_dict(
     dataset_config: str | None = None,
     dataset_split: str | None = None,
 ) -> list[EvalResult]:
-    """``EvalResult`` entries for the flat results of :func:`genview_hf.evaluation.evaluate_encoder`."""
+    """``EvalResult`` entries for the flat results of :func:`genview_hf.evaluation.evaluate_encoder`
+    (the content of ``eval_results.json``, from which the card's model-index is derived).
+    ``dataset_type`` defaults to the dataset's id (:func:`genview_hf.hub.dataset_identity`: a Hub id,
+    else a bare name, never a local path), and so does the shown name of a local dataset."""
+    default_type, shown_name = dataset_identity(dataset_name)
+    dataset_type = dataset_type or default_type
+    dataset_name = shown_name
     entries = []
     for key, value in results.items():
         parts = split_key(key)
@@ -76,7 +82,7 @@ def eval_results_from_dict(
             EvalResult(
                 task_type=task_type,
                 task_name=task_name,
-                dataset_type=dataset_type or dataset_name,
+                dataset_type=dataset_type,
                 dataset_name=dataset_name,
                 dataset_config=dataset_config,
                 dataset_split=dataset_split,

@@ -20,7 +20,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from ..data import schema
 from ..foreground import ForegroundScorer
-from ..hub import card_template_path
+from ..hub import card_template_path, is_hub_id, size_category
 from .config import ViewGenerationConfig
 
 TAGS = ["genview", "synthetic", "contrastive-learning", "image"]
@@ -39,27 +39,81 @@ MODE_DOCS = {
     "tc": "text-conditioned (text-to-image from the caption, adaptive guidance)",
     "itc": "image+text-conditioned (unCLIP with image and caption, both adaptive)",
 }
-# The Hub's size_categories values, by upper bound on the row count.
-SIZE_CATEGORIES = [
-    (1_000, "n<1K"),
-    (10_000, "1K<n<10K"),
-    (100_000, "10K<n<100K"),
-    (1_000_000, "100K<n<1M"),
-    (10_000_000, "1M<n<10M"),
-    (100_000_000, "10M<n<100M"),
-    (1_000_000_000, "100M<n<1B"),
-]
 
 
-def size_category(num_rows: int) -> str:
-    return next((name for bound, name in SIZE_CATEGORIES if num_rows < bound), "n>1B")
+def task_categories(modes: list[str]) -> list[str]:
+    """The Hub tasks of a views dataset: feature extraction (what the views train), and how they
+    were made (image-to-image for ic / itc, text-to-image for tc / itc)."""
+    made = {"ic": ["image-to-image"], "tc": ["text-to-image"], "itc": ["image-to-image", "text-to-image"]}
+    return list(dict.fromkeys(["image-feature-extraction", *(task for m in modes for task in made[m])]))
+
+
+def source_datasets(dataset_name: str | None) -> list[str]:
+    """The Hub's ``source_datasets``: the views extend their source (its columns kept), named when
+    it is a Hub dataset (a local folder or a sample set has no id to give)."""
+    return [f"extended|{dataset_name}"] if dataset_name and is_hub_id(dataset_name) else ["extended"]
+
+
+def source_license(dataset, dataset_name: str | None) -> str | list[str] | None:
+    """The source's licence: its ``DatasetInfo`` (the sample sets, a dataset whose info has one),
+    else its card (``README.md`` of a local folder, the Hub card of a Hub id when it can be read);
+    ``None`` when none of them says."""
+    if dataset.info.license:
+        return dataset.info.license
+    if not dataset_name:
+        return None
+    folder = Path(dataset_name)
+    if folder.is_dir():  # a local card that is damaged is an error naming it, not "unknown"
+        return (
+            DatasetCard.load(folder / "README.md").data.license if (folder / "README.md").is_file() else None
+        )
+    if not is_hub_id(dataset_name):
+        return None
+    try:
+        return DatasetCard.load(dataset_name).data.license
+    except Exception:  # offline, no card, no access: not known here (the flag then says)
+        return None
+
+
+def views_license(given: str | None, dataset, dataset_name: str | None) -> str | list[str]:
+    """The views' licence: the source's (``given``, the ``license`` setting, must then agree), else
+    ``given``; neither is refused, naming the setting, before anything is generated."""
+    carried = source_license(dataset, dataset_name)
+    if carried and given and given != carried:
+        raise ValueError(
+            f"license {given!r} disagrees with the source's {carried!r} ({dataset_name or 'the dataset'}'s "
+            "card): the views carry the source's licence; drop the license setting or fix the card"
+        )
+    if not (carried or given):
+        raise ValueError(
+            f"the licence of {dataset_name or 'the source dataset'} is unknown (no licence in its info or card): "
+            "pass --license with a Hub licence id (cc-by-4.0, other, ...)"
+        )
+    return carried or given
 
 
 def card_data(
-    features: Features, num_rows: int, num_bytes: int, download_size: int, data_files: str, pretty_name: str
+    features: Features,
+    num_rows: int,
+    num_bytes: int,
+    download_size: int,
+    data_files: str,
+    pretty_name: str,
+    *,
+    license: str | list[str],
+    modes: list[str],
+    dataset_name: str | None,
 ) -> DatasetCardData:
-    """The YAML header: name, tags, size, the ``configs`` block and ``dataset_info`` of the train split."""
-    data = DatasetCardData(pretty_name=pretty_name, tags=TAGS, size_categories=size_category(num_rows))
+    """The YAML header: name, licence, tasks, size, source, tags, the ``configs`` block and
+    ``dataset_info`` of the train split."""
+    data = DatasetCardData(
+        pretty_name=pretty_name,
+        license=license,
+        task_categories=task_categories(modes),
+        size_categories=[size_category(num_rows)],
+        source_datasets=source_datasets(dataset_name),
+        tags=TAGS,
+    )
     MetadataConfigs(
         {"default": {"data_files": [{"split": "train", "path": data_files}]}}
     ).to_dataset_card_data(data)
@@ -117,11 +171,13 @@ def dataset_card(
     scorer: ForegroundScorer,
     num_failures: int,
     source: dict,
+    license: str | list[str],
 ) -> DatasetCard:
     """The card of an assembled views folder, from its shards' parquet footers (not their rows).
 
     ``files``: the shards; ``data_files``: their glob relative to the folder; ``source``: the
-    dataset arguments known for the run (``dataset_name``, ``dataset_train_split``).
+    dataset arguments known for the run (``dataset_name``, ``dataset_train_split``); ``license``:
+    from :func:`views_license`.
     """
     import pyarrow.parquet as pq
 
@@ -138,7 +194,17 @@ def dataset_card(
     )
     download_size = sum(f.stat().st_size for f in files)
     return DatasetCard.from_template(
-        card_data(features, num_rows, num_bytes, download_size, data_files, pretty_name),
+        card_data(
+            features,
+            num_rows,
+            num_bytes,
+            download_size,
+            data_files,
+            pretty_name,
+            license=license,
+            modes=config.modes,
+            dataset_name=source.get("dataset_name"),
+        ),
         template_path=str(card_template_path("dataset_card")),
         repo_id=config.hub_dataset_id if config.push_to_hub else None,
         num_rows=num_rows,

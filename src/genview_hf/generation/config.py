@@ -132,6 +132,13 @@ class ViewGenerationConfig(DatasetColumns):
     )
     grid_rows: int = field(default=6, metadata={"help": "Rows shown in the card's preview grid."})
     # -- publishing (the Trainer's names, for a dataset repo) ------------------------------
+    license: str | None = field(
+        default=None,
+        metadata={
+            "help": "Licence of the views (a Hub licence id: cc-by-4.0, other, ...). Carried from the source "
+            "dataset's card when it has one (this must then agree); required when it has none."
+        },
+    )
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the finished folder to the Hub."})
     hub_dataset_id: str | None = field(
         default=None,

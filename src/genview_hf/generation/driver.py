@@ -49,7 +49,7 @@ from ..data.loading import DATA_DIR, RUN_FILE, WORK_DIR
 from ..foreground import ARTIFACT_JSON, ARTIFACT_TENSORS, ForegroundScorer
 from ..integrity import file_damage
 from ..preflight import check_output_dir, disk_full_named
-from .card import dataset_card
+from .card import dataset_card, views_license
 from .components import Components, LazyViewGenerator, build_generator, load_components
 from .config import ViewGenerationConfig
 from .lock import generation_lock
@@ -255,6 +255,7 @@ def generate_views(
     # Everything that can be refused is refused before a file is written (the guard before a model loads).
     check_output_dir(out)
     source = prepare_source(dataset, config)
+    license = views_license(config.license, dataset, dataset_name)
     num_rows = len(source)
     num_shards = math.ceil(num_rows / config.shard_size)
     record = run_record(config, dataset, dataset_name, num_rows)
@@ -307,7 +308,8 @@ def generate_views(
         state.wait_for_everyone()
         if state.is_main_process:
             known = {"dataset_name": dataset_name, "dataset_train_split": dataset.split}
-            assemble(out, config, num_shards, scorer, {k: str(v) for k, v in known.items() if v is not None})
+            known = {k: str(v) for k, v in known.items() if v is not None}
+            assemble(out, config, num_shards, scorer, known, license)
             if config.push_to_hub:
                 from ..hub import push_folder
 
@@ -399,13 +401,16 @@ def _finished_shard(out: Path, index: int, num_shards: int, num_rows: int | None
     return None
 
 
-def assemble(out: Path, config: ViewGenerationConfig, num_shards: int, scorer, source: dict) -> None:
+def assemble(
+    out: Path, config: ViewGenerationConfig, num_shards: int, scorer, source: dict, license: str | list[str]
+) -> None:
     """Check every shard is there; write the README card, failures.jsonl, preview.png and the
     scorer, then publish the shards under ``data/`` (see the module docstring for the order).
 
     Reads the shards' parquet footers (rows, bytes, features) and only the first rows the preview
     needs: a million-row views dataset is never loaded (or copied to the cache) whole.
-    ``source``: the dataset arguments known for the run, for the card's reproduce block.
+    ``source``: the dataset arguments known for the run, for the card's reproduce block;
+    ``license``: the views' licence.
     """
     files = [_finished_shard(out, k, num_shards) for k in range(num_shards)]
     missing = [k for k, path in enumerate(files) if path is None]
@@ -420,7 +425,7 @@ def assemble(out: Path, config: ViewGenerationConfig, num_shards: int, scorer, s
             failures += [json.loads(line) for line in path.read_text().splitlines() if line]
     num_failures = len({f["row"] for f in failures})
     # The card first: its configs block points load_dataset at data/, empty until the last step.
-    card = dataset_card(files, f"{DATA_DIR}/train-*.parquet", config, scorer, num_failures, source)
+    card = dataset_card(files, f"{DATA_DIR}/train-*.parquet", config, scorer, num_failures, source, license)
     _atomic_write_text(out / "README.md", str(card))
     _atomic_write_text(out / FAILURES_FILE, "".join(json.dumps(f) + "\n" for f in failures))
     columns = [config.image_column, schema.MASK] + [

@@ -8,6 +8,8 @@ Hallucinator, and the backbone feature readers they share. The losses are the tr
     shuffle_bn              MoCo's shuffling BN for the momentum encoder's keys (MoCo v2, LeOCLR)
     features                the pooling rule, patch tokens, masks on the token grid, batch direction
     common                  the shared PreTrainedModel base and MLP head builder
+    export_open_clip        a CLIP root's open_clip files (open_clip / CLIP_benchmark load the root)
+    convert_open_clip       an open_clip / timm ConvNeXt tower -> ConvNextModel (the frozen quality encoder)
 
 Importing this package registers both wrappers with ``AutoConfig`` / ``AutoModel``, so a
 ``checkpoint-*`` folder loads with ``AutoModel.from_pretrained``.

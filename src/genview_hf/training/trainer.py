@@ -38,6 +38,7 @@ from ..data.collators import RowIndexed
 from ..data.views import ROW_INDEX
 from ..methods import get_method
 from ..modeling import GenViewCLIPModel, GenViewModel
+from ..modeling.export_open_clip import export_open_clip_if_clip
 from ..preflight import disk_full_named
 from .arguments import GenViewTrainingArguments
 from .callbacks import (
@@ -450,6 +451,10 @@ class GenViewTrainer(Trainer):
             self.unwrapped().export_encoder().save_pretrained(output_dir)
             if self.processing_class is not None:
                 self.processing_class.save_pretrained(output_dir)
+            # open_clip's files; hf-hub: reads the tokenizer from the repo the Trainer pushes to (owner/name)
+            export_open_clip_if_clip(
+                output_dir, repo_id=getattr(self, "hub_model_id", None) or self.args.hub_model_id
+            )
 
     def create_model_card(
         self,
