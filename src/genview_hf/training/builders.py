@@ -28,7 +28,7 @@ from ..data.views import (
 from ..modeling import GenViewCLIPModel, GenViewModel
 from ..modeling.features import backbone_feature_dim, vision_tower
 from .arguments import GenViewTrainingArguments
-from .quality_modes import BATCH_DIRECTION, GeometricViewsCollator, load_direction
+from .quality_modes import BATCH_DIRECTION, GeometricViewsCollator, RowIndexCollator, load_direction
 from .trainer import missing_checkpoint_files
 
 logger = logging.getLogger(__name__)
@@ -222,9 +222,11 @@ def view_columns(args: GenViewTrainingArguments, column_names: list[str]) -> lis
 def collator(args: GenViewTrainingArguments, processor: Any, train_dataset):
     """The collator of ``args.method``: its augmentation preset, the processor's pixel statistics,
     the generated columns of ``args.view_mode`` and the stored masks when the quality mode reads them,
-    wrapped to add each view's geometric version with ``quality_views="geometric"``."""
+    wrapped to add each view's geometric version with ``quality_views="geometric"`` and each row's
+    index with ``quality_weighting="row_memory"``."""
     built = _method_collator(args, processor, train_dataset)
-    return GeometricViewsCollator(built) if args.quality_views == "geometric" else built
+    built = GeometricViewsCollator(built) if args.quality_views == "geometric" else built
+    return RowIndexCollator(built) if args.quality_weighting == "row_memory" else built
 
 
 def _method_collator(args: GenViewTrainingArguments, processor: Any, train_dataset):
