@@ -63,8 +63,9 @@ GROUPS = {
     "weightings": ["off", "oracle", "ours", *WEIGHTINGS],
     "all": list(ALL_ARMS),
 }
-# The label the gains are measured on (the first whose scores the runs have) and the second column:
-# runs from before the shape label scored the colour only, as knn_top1 / linear_top1.
+# The labels the encoders are scored on: the table's gains are on one (``--label``; by default the
+# first that every run scored), the other's kNN gain is its second column. Runs from before the shape
+# label scored the colour only, as knn_top1 / linear_top1.
 LABELS = ("shape", "colour")
 
 
@@ -161,9 +162,9 @@ def with_label_keys(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def primary_label(results: list[dict[str, Any]]) -> str:
-    """The label the gains are measured on: shape when every run scored it, else colour."""
-    return next(label for label in LABELS if all(f"knn_{label}" in r for r in results) or label == "colour")
+def scored_labels(results: list[dict[str, Any]]) -> list[str]:
+    """The labels every run was scored on, in ``LABELS`` order (records as :func:`with_label_keys` reads them)."""
+    return [label for label in LABELS if all(f"knn_{label}" in result for result in results)]
 
 
 # ---------------------------------------------------------------------------------- summary
@@ -186,14 +187,20 @@ def run_false_share(result: dict[str, Any]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def summarize(results: list[dict[str, Any]], arms: list[str]) -> dict[str, dict[str, Any]]:
-    """Per arm: medians and intervals over seeds, the paired gain over ``off`` on the primary label
-    (shape; colour for older runs) and on colour, the share of the cost recovered, the in-training
-    AUC and the false pairs' share of the weights."""
+def summarize(
+    results: list[dict[str, Any]], arms: list[str], label: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per arm: medians and intervals over seeds, the paired gain over ``off`` on ``label`` (None: the
+    first of ``LABELS`` every run scored) and the kNN gain on the other label, the share of the cost
+    recovered, the in-training AUC and the false pairs' share of the weights."""
     results = [with_label_keys(result) for result in results]
-    label = primary_label(results)
+    labels = scored_labels(results)
+    label = label or labels[0]
+    if label not in labels:
+        raise ValueError(f"the runs were not all scored on {label!r}: they have {', '.join(labels)}")
+    second = next((other for other in labels if other != label), None)
     knn, linear = by_arm(results, f"knn_{label}"), by_arm(results, f"linear_{label}")
-    colour = by_arm(results, "knn_colour")
+    second_knn = by_arm(results, f"knn_{second}") if second else {}
     _, costs = paired(knn, "clean_only", "off") if "clean_only" in knn else ([], np.array([]))
     summary: dict[str, dict[str, Any]] = {}
     for name in ["untrained", *arms]:
@@ -204,6 +211,7 @@ def summarize(results: list[dict[str, Any]], arms: list[str]) -> dict[str, dict[
         entry: dict[str, Any] = {
             "label": "random init (untrained)" if name == "untrained" else ALL_ARMS[name].label,
             "scored_on": label,
+            "second_label": second,
             "seeds": seeds,
             "knn_median": float(np.median(values)),
             "knn_ci": bootstrap_interval(values),
@@ -220,8 +228,8 @@ def summarize(results: list[dict[str, Any]], arms: list[str]) -> dict[str, dict[
             entry["seeds_better"] = int((gains > 0).sum())
             _, linear_gains = paired(linear, name, "off")
             entry["linear_gain"] = t_interval(linear_gains)
-            if label != "colour":
-                entry["colour_gain"] = t_interval(paired(colour, name, "off")[1])
+            if second:
+                entry["second_gain"] = t_interval(paired(second_knn, name, "off")[1])
             if len(costs) == len(gains) and name != "clean_only":
                 entry["share_recovered"] = share_recovered(gains, costs)
         aucs = [run_auc(result) for result in results if result["arm"] == name]
@@ -263,16 +271,16 @@ def _gain_text(gain: dict[str, float] | None, better: int | None = None) -> str:
 
 
 def table(summary: dict[str, dict[str, Any]]) -> str:
-    """The Markdown table: one row per arm, percentages. The scores are on the primary label (shape;
-    colour for runs from before it), with the kNN gain on colour beside them."""
-    label = next(iter(summary.values()))["scored_on"]
-    colour_column = label != "colour"
+    """The Markdown table: one row per arm, percentages: the scores on the summary's label, the kNN
+    gain on the second label beside them (when the runs have one)."""
+    first = next(iter(summary.values()))
+    label, second = first["scored_on"], first["second_label"]
     lines = [
         f"| arm | kNN top-1 ({label}), median [95% CI] | linear top-1 ({label}), median | gain over off, kNN "
         f"{label}, mean ± SE [95% t CI] (gain/SE; seeds better) | share of the cost recovered [95% CI] | "
-        + ("gain over off, kNN colour, mean ± SE [95% t CI] (gain/SE) | " if colour_column else "")
+        + (f"gain over off, kNN {second}, mean ± SE [95% t CI] (gain/SE) | " if second else "")
         + "in-training AUC, median [95% CI] (first tenth) | false pairs' share of the weights |",
-        "|---|---|---|---|---|" + ("---|" if colour_column else "") + "---|---|",
+        "|---|---|---|---|---|" + ("---|" if second else "") + "---|---|",
     ]
     for name, entry in summary.items():
         share = entry.get("share_recovered")
@@ -286,7 +294,7 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
             f"| {entry['label']} (`{name}`) | {_pct(entry['knn_median'])} {_interval(*entry['knn_ci'])} | "
             f"{_pct(entry['linear_median'])} | {_gain_text(entry.get('gain'), entry.get('seeds_better'))} | "
             f"{share_text} | "
-            + (f"{_gain_text(entry.get('colour_gain'))} | " if colour_column else "")
+            + (f"{_gain_text(entry.get('second_gain'))} | " if second else "")
             + f"{auc_text} | {false_text} |"
         )
     return "\n".join(lines)
@@ -388,6 +396,12 @@ def main(argv: list[str] | None = None) -> int:
         help="where the pretrained frozen encoder is built once and kept (the *_pretrained arms)",
     )
     parser.add_argument(
+        "--label",
+        choices=LABELS,
+        default=None,
+        help="the label the table's gains are on (default: shape when the runs scored it, else colour)",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="keep the runs the output folder's runs.jsonl already holds and run only the others",
@@ -402,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     options = parser.parse_args(argv)
     if options.report:
-        return report(Path(options.report), Path(options.output_dir), options.docs)
+        return report(Path(options.report), Path(options.output_dir), options.docs, options.label)
 
     arms = list(dict.fromkeys(name for item in options.arms for name in GROUPS.get(item, [item])))
     unknown = [name for name in arms if name not in ALL_ARMS]
@@ -440,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{size.rows} rows ({size.false_positive_rate:.0%} false positives), {size.steps} steps x "
         f"{size.batch_size}, lr {CONTROLLED_RUN['learning_rate']:g}, momentum {CONTROLLED_RUN['momentum']:g}"
     )
-    write_report(results, arms, header, asdict(size), output_dir, options.docs)
+    write_report(results, arms, header, asdict(size), output_dir, options.docs, options.label)
     return 0
 
 
@@ -451,9 +465,10 @@ def write_report(
     size: dict[str, Any],
     output_dir: Path,
     docs: str | None,
+    label: str | None = None,
 ) -> None:
     """summary.json, table.md and efficacy.png of ``results`` into ``output_dir`` (and the ``docs`` section)."""
-    summary = summarize(results, arms)
+    summary = summarize(results, arms, label)
     text = f"{header}\n\n{table(summary)}"
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "summary.json").write_text(
@@ -468,12 +483,12 @@ def write_report(
     print(text)
 
 
-def report(folder: Path, output_dir: Path, docs: str | None) -> int:
+def report(folder: Path, output_dir: Path, docs: str | None, label: str | None = None) -> int:
     """The report of an earlier run's ``runs.jsonl``, with its header, size and arms from its summary.json."""
     results = read_runs(folder / "runs.jsonl")
     saved = json.loads((folder / "summary.json").read_text())
     arms = [name for name in saved["arms"] if name != "untrained"]
-    write_report(results, arms, saved["header"], saved["size"], output_dir, docs)
+    write_report(results, arms, saved["header"], saved["size"], output_dir, docs, label)
     return 0
 
 

@@ -96,13 +96,14 @@ WEIGHTINGS: dict[str, Arm] = {
         f"ours_{name}": Arm(f"ours + {name.replace('_', ' ')}", {**WEIGHTED, "quality_weighting": name})
         for name in ("threshold", "rank_cut", "sigmoid", "annealed", "row_memory")
     },
+    "ours_pretrained": Arm("ours, pretrained encoder", WEIGHTED, pretrained=True),
     **{
         f"ours_{name}_pretrained": Arm(
             f"ours + {name.replace('_', ' ')}, pretrained encoder",
             {**WEIGHTED, "quality_weighting": name},
             pretrained=True,
         )
-        for name in ("softmax", "threshold", "row_memory")
+        for name in ("threshold", "row_memory")
     },
 }
 ALL_ARMS = {**ARMS, **LEVERS, **WEIGHTINGS}

@@ -166,7 +166,8 @@ def test_the_summary_on_known_results():
     ours = summary["ours"]
     assert ours["scored_on"] == "shape"
     assert ours["gain"]["mean"] == pytest.approx(0.05) and ours["seeds_better"] == 3
-    assert ours["colour_gain"]["mean"] == pytest.approx(0.1)  # its shape gain and 0.05 more
+    assert ours["second_label"] == "colour"
+    assert ours["second_gain"]["mean"] == pytest.approx(0.1)  # its shape gain and 0.05 more
     assert ours["share_recovered"]["share"] == pytest.approx(0.5)
     assert ours["auc_median"] == pytest.approx(0.85) and ours["false_share"] == pytest.approx(0.3)
     assert summary["untrained"]["knn_median"] == pytest.approx(0.5)
@@ -175,8 +176,15 @@ def test_the_summary_on_known_results():
     assert "kNN top-1 (shape)" in text and "kNN colour" in text
     # runs from before the shape label are read as colour scores, with no colour column beside them
     old = bench_efficacy.summarize(_known_results(["old"]), ["off", "ours", "clean_only"])
-    assert old["ours"]["scored_on"] == "colour" and "colour_gain" not in old["ours"]
+    assert old["ours"]["scored_on"] == "colour" and "second_gain" not in old["ours"]
     assert "| frozen + masks + geometric views + centred (ours) (`ours`) | 76.0" in bench_efficacy.table(old)
+    by_colour = bench_efficacy.summarize(_known_results(["shape", "colour"]), ["off", "ours"], label="colour")
+    assert (
+        by_colour["ours"]["gain"]["mean"] == pytest.approx(0.1)
+        and by_colour["ours"]["second_label"] == "shape"
+    )
+    with pytest.raises(ValueError, match="not all scored on 'shape'"):
+        bench_efficacy.summarize(_known_results(["old"]), ["off", "ours"], label="shape")
 
 
 # ---------------------------------------------------------------------------------- a reduced benchmark
@@ -214,7 +222,7 @@ def test_a_reduced_benchmark_logs_the_weights_auc_and_writes_its_report(tmp_path
         elif run["arm"] != "untrained":
             assert run["weight_auc"] == []
     summary = json.loads((tmp_path / "summary.json").read_text())["arms"]
-    assert {"gain", "share_recovered", "auc_median", "colour_gain"} <= set(summary["ours_row_memory"])
+    assert {"gain", "share_recovered", "auc_median", "second_gain"} <= set(summary["ours_row_memory"])
     assert (tmp_path / "efficacy.png").stat().st_size > 0
     assert "in-training AUC" in (tmp_path / "table.md").read_text()
     # --report re-summarises the saved runs without training: the same table
