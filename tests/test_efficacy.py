@@ -162,7 +162,9 @@ def _known_results(labels):
 
 
 def test_the_summary_on_known_results():
-    summary = bench_efficacy.summarize(_known_results(["shape", "colour"]), ["off", "ours", "clean_only"])
+    summary = bench_efficacy.summarize(
+        _known_results(["shape", "colour"]), ["off", "ours", "clean_only"], label="shape"
+    )
     ours = summary["ours"]
     assert ours["scored_on"] == "shape"
     assert ours["gain"]["mean"] == pytest.approx(0.05) and ours["seeds_better"] == 3
@@ -178,7 +180,9 @@ def test_the_summary_on_known_results():
     old = bench_efficacy.summarize(_known_results(["old"]), ["off", "ours", "clean_only"])
     assert old["ours"]["scored_on"] == "colour" and "second_gain" not in old["ours"]
     assert "| frozen + masks + geometric views + centred (ours) (`ours`) | 76.0" in bench_efficacy.table(old)
-    by_colour = bench_efficacy.summarize(_known_results(["shape", "colour"]), ["off", "ours"], label="colour")
+    by_colour = bench_efficacy.summarize(
+        _known_results(["shape", "colour"]), ["off", "ours"]
+    )  # colour by default
     assert (
         by_colour["ours"]["gain"]["mean"] == pytest.approx(0.1)
         and by_colour["ours"]["second_label"] == "shape"
@@ -189,9 +193,9 @@ def test_the_summary_on_known_results():
 
 # ---------------------------------------------------------------------------------- a reduced benchmark
 def test_a_reduced_benchmark_logs_the_weights_auc_and_writes_its_report(tmp_path, monkeypatch):
-    monkeypatch.setitem(efficacy_runs.PRETRAIN, "rows", 16)  # a pretrained encoder of 2 steps, built once
+    monkeypatch.setitem(efficacy_runs.PRETRAIN, "rows", 32)  # a pretrained encoder of 2 steps, built once
     monkeypatch.setitem(efficacy_runs.PRETRAIN, "steps", 2)
-    arms = ["off", "ours_row_memory", "frozen_pretrained", "oracle", "clean_only"]
+    arms = ["off", "ours_row_memory_pretrained", "oracle", "clean_only"]  # row memory, pretrained encoder
     argv = ["--arms", *arms, "--seeds", "2", "--steps", "3", "--rows", "48", "--test-rows", "24"]
     argv += [
         "--batch-size",
@@ -204,14 +208,14 @@ def test_a_reduced_benchmark_logs_the_weights_auc_and_writes_its_report(tmp_path
         str(tmp_path / "cache"),
     ]
     assert bench_efficacy.main(argv) == 0
-    assert (tmp_path / "cache" / "pretrained-encoder-16rows-2steps-seed0" / "config.json").is_file()
+    assert (tmp_path / "cache" / "pretrained-encoder-32rows-2steps-seed0" / "config.json").is_file()
     runs = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
     assert {(run["arm"], run["seed"]) for run in runs} == {
         (arm, seed) for arm in ("untrained", *arms) for seed in (100, 101)
     }
     for run in runs:
         assert {"knn_shape", "linear_shape", "knn_colour", "linear_colour"} <= set(run)
-        if run["arm"] in ("ours_row_memory", "frozen_pretrained", "oracle"):
+        if run["arm"] in ("ours_row_memory_pretrained", "oracle"):
             assert [step for step, _ in run["weight_auc"]] == [1, 2, 3]  # one AUC per training step
             aucs = [auc for _, auc in run["weight_auc"] if not math.isnan(auc)]
             assert aucs and all(0.0 <= auc <= 1.0 for auc in aucs)
@@ -222,7 +226,9 @@ def test_a_reduced_benchmark_logs_the_weights_auc_and_writes_its_report(tmp_path
         elif run["arm"] != "untrained":
             assert run["weight_auc"] == []
     summary = json.loads((tmp_path / "summary.json").read_text())["arms"]
-    assert {"gain", "share_recovered", "auc_median", "second_gain"} <= set(summary["ours_row_memory"])
+    assert {"gain", "share_recovered", "auc_median", "second_gain"} <= set(
+        summary["ours_row_memory_pretrained"]
+    )
     assert (tmp_path / "efficacy.png").stat().st_size > 0
     assert "in-training AUC" in (tmp_path / "table.md").read_text()
     # --report re-summarises the saved runs without training: the same table
@@ -230,14 +236,15 @@ def test_a_reduced_benchmark_logs_the_weights_auc_and_writes_its_report(tmp_path
     assert (tmp_path / "again" / "table.md").read_text() == (tmp_path / "table.md").read_text()
     # --resume keeps the runs it finds (a cut-off last line is run again) and runs only the missing ones
     lines = (tmp_path / "runs.jsonl").read_text().splitlines()
-    kept = [line for line in lines if json.loads(line)["seed"] == 100]
-    (tmp_path / "runs.jsonl").write_text("\n".join([*kept, '{"arm": "off", "se']) + "\n")
+    kept = [line for line in lines if (json.loads(line)["arm"], json.loads(line)["seed"]) != ("oracle", 101)]
+    (tmp_path / "runs.jsonl").write_text("\n".join([*kept, '{"arm": "oracle", "se']) + "\n")
     assert bench_efficacy.main([*argv, "--resume"]) == 0
     resumed = bench_efficacy.read_runs(tmp_path / "runs.jsonl")
     assert sorted((run["arm"], run["seed"]) for run in resumed) == sorted(
         (run["arm"], run["seed"]) for run in runs
     )
-    assert [json.dumps(run) for run in resumed[: len(kept)]] == kept  # the seed-100 runs were not run again
+    assert [json.dumps(run) for run in resumed[: len(kept)]] == kept  # only the missing run was run again
+    assert len(resumed) == len(kept) + 1
 
 
 # ---------------------------------------------------------------------------------- our options
