@@ -8,10 +8,17 @@ trainer through a collator wrapper (:class:`FlagPassingCollator`: the rows' ``is
 as a batch tensor) and a trainer subclass (:class:`FlagLoggingTrainer`) that takes them out of
 the batch before the model sees it and records the ROC AUC of each step's weights against them.
 The run is the recipe's (``recipes/train_genview.py``) with that collator and trainer.
+
+Each encoder is scored on two labels of the test split: the object's shape (``shape``: the
+untrained encoder reads it poorly, so it measures what training taught) and its colour (``colour``).
+The frozen arms judge the pairs with the small ResNet at its random init or, ``pretrained``, with
+the same ResNet trained by MoCo v3 on a disjoint clean controlled set (:func:`pretrained_encoder`,
+built once and cached): the papers' kind of frozen encoder, one that has learned the image domain.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +27,11 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, set_seed
 
-from efficacy_stats import roc_auc
 from genview_hf.data.collators import CollatorWrapper
 from genview_hf.data.controlled import FALSE_POSITIVE, controlled_views
-from genview_hf.demo import CONTROLLED_RUN, WEIGHTED, efficacy_encoder
+from genview_hf.efficacy import CONTROLLED_RUN, IMAGE_SIZE, WEIGHTED, efficacy_encoder, save_once
 from genview_hf.evaluation import evaluate_encoder
+from genview_hf.evaluation.statistics import roc_auc
 from genview_hf.training import (
     GenViewTrainer,
     GenViewTrainingArguments,
@@ -35,7 +42,10 @@ from genview_hf.training import (
 from genview_hf.training.arguments import split_settings
 
 FLAGS = "pair_is_false"  # (N,) bool batch key: the row's generated view is a false positive
-IMAGE_SIZE = 32
+LABELS = {"shape": "shape", "colour": "label"}  # the scores' label -> the controlled set's column
+# The pretrained frozen encoder: MoCo v3 from the random init on clean rows of the controlled set's
+# "pretrain" split (disjoint from every arm's train and test rows), 1024 rows, 800 steps.
+PRETRAIN = dict(rows=1024, steps=800, seed=0)
 
 
 @dataclass(frozen=True)
@@ -48,15 +58,20 @@ class Arm:
     clean_rows_only: bool = False  # the ceiling: the false rows left out
     oracle: bool = False  # weights from the true flags: false pairs 0, clean pairs the rest
     reference: str = "off"  # the arm its gain is measured against
+    pretrained: bool = False  # the frozen quality model: the pretrained ResNet, not the random init
 
 
-# The default arms: every quality mode, ours, the references. ``frozen`` is the papers' setting: a
-# frozen encoder's tokens (here the benchmark's ResNet at a fixed random init: no pretraining that
-# could leak the task), its fitted foreground direction, the augmented views, gamma 1.
+# The default arms: the quality modes, ours, the references. ``frozen`` is the papers' setting: a
+# frozen encoder's tokens, its fitted foreground direction, the augmented views, gamma 1; judged with
+# the benchmark's ResNet at a fixed random init (no pretraining that could leak the task) and with
+# the ResNet pretrained on clean controlled images (``frozen_pretrained``: the papers' kind).
 ARMS: dict[str, Arm] = {
     "off": Arm("off: no weights"),
     "stored": Arm("stored (our approximation)", {"quality_mode": "stored"}),
-    "frozen": Arm("frozen (the papers' setting)", {"quality_mode": "frozen"}),
+    "frozen": Arm("frozen (the papers' setting), random encoder", {"quality_mode": "frozen"}),
+    "frozen_pretrained": Arm(
+        "frozen (the papers' setting), pretrained encoder", {"quality_mode": "frozen"}, pretrained=True
+    ),
     "ours": Arm("frozen + masks + geometric views + centred (ours)", WEIGHTED),
     "oracle": Arm("oracle weights (true flags)", oracle=True),
     "clean_only": Arm("clean rows only (ceiling)", clean_rows_only=True),
@@ -82,6 +97,23 @@ LEVERS: dict[str, Arm] = {
         for gamma in (2, 3, 5)
     },
 }
+# The weightings that can reach zero (``quality_weighting``), on ours and on the pretrained encoder.
+WEIGHTINGS: dict[str, Arm] = {
+    **{
+        f"ours_{name}": Arm(f"ours + {name.replace('_', ' ')}", {**WEIGHTED, "quality_weighting": name})
+        for name in ("threshold", "rank_cut", "sigmoid", "annealed", "row_memory")
+    },
+    "ours_pretrained": Arm("ours, pretrained encoder", WEIGHTED, pretrained=True),
+    **{
+        f"ours_{name}_pretrained": Arm(
+            f"ours + {name.replace('_', ' ')}, pretrained encoder",
+            {**WEIGHTED, "quality_weighting": name},
+            pretrained=True,
+        )
+        for name in ("threshold", "row_memory")
+    },
+}
+ALL_ARMS = {**ARMS, **LEVERS, **WEIGHTINGS}
 
 
 @dataclass(frozen=True)
@@ -89,7 +121,7 @@ class Size:
     """How big one run is; the default fits a 2-core CPU (bench_efficacy.py's default size)."""
 
     rows: int = 512
-    test_rows: int = 300
+    test_rows: int = 1000
     false_positive_rate: float = 0.5
     steps: int = 200
     batch_size: int = 32
@@ -113,6 +145,7 @@ class FlagLoggingTrainer(GenViewTrainer):
         super().__init__(*args, **kwargs)
         self.oracle = oracle
         self.weight_aucs: list[tuple[int, float]] = []
+        self.false_shares: list[tuple[int, float]] = []  # (step, the false pairs' share of the weight mass)
         self._flags: torch.Tensor | None = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -126,8 +159,10 @@ class FlagLoggingTrainer(GenViewTrainer):
         else:
             weights = super().quality_weights(inputs, outputs)
         if weights is not None and weights.pairs is not None and self.model.training:
-            clean = (~self._flags).cpu().numpy()
-            self.weight_aucs.append((self.state.global_step + 1, roc_auc(weights.pairs.cpu().numpy(), clean)))
+            clean, pairs = (~self._flags).cpu().numpy(), weights.pairs.cpu().numpy()
+            step = self.state.global_step + 1
+            self.weight_aucs.append((step, roc_auc(pairs, clean)))
+            self.false_shares.append((step, float(pairs[~clean].sum() / max(pairs.sum(), 1e-12))))
         return weights
 
 
@@ -140,15 +175,16 @@ def data(seed: int, size: Size) -> tuple[Any, Any]:
 
 
 def training_arguments(
-    arm: Arm, seed: int, size: Size, output_dir: Path, encoder: Path
+    arm: Arm, seed: int, size: Size, output_dir: Path, encoder: Path, quality_model: Path | None = None
 ) -> GenViewTrainingArguments:
-    """The arguments of one run: MoCo v3 on the small ResNet from scratch (the demo's
-    ``CONTROLLED_RUN``), the arm's settings."""
+    """The arguments of one run: MoCo v3 on the small ResNet from scratch (``CONTROLLED_RUN``), the
+    arm's settings; ``quality_model``: the frozen arms' encoder (default: ``encoder``, the same
+    architecture at its fixed random init)."""
     settings = {"quality_mode": "off", **arm.settings}
     return GenViewTrainingArguments(
         output_dir=str(output_dir),
         **split_settings(CONTROLLED_RUN)[1],
-        quality_model=str(encoder),  # frozen arms: the same architecture at its fixed random init
+        quality_model=str(quality_model or encoder),
         image_size=IMAGE_SIZE,
         per_device_train_batch_size=size.batch_size,
         max_steps=size.steps,
@@ -166,31 +202,77 @@ def training_arguments(
     )
 
 
+def model_arguments(encoder: Path) -> ModelArguments:
+    """The small ResNet ``encoder`` with ``CONTROLLED_RUN``'s heads."""
+    return ModelArguments(str(encoder), **split_settings(CONTROLLED_RUN)[0])
+
+
 def scores(encoder: Any, processor: Any, train: Any, test: Any, seed: int) -> dict[str, float]:
-    """kNN and linear-probe top-1 on the objects' colour (the test split; the train originals as bank)."""
-    results = evaluate_encoder(
-        encoder,
-        test,
-        train_dataset=train,
-        processor=processor,
-        protocols=["knn", "linear"],
-        progress=False,
-        seed=seed,
+    """kNN and linear-probe top-1 on the objects' shape and colour (the test split; the train
+    originals as bank): ``knn_shape``, ``linear_shape``, ``knn_colour``, ``linear_colour``."""
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="genview-efficacy-features-") as features:  # computed once
+        for label, column in LABELS.items():
+            found = evaluate_encoder(
+                encoder,
+                test,
+                train_dataset=train,
+                processor=processor,
+                protocols=["knn", "linear"],
+                label_column=column,
+                cache_dir=features,
+                progress=False,
+                seed=seed,
+            )
+            results.update({f"knn_{label}": found["knn_top1"], f"linear_{label}": found["linear_top1"]})
+    return results
+
+
+def pretrained_encoder(cache_dir: Path) -> Path:
+    """The small ResNet trained by MoCo v3 (``CONTROLLED_RUN``, no quality weights) from its random
+    init on ``PRETRAIN["rows"]`` clean rows of the controlled set's ``pretrain`` split, saved with its
+    processor in ``cache_dir`` once (a later call reads it back)."""
+    folder = Path(cache_dir) / "pretrained-encoder-{rows}rows-{steps}steps-seed{seed}".format(**PRETRAIN)
+    if (folder / "config.json").is_file():
+        return folder
+    rows = controlled_views(PRETRAIN["rows"], 0.0, IMAGE_SIZE, seed=PRETRAIN["seed"], split="pretrain")
+    size = Size(rows=PRETRAIN["rows"], steps=PRETRAIN["steps"])
+    encoder = efficacy_encoder(Path(cache_dir) / "encoder")
+    args = training_arguments(ARMS["off"], PRETRAIN["seed"], size, Path(cache_dir) / "pretraining", encoder)
+    dataset = builders.views_dataset(rows, args)
+    set_seed(PRETRAIN["seed"])
+    model, processor = builders.ssl_model(model_arguments(encoder), args.method)
+    trainer = GenViewTrainer(
+        model,
+        args,
+        train_dataset=dataset,
+        data_collator=builders.collator(args, processor, dataset),
+        processing_class=processor,
     )
-    return {"knn_top1": results["knn_top1"], "linear_top1": results["linear_top1"]}
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    exported = trainer.unwrapped().export_encoder()
+    return save_once(
+        folder, lambda staging: (exported.save_pretrained(staging), processor.save_pretrained(staging))
+    )
 
 
-def run(name: str, arm: Arm, seed: int, size: Size, work_dir: Path) -> dict[str, Any]:
-    """Train one arm with one seed; its scores, its weights' AUC over training and its wall time."""
+def run(
+    name: str, arm: Arm, seed: int, size: Size, work_dir: Path, cache_dir: Path | None = None
+) -> dict[str, Any]:
+    """Train one arm with one seed; its scores, its weights' AUC over training and its wall time.
+    ``cache_dir``: where the pretrained frozen encoder is kept (the ``pretrained`` arms)."""
     started = time.perf_counter()
     train, test = data(seed, size)
     rows = train.filter(lambda row: not row[FALSE_POSITIVE]) if arm.clean_rows_only else train
     encoder = efficacy_encoder(work_dir / "encoder")
-    args = training_arguments(arm, seed, size, work_dir / f"{name}-seed{seed}", encoder)
+    if arm.pretrained and cache_dir is None:
+        raise ValueError(f"arm {name!r} judges the pairs with the pretrained encoder: give a cache_dir")
+    quality_model = pretrained_encoder(cache_dir) if arm.pretrained else None
+    args = training_arguments(arm, seed, size, work_dir / f"{name}-seed{seed}", encoder, quality_model)
     dataset = builders.views_dataset(rows, args)
     set_seed(seed)  # as the recipe: the backbone and heads are initialised here
-    model_settings, _ = split_settings(CONTROLLED_RUN)
-    model, processor = builders.ssl_model(ModelArguments(str(encoder), **model_settings), args.method)
+    model, processor = builders.ssl_model(model_arguments(encoder), args.method)
     quality_model, direction = builders.quality_model(args)
     trainer = FlagLoggingTrainer(
         model,
@@ -209,6 +291,7 @@ def run(name: str, arm: Arm, seed: int, size: Size, work_dir: Path) -> dict[str,
         "seed": seed,
         **scores(trainer.unwrapped().export_encoder(), processor, train, test, seed),
         "weight_auc": trainer.weight_aucs,
+        "false_share": trainer.false_shares,
         "loss": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
         "seconds": time.perf_counter() - started,
     }

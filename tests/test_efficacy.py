@@ -14,11 +14,10 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import bench_efficacy  # noqa: E402
-import efficacy_runs  # noqa: E402
-from efficacy_stats import (  # noqa: E402
+from genview_hf.data.collators import RowIndexed, build_collator
+from genview_hf.data.controlled import FALSE_POSITIVE, controlled_views
+from genview_hf.data.samples import COLOURS, SHADE
+from genview_hf.evaluation.statistics import (
     binned_curve,
     bootstrap_interval,
     paired,
@@ -26,13 +25,20 @@ from efficacy_stats import (  # noqa: E402
     share_recovered,
     t_interval,
 )
-from genview_hf.data.collators import RowIndexed, build_collator  # noqa: E402
-from genview_hf.data.controlled import FALSE_POSITIVE, controlled_views  # noqa: E402
-from genview_hf.data.samples import COLOURS, SHADE  # noqa: E402
-from genview_hf.modeling.features import masks_to_tokens  # noqa: E402
-from genview_hf.quality import pair_quality  # noqa: E402
-from genview_hf.training import FrozenQualityModel, GenViewTrainingArguments, QualityWeights, quality_weights  # noqa: E402
-from genview_hf.training.quality_modes import GeometricViewsCollator  # noqa: E402
+from genview_hf.modeling.features import masks_to_tokens
+from genview_hf.quality import pair_quality, pair_weights
+from genview_hf.training import FrozenQualityModel, GenViewTrainingArguments, QualityWeights, quality_weights
+from genview_hf.training.quality_modes import (
+    ROW_INDICES,
+    GeometricViewsCollator,
+    PairWeighting,
+    RowIndexCollator,
+)
+
+# The benchmark's scripts (not a package: run as files) are read from their folder.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_efficacy  # noqa: E402
+import efficacy_runs  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------- the controlled set
@@ -133,53 +139,112 @@ def test_binned_curve():
     assert steps.tolist() == [5.0, 15.0] and values.tolist() == pytest.approx([0.6, 0.9])
 
 
+def _known_results(labels):
+    """Three seeds of four arms; shape scores 0.1 below the colour ones, ours' colour gain 0.05 above its shape gain."""
+    results = []
+    for seed in (0, 1, 2):
+        for arm, knn, auc, share in (
+            ("untrained", 0.6, [], []),
+            ("off", 0.7 + 0.01 * seed, [], []),
+            ("ours", 0.75 + 0.01 * seed, [(1, 0.8), (2, 0.9)], [(1, 0.2), (2, 0.4)]),
+            ("clean_only", 0.8 + 0.01 * seed, [], []),
+        ):
+            scores = {
+                "shape": {"knn_shape": knn - 0.1, "linear_shape": knn - 0.1},
+                "colour": {"knn_colour": knn + 0.05 if arm == "ours" else knn, "linear_colour": knn},
+                "old": {"knn_top1": knn, "linear_top1": knn},  # runs from before the shape label
+            }
+            record = {"arm": arm, "seed": seed, "seconds": 1.0, "weight_auc": auc, "false_share": share}
+            for label in labels:
+                record.update(scores[label])
+            results.append(record)
+    return results
+
+
 def test_the_summary_on_known_results():
-    results = [
-        {"arm": arm, "seed": seed, "knn_top1": knn, "linear_top1": knn, "seconds": 1.0, "weight_auc": auc}
-        for seed in (0, 1, 2)
-        for arm, knn, auc in (
-            ("untrained", 0.6, []),
-            ("off", 0.7 + 0.01 * seed, []),
-            ("ours", 0.75 + 0.01 * seed, [(1, 0.8), (2, 0.9)]),
-            ("clean_only", 0.8 + 0.01 * seed, []),
-        )
-    ]
-    summary = bench_efficacy.summarize(results, ["off", "ours", "clean_only"])
-    ours = summary["ours"]
-    assert ours["gain"]["mean"] == pytest.approx(0.05) and ours["seeds_better"] == 3
-    assert ours["share_recovered"]["share"] == pytest.approx(0.5)
-    assert ours["auc_median"] == pytest.approx(0.85)
-    assert summary["untrained"]["knn_median"] == pytest.approx(0.6)
-    assert "| frozen + masks + geometric views + centred (ours) (`ours`) | 76.0" in bench_efficacy.table(
-        summary
+    summary = bench_efficacy.summarize(
+        _known_results(["shape", "colour"]), ["off", "ours", "clean_only"], label="shape"
     )
+    ours = summary["ours"]
+    assert ours["scored_on"] == "shape"
+    assert ours["gain"]["mean"] == pytest.approx(0.05) and ours["seeds_better"] == 3
+    assert ours["second_label"] == "colour"
+    assert ours["second_gain"]["mean"] == pytest.approx(0.1)  # its shape gain and 0.05 more
+    assert ours["share_recovered"]["share"] == pytest.approx(0.5)
+    assert ours["auc_median"] == pytest.approx(0.85) and ours["false_share"] == pytest.approx(0.3)
+    assert summary["untrained"]["knn_median"] == pytest.approx(0.5)
+    text = bench_efficacy.table(summary)
+    assert "| frozen + masks + geometric views + centred (ours) (`ours`) | 66.0" in text
+    assert "kNN top-1 (shape)" in text and "kNN colour" in text
+    # runs from before the shape label are read as colour scores, with no colour column beside them
+    old = bench_efficacy.summarize(_known_results(["old"]), ["off", "ours", "clean_only"])
+    assert old["ours"]["scored_on"] == "colour" and "second_gain" not in old["ours"]
+    assert "| frozen + masks + geometric views + centred (ours) (`ours`) | 76.0" in bench_efficacy.table(old)
+    by_colour = bench_efficacy.summarize(
+        _known_results(["shape", "colour"]), ["off", "ours"]
+    )  # colour by default
+    assert (
+        by_colour["ours"]["gain"]["mean"] == pytest.approx(0.1)
+        and by_colour["ours"]["second_label"] == "shape"
+    )
+    with pytest.raises(ValueError, match="not all scored on 'shape'"):
+        bench_efficacy.summarize(_known_results(["old"]), ["off", "ours"], label="shape")
 
 
 # ---------------------------------------------------------------------------------- a reduced benchmark
-def test_a_reduced_benchmark_logs_the_weights_auc_and_writes_its_report(tmp_path):
-    argv = ["--arms", "off", "ours", "oracle", "clean_only", "--seeds", "2", "--steps", "3", "--rows", "48"]
-    argv += ["--test-rows", "24", "--batch-size", "8", "--workers", "1", "--output-dir", str(tmp_path)]
+def test_a_reduced_benchmark_logs_the_weights_auc_and_writes_its_report(tmp_path, monkeypatch):
+    monkeypatch.setitem(efficacy_runs.PRETRAIN, "rows", 32)  # a pretrained encoder of 2 steps, built once
+    monkeypatch.setitem(efficacy_runs.PRETRAIN, "steps", 2)
+    arms = ["off", "ours_row_memory_pretrained", "oracle", "clean_only"]  # row memory, pretrained encoder
+    argv = ["--arms", *arms, "--seeds", "2", "--steps", "3", "--rows", "48", "--test-rows", "24"]
+    argv += [
+        "--batch-size",
+        "8",
+        "--workers",
+        "1",
+        "--output-dir",
+        str(tmp_path),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     assert bench_efficacy.main(argv) == 0
+    assert (tmp_path / "cache" / "pretrained-encoder-32rows-2steps-seed0" / "config.json").is_file()
     runs = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
     assert {(run["arm"], run["seed"]) for run in runs} == {
-        (arm, seed) for arm in ("untrained", "off", "ours", "oracle", "clean_only") for seed in (100, 101)
+        (arm, seed) for arm in ("untrained", *arms) for seed in (100, 101)
     }
     for run in runs:
-        if run["arm"] in ("ours", "oracle"):
+        assert {"knn_shape", "linear_shape", "knn_colour", "linear_colour"} <= set(run)
+        if run["arm"] in ("ours_row_memory_pretrained", "oracle"):
             assert [step for step, _ in run["weight_auc"]] == [1, 2, 3]  # one AUC per training step
             aucs = [auc for _, auc in run["weight_auc"] if not math.isnan(auc)]
             assert aucs and all(0.0 <= auc <= 1.0 for auc in aucs)
+            assert all(0.0 <= share <= 1.0 for _, share in run["false_share"])
             if run["arm"] == "oracle":
                 assert aucs == [1.0] * len(aucs)  # the flags themselves separate perfectly
+                assert [share for _, share in run["false_share"]] == [0.0] * 3
         elif run["arm"] != "untrained":
             assert run["weight_auc"] == []
     summary = json.loads((tmp_path / "summary.json").read_text())["arms"]
-    assert {"gain", "share_recovered", "auc_median"} <= set(summary["ours"])
+    assert {"gain", "share_recovered", "auc_median", "second_gain"} <= set(
+        summary["ours_row_memory_pretrained"]
+    )
     assert (tmp_path / "efficacy.png").stat().st_size > 0
     assert "in-training AUC" in (tmp_path / "table.md").read_text()
     # --report re-summarises the saved runs without training: the same table
     assert bench_efficacy.main(["--report", str(tmp_path), "--output-dir", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "table.md").read_text() == (tmp_path / "table.md").read_text()
+    # --resume keeps the runs it finds (a cut-off last line is run again) and runs only the missing ones
+    lines = (tmp_path / "runs.jsonl").read_text().splitlines()
+    kept = [line for line in lines if (json.loads(line)["arm"], json.loads(line)["seed"]) != ("oracle", 101)]
+    (tmp_path / "runs.jsonl").write_text("\n".join([*kept, '{"arm": "oracle", "se']) + "\n")
+    assert bench_efficacy.main([*argv, "--resume"]) == 0
+    resumed = bench_efficacy.read_runs(tmp_path / "runs.jsonl")
+    assert sorted((run["arm"], run["seed"]) for run in resumed) == sorted(
+        (run["arm"], run["seed"]) for run in runs
+    )
+    assert [json.dumps(run) for run in resumed[: len(kept)]] == kept  # only the missing run was run again
+    assert len(resumed) == len(kept) + 1
 
 
 # ---------------------------------------------------------------------------------- our options
@@ -286,3 +351,70 @@ def test_the_benchmarks_arms_are_valid_training_arguments(tmp_path):
     for name, arm in {**efficacy_runs.ARMS, **efficacy_runs.LEVERS}.items():
         args = efficacy_runs.training_arguments(arm, 0, size, tmp_path / name, tmp_path)
         assert args.quality_mode in ("off", "stored", "frozen")
+
+
+def test_the_frozen_modes_weighting_option_weights_the_hand_computed_qualities():
+    from genview_hf.testing import tiny_resnet
+
+    resnet, processor = tiny_resnet()
+    rows = _pair_rows()
+    batch = RowIndexCollator(
+        GeometricViewsCollator(build_collator("mocov3", image_size=32, masks=True, seed=0))
+    )(rows)
+    assert batch[ROW_INDICES].tolist() == list(range(len(rows)))  # each row's dataset index
+    frozen = FrozenQualityModel(resnet, processor=processor)
+    with torch.no_grad():
+        maps = [resnet(pixel_values=batch[f"quality_pixel_values_{side}"]).last_hidden_state for side in "12"]
+    tokens = [fmap.flatten(2).transpose(1, 2) for fmap in maps]
+    masks = [masks_to_tokens(batch[f"masks_{side}"], tokens[0].shape[1]) for side in "12"]
+    q = pair_quality(*tokens, masks1=masks[0], masks2=masks[1], center=True)
+
+    def weights(weighting, **kwargs):
+        return quality_weights(
+            "frozen", batch, None, frozen=frozen, gamma=1.0, multi_positive=False, center=True,
+            foreground="masks", weighting=weighting, **kwargs,
+        ).pairs  # fmt: skip
+
+    torch.testing.assert_close(weights(PairWeighting("threshold")), pair_weights(q, "threshold"))
+    torch.testing.assert_close(weights(None), pair_weights(q))  # None: the papers' softmax
+    torch.testing.assert_close(
+        weights(PairWeighting("annealed"), progress=0.5), pair_weights(q, "annealed", 1.0, progress=0.5)
+    )
+    memory = PairWeighting("row_memory")
+    weights(memory)
+    second = weights(memory)  # the same rows again: their smoothed q is the mean of the two visits
+    torch.testing.assert_close(second, pair_weights(q, "threshold"))
+    assert memory.memory.count.tolist() == [2] * len(rows)
+    batch.pop(ROW_INDICES)
+    with pytest.raises(ValueError, match="needs each row's dataset index"):
+        weights(PairWeighting("row_memory"))
+    with pytest.raises(ValueError, match="unknown quality_weighting 'hard'"):
+        PairWeighting("hard")
+    with pytest.raises(ValueError, match="the rows need it"):
+        RowIndexCollator(build_collator("mocov3", image_size=32, seed=0))(
+            [{k: v for k, v in rows[0].items() if k != "__index__"}]
+        )
+
+
+def test_the_weighting_option_needs_pairs_to_weigh(tmp_path):
+    from genview_hf.training import builders
+
+    def args(**kwargs):
+        return GenViewTrainingArguments(output_dir=str(tmp_path), report_to="none", **kwargs)
+
+    assert args(quality_mode="stored", quality_weighting="threshold").quality_weighting == "threshold"
+    with pytest.raises(ValueError, match="quality_mode is 'off'"):
+        args(quality_mode="off", quality_weighting="rank_cut")
+    with pytest.raises(ValueError, match="LeOCLR weighs two pairs per row"):
+        args(method="leoclr", quality_mode="frozen", quality_weighting="row_memory")
+    with pytest.raises(ValueError, match="GenView\\+\\+ multi-positive"):
+        args(method="clip", multi_positive=True, quality_mode="stored", quality_weighting="sigmoid")
+    with pytest.raises(ValueError, match="quality_weighting"):
+        args(quality_mode="frozen", quality_weighting="hard")
+    rows = controlled_views(8, 0.5, seed=1)
+    from genview_hf.testing import tiny_resnet
+
+    _, processor = tiny_resnet()
+    built = builders.collator(args(quality_mode="frozen", quality_weighting="row_memory"), processor, rows)
+    assert isinstance(built, RowIndexCollator)
+    assert not isinstance(builders.collator(args(quality_mode="frozen"), processor, rows), RowIndexCollator)

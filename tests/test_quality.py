@@ -8,12 +8,22 @@ import pytest
 import torch
 
 from genview_hf.quality import (
+    ANNEALED_FINAL_GAMMA,
+    RANK_CUT_KEEP,
+    SIGMOID_SHARPNESS,
+    WEIGHTINGS,
+    RowQualityMemory,
+    annealed_gamma,
     foreground_maps,
     image_text_quality_weights,
     multi_view_quality_weights,
     pair_quality,
+    pair_weights,
     pool_foreground_background,
     quality_weights,
+    rank_cut_weights,
+    sigmoid_weights,
+    threshold_weights,
 )
 from tolerances import reduction_tolerance
 
@@ -282,3 +292,112 @@ def test_quality_weights_on_cuda_match_cpu():
     assert torch.allclose(cuda.cpu(), cpu, rtol=1e-4, atol=1e-5)
     bf16 = quality_weights(t1.cuda().bfloat16(), t2.cuda().bfloat16(), direction.cuda())
     assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
+
+
+# ----------------------------------------------------------------------------- weightings that reach zero
+# float64: each weighting's value is exact arithmetic on q, so the references agree to float64 rounding.
+
+
+def ref_threshold(q: list[float]) -> list[float]:
+    kept = [x > 0 for x in q]
+    if not any(kept):
+        return [1.0] * len(q)
+    return [len(q) / sum(kept) if k else 0.0 for k in kept]
+
+
+def ref_rank_cut(q: list[float], keep: float) -> list[float]:
+    count = max(1, math.ceil(keep * len(q)))
+    order = sorted(range(len(q)), key=lambda i: (-q[i], i))  # highest first, ties by position
+    chosen = set(order[:count])
+    return [len(q) / count if i in chosen else 0.0 for i in range(len(q))]
+
+
+def ref_sigmoid(q: list[float], sharpness: float) -> list[float]:
+    mean = sum(q) / len(q)
+    std = math.sqrt(sum((x - mean) ** 2 for x in q) / (len(q) - 1))
+    scores = [1 / (1 + math.exp(-sharpness * (x - mean) / std)) for x in q]
+    return [len(q) * s / sum(scores) for s in scores]
+
+
+def ref_softmax(q: list[float], gamma: float) -> list[float]:
+    exps = [math.exp(gamma * x) for x in q]
+    return [len(q) * e / sum(exps) for e in exps]
+
+
+QUALITIES = torch.tensor([0.31, -0.42, 0.05, 0.31, -0.07, 0.9, -1.2], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("keep", [RANK_CUT_KEEP, 0.25, 1.0])
+def test_reaching_zero_weightings_match_naive_references(keep):
+    q = QUALITIES.tolist()
+    torch.testing.assert_close(
+        threshold_weights(QUALITIES), torch.tensor(ref_threshold(q), dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        rank_cut_weights(QUALITIES, keep), torch.tensor(ref_rank_cut(q, keep), dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        sigmoid_weights(QUALITIES), torch.tensor(ref_sigmoid(q, SIGMOID_SHARPNESS), dtype=torch.float64)
+    )
+    assert threshold_weights(QUALITIES)[1] == 0 and rank_cut_weights(QUALITIES)[6] == 0  # they reach zero
+
+
+def test_rank_cut_breaks_ties_by_position():
+    weights = rank_cut_weights(torch.tensor([0.2, 0.5, 0.5, 0.1], dtype=torch.float64), keep=0.25)
+    assert weights.tolist() == [0.0, 4.0, 0.0, 0.0]
+
+
+def test_every_weighting_has_mean_one_and_no_nan_on_degenerate_batches():
+    for name in WEIGHTINGS:
+        for q in (
+            QUALITIES,
+            torch.full((5,), -0.3, dtype=torch.float64),
+            torch.tensor([0.4], dtype=torch.float64),
+        ):
+            weights = pair_weights(q, name, gamma=1.0, progress=0.5, smoothed=q)
+            assert torch.isfinite(weights).all(), name
+            torch.testing.assert_close(weights.mean(), torch.tensor(1.0, dtype=torch.float64))
+    assert threshold_weights(torch.full((4,), -0.1)).tolist() == [1.0] * 4  # none kept: none silenced
+    assert sigmoid_weights(torch.full((4,), 0.3)).tolist() == [1.0] * 4  # equal qualities: equal weights
+
+
+def test_the_softmax_stays_the_papers_weights():
+    q = QUALITIES.tolist()
+    torch.testing.assert_close(
+        pair_weights(QUALITIES), torch.tensor(ref_softmax(q, 1.0), dtype=torch.float64)
+    )
+    progress = 0.25
+    gamma = 1.0 + (ANNEALED_FINAL_GAMMA - 1.0) * progress
+    assert annealed_gamma(1.0, progress) == pytest.approx(gamma)
+    torch.testing.assert_close(
+        pair_weights(QUALITIES, "annealed", 1.0, progress),
+        torch.tensor(ref_softmax(q, gamma), dtype=torch.float64),
+    )
+    assert annealed_gamma(2.0, 0.0) == 2.0 and annealed_gamma(2.0, 1.5) == ANNEALED_FINAL_GAMMA
+    with pytest.raises(ValueError, match="unknown quality weighting 'hard'"):
+        pair_weights(QUALITIES, "hard")
+    with pytest.raises(ValueError, match="smoothed quality"):
+        pair_weights(QUALITIES, "row_memory")
+
+
+def test_row_memory_averages_each_rows_visits_then_follows_the_newest():
+    memory = RowQualityMemory(visits=3)
+    visits = {4: [0.3, -0.1, 0.5, 0.9, 0.0], 1: [-0.6, -0.2, 0.1, 0.4, -0.5]}
+    expected = {row: [] for row in visits}
+    for row, values in visits.items():  # naive: the mean of the first 3 visits, then m += (x - m) / 3
+        mean = 0.0
+        for count, value in enumerate(values, 1):
+            mean += (value - mean) / min(count, 3)
+            expected[row].append(mean)
+    for step in range(5):
+        rows = torch.tensor([4, 1])
+        q = torch.tensor([visits[4][step], visits[1][step]], dtype=torch.float64)
+        smoothed = memory.update(rows, q)
+        torch.testing.assert_close(
+            smoothed, torch.tensor([expected[4][step], expected[1][step]], dtype=torch.float64)
+        )
+    assert memory.count.tolist() == [0, 5, 0, 0, 5]  # grown to the largest row index seen
+    with pytest.raises(ValueError, match="2 row indices for 3 qualities"):
+        memory.update(torch.tensor([0, 1]), torch.zeros(3))
+    with pytest.raises(ValueError, match=">= 0"):
+        memory.update(torch.tensor([-1]), torch.zeros(1))

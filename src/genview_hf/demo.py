@@ -54,29 +54,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from .config import parse_config  # noqa: E402
 from .data.samples import SAMPLE_NAMES, load_sample  # noqa: E402
 
+# The controlled run's settings are the efficacy benchmark's: the demo quotes its figures.
+from .efficacy import CONTROLLED_RUN, IMAGE_SIZE, WEIGHTED, efficacy_encoder  # noqa: E402
+
 PREVIEW_ROWS = 8
 PREVIEW_TILE = 128  # pixels per image in the preview grid
 PREVIEW_COLUMNS = 4  # samples per grid row
-IMAGE_SIZE = 32  # generated views and training crops: the tiny models' input size
 CLIP_MODEL = "clip"  # genview_hf.testing's 2-layer CLIP
-ENCODER_WIDTH = 16  # the small ResNet's stem width (stages of 16 and 32 channels)
-# Our weighting (docs/efficacy.md): the frozen encoder's tokens pooled with the stored masks, on each
-# view's crop and flip before its colour operations, with centred cosines.
-WEIGHTED = dict(
-    quality_mode="frozen", quality_foreground="masks", quality_views="geometric", quality_center=True
-)
 CONTROLLED_TEST_ROWS = 300
-# MoCo v3 on the controlled set, as benchmarks/bench_efficacy.py trains every arm (one setting for
-# both: the demo quotes the benchmark's figures): the small ResNet's heads and a short run's rates.
-CONTROLLED_RUN = dict(
-    method="mocov3",
-    proj_hidden_dim=128,
-    proj_dim=64,
-    pred_hidden_dim=128,
-    temperature=0.2,  # MoCo v3: 0.2
-    learning_rate=2e-3,
-    momentum=0.9,  # a short run: the key encoder follows faster than MoCo v3's 0.99
-)
 # What benchmarks/bench_efficacy.py measured at the demo's size (docs/efficacy.md; ten paired seeds,
 # 2026-12-01), quoted for the spread over seeds that one demo run cannot show.
 BENCHMARK = {
@@ -227,37 +212,6 @@ def generate(run: DemoRun) -> str:
         f"(parquet shards, README.md card, preview.png); {failures} failed rows; "
         f"noise levels {_noise_summary(run.views)}"
     )
-
-
-def efficacy_encoder(folder: str | os.PathLike) -> Path:
-    """A small stock ``ResNetModel`` (two basic-block stages of ``ENCODER_WIDTH`` and twice as many
-    channels, 32 px, seeded random weights) and its processor, saved in ``folder`` once: the encoder
-    the demo and ``benchmarks/bench_efficacy.py`` train from scratch, and, at these weights, their
-    frozen quality model (random features: nothing about the task leaks into the weights)."""
-    import torch
-    from transformers import ConvNextImageProcessor, ResNetConfig, ResNetModel
-
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        config = ResNetConfig(
-            embedding_size=ENCODER_WIDTH,
-            hidden_sizes=[ENCODER_WIDTH, 2 * ENCODER_WIDTH],
-            depths=[1, 1],
-            layer_type="basic",
-            downsample_in_first_stage=False,
-        )
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = ResNetModel(config)
-        processor = ConvNextImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_pct=1.0)
-        staging = folder.with_name(f".{folder.name}-{os.getpid()}")  # complete or absent, for parallel runs
-        model.save_pretrained(staging)
-        processor.save_pretrained(staging)
-        try:
-            staging.rename(folder)
-        except OSError:  # another process saved it first
-            shutil.rmtree(staging, ignore_errors=True)
-    return folder
 
 
 def build_controlled(run: DemoRun) -> str:

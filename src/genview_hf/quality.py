@@ -18,6 +18,11 @@ map is normalised to sum 1 and pools the tokens into a foreground and a backgrou
   unaugmented real image; normalised to mean 1 over the (view, caption) pairs (gamma 2). See
   :func:`image_text_quality_weights`.
 
+Weightings of GenView pairs that can send a pair to zero (ours; the papers' softmax stays the
+default, measured in docs/efficacy.md): :func:`pair_weights` turns the pair qualities q (N,) into
+weights by a named rule (``WEIGHTINGS``); :class:`RowQualityMemory` carries each dataset row's q
+across the steps that see it.
+
 Every weight function runs under ``torch.no_grad`` with autocast off and returns detached weights on the tokens'
 device, in float32 (float64 for float64 inputs): bf16 / fp16 tokens are cast to float32 first.
 """
@@ -25,18 +30,38 @@ device, in float32 (float64 for float64 inputs): bf16 / fp16 tokens are cast to 
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "WEIGHTINGS",
+    "RowQualityMemory",
+    "annealed_gamma",
     "foreground_maps",
     "image_text_quality_weights",
     "multi_view_quality_weights",
     "pair_quality",
+    "pair_weights",
     "pool_foreground_background",
     "quality_weights",
+    "rank_cut_weights",
+    "sigmoid_weights",
+    "threshold_weights",
 ]
+
+# How GenView pairs' qualities q become weights (``pair_weights``). softmax: the papers' N softmax(gamma q);
+# the others can reach zero: threshold (q > 0), rank_cut (the batch's top half), sigmoid (of the
+# standardised q), annealed (softmax with gamma rising over training), row_memory (each row's q averaged
+# over the steps that saw it, then threshold).
+WEIGHTINGS = ("softmax", "threshold", "rank_cut", "sigmoid", "annealed", "row_memory")
+RANK_CUT_KEEP = 0.5  # rank_cut: the share of a batch's pairs kept
+SIGMOID_SHARPNESS = 4.0  # sigmoid: a pair one standard deviation below the batch mean weighs ~sigmoid(-4)
+ANNEALED_FINAL_GAMMA = 10.0  # annealed: gamma at the end of training (from the run's gamma at the start)
+ROW_MEMORY_VISITS = (
+    8  # row_memory: a row's q is the mean of its first visits, then an EMA over about this many
+)
 
 
 def _upcast(x: torch.Tensor) -> torch.Tensor:
@@ -220,8 +245,7 @@ def quality_weights(
     :func:`pair_quality` (off: GenView's q exactly).
     """
     q = pair_quality(tokens1, tokens2, direction, masks1, masks2, center=center)
-    with _exact(q):
-        return q.shape[0] * torch.softmax(gamma * q, dim=0)
+    return pair_weights(q, "softmax", gamma)
 
 
 def _mean_one(scores: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
@@ -305,3 +329,129 @@ def image_text_quality_weights(
         _, real_bg = pool_foreground_background(real_tokens, real_fg)  # (N, C)
         background_similarity = _cos(view_bg, real_bg.unsqueeze(1))  # (N, V)
         return _mean_one(gamma * (alignment - background_similarity))
+
+
+def _mean_one_over_kept(keep: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(N,) bool -> weights (N,) in the compute dtype of ``like``: the kept entries share the batch's
+    mass N equally, the others 0; all ones when nothing is kept (no pair then stands out, so none is
+    silenced)."""
+    kept = keep.to(_compute_dtype(like))
+    count = kept.sum()
+    weights = kept * (keep.shape[0] / count.clamp(min=1))
+    return torch.where(count > 0, weights, torch.ones_like(weights))
+
+
+def threshold_weights(q: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    """Weights (N,) that drop every pair whose quality is not above ``threshold``: 0 there, the kept
+    pairs equal with mean 1 over the batch (all ones when none is kept). At the default 0, a pair is
+    kept when its views' foregrounds agree more than their backgrounds, a test of the sign of q that
+    needs no rate of false pairs."""
+    with _exact(q):
+        return _mean_one_over_kept(q > threshold, q)
+
+
+def rank_cut_weights(q: torch.Tensor, keep: float = RANK_CUT_KEEP) -> torch.Tensor:
+    """Weights (N,): the ``ceil(keep * N)`` pairs of highest q weigh ``N / ceil(keep * N)`` each, the
+    others 0 (mean 1). Ties are broken by position (a stable sort)."""
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"rank_cut_weights: keep must be in (0, 1], got {keep}")
+    with _exact(q):
+        n = q.shape[0]
+        kept = max(1, math.ceil(keep * n))
+        order = torch.sort(q, descending=True, stable=True).indices
+        chosen = torch.zeros(n, dtype=torch.bool, device=q.device)
+        chosen[order[:kept]] = True
+        return _mean_one_over_kept(chosen, q)
+
+
+def sigmoid_weights(q: torch.Tensor, sharpness: float = SIGMOID_SHARPNESS) -> torch.Tensor:
+    """Weights (N,) proportional to ``sigmoid(sharpness * (q - mean q) / std q)``, normalised to mean 1:
+    a pair far below the batch's typical quality tends to 0, one far above saturates. A batch whose
+    qualities are all equal (or a batch of one) gets ones."""
+    with _exact(q):
+        if q.shape[0] < 2:
+            return torch.ones_like(q)
+        spread = q.std()
+        scores = torch.sigmoid(sharpness * (q - q.mean()) / spread.clamp(min=1e-12))
+        weights = scores / scores.mean()
+        return torch.where(spread > 1e-12, weights, torch.ones_like(weights))
+
+
+def annealed_gamma(gamma: float, progress: float, final: float = ANNEALED_FINAL_GAMMA) -> float:
+    """The softmax's gamma at ``progress`` in [0, 1] of training: linear from ``gamma`` to ``final``."""
+    progress = min(max(float(progress), 0.0), 1.0)
+    return gamma + (final - gamma) * progress
+
+
+class RowQualityMemory:
+    """Each dataset row's pair quality carried across the steps that see it (``row_memory``).
+
+    A row's generated view is fixed, and a frozen encoder's q of the row varies only with the
+    augmentation drawn at each visit; averaging the visits leaves what the row itself holds. A
+    row's smoothed q is the mean of its visits while it has fewer than ``visits`` of them, then an
+    exponential moving average with weight ``1 / visits`` on the newest (it follows a training
+    model's tokens in ``stored`` mode). The memory grows to the largest row index seen; it lives in
+    the process (a resumed run starts it again; a distributed run's processes each keep the rows
+    they see).
+    """
+
+    def __init__(self, visits: int = ROW_MEMORY_VISITS) -> None:
+        if visits < 1:
+            raise ValueError(f"RowQualityMemory: visits must be at least 1, got {visits}")
+        self.visits = visits
+        self.mean = torch.zeros(0, dtype=torch.float64)  # (R,) smoothed q per row index
+        self.count = torch.zeros(0, dtype=torch.long)  # (R,) visits so far
+
+    def update(self, rows: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Fold this step's ``q`` (N,) of the dataset rows ``rows`` (N,) in; their smoothed q (N,), in
+        q's dtype and device. A row twice in one batch keeps its last value."""
+        rows = torch.as_tensor(rows).to("cpu", torch.long).flatten()
+        if rows.shape[0] != q.shape[0]:
+            raise ValueError(f"RowQualityMemory: {rows.shape[0]} row indices for {q.shape[0]} qualities")
+        if rows.numel() and int(rows.min()) < 0:
+            raise ValueError(f"RowQualityMemory: row indices must be >= 0, got {int(rows.min())}")
+        size = int(rows.max()) + 1 if rows.numel() else 0
+        if size > self.mean.shape[0]:
+            grow = size - self.mean.shape[0]
+            self.mean = torch.cat([self.mean, torch.zeros(grow, dtype=torch.float64)])
+            self.count = torch.cat([self.count, torch.zeros(grow, dtype=torch.long)])
+        values = q.detach().to("cpu", torch.float64)
+        count = (self.count[rows] + 1).clamp(max=self.visits)
+        self.mean[rows] += (values - self.mean[rows]) / count
+        self.count[rows] += 1
+        return self.mean[rows].to(device=q.device, dtype=q.dtype)
+
+
+def pair_weights(
+    q: torch.Tensor,
+    weighting: str = "softmax",
+    gamma: float = 1.0,
+    progress: float = 0.0,
+    smoothed: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """GenView pairs' weights (N,) from their qualities ``q`` (N,) by the named ``weighting`` (mean 1):
+
+    - ``softmax`` (the papers): ``N * softmax(gamma * q)``;
+    - ``threshold``: :func:`threshold_weights` (q > 0 kept);
+    - ``rank_cut``: :func:`rank_cut_weights` (the top ``RANK_CUT_KEEP`` of the batch kept);
+    - ``sigmoid``: :func:`sigmoid_weights`;
+    - ``annealed``: the softmax with :func:`annealed_gamma` at ``progress`` of training;
+    - ``row_memory``: :func:`threshold_weights` of ``smoothed`` (N,), each row's q carried across steps
+      (:class:`RowQualityMemory`).
+    """
+    with _exact(q):
+        if weighting == "softmax":
+            return q.shape[0] * torch.softmax(gamma * q, dim=0)
+        if weighting == "threshold":
+            return threshold_weights(q)
+        if weighting == "rank_cut":
+            return rank_cut_weights(q)
+        if weighting == "sigmoid":
+            return sigmoid_weights(q)
+        if weighting == "annealed":
+            return q.shape[0] * torch.softmax(annealed_gamma(gamma, progress) * q, dim=0)
+        if weighting == "row_memory":
+            if smoothed is None or smoothed.shape != q.shape:
+                raise ValueError("weighting 'row_memory' needs each pair's smoothed quality (N,), as q")
+            return threshold_weights(smoothed)
+    raise ValueError(f"unknown quality weighting {weighting!r}: expected one of {', '.join(WEIGHTINGS)}")

@@ -41,7 +41,11 @@ from .samples import (
 
 FALSE_POSITIVE = "is_false_positive"
 VIEW, VIEW_MASK = schema.view_column("ic"), schema.mask_column("ic")
-SPLIT_STREAMS = {"train": 0, "test": 1}
+SPLIT_STREAMS = {
+    "train": 0,
+    "test": 1,
+    "pretrain": 2,
+}  # disjoint rows: a row depends on (seed, stream, index)
 RADIUS = (0.24, 0.32)  # object radius as a share of the side: big enough to survive most crops
 
 

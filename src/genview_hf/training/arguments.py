@@ -35,12 +35,14 @@ ViewMode = Literal["ic", "tc", "itc", "none"]
 MomentumSchedule = Literal["cosine", "constant"]
 QualityForeground = Literal["direction", "masks"]
 QualityViews = Literal["augmented", "geometric"]
+QualityWeighting = Literal["softmax", "threshold", "rank_cut", "sigmoid", "annealed", "row_memory"]
 CHOICES = {
     "quality_mode": get_args(QualityMode),
     "momentum_schedule": get_args(MomentumSchedule),
     "view_mode": get_args(ViewMode),
     "quality_foreground": get_args(QualityForeground),
     "quality_views": get_args(QualityViews),
+    "quality_weighting": get_args(QualityWeighting),
 }
 
 
@@ -272,6 +274,15 @@ class GenViewTrainingArguments(TrainingArguments):
             "False). Spreads the cosines of non-negative (post-ReLU) features. See docs/efficacy.md"
         },
     )
+    quality_weighting: QualityWeighting = field(
+        default="softmax",
+        metadata={
+            "help": "GenView pairs: how the qualities q become weights. softmax: N softmax(gamma q) (the papers); "
+            "ours, which can reach 0: threshold (q > 0 kept), rank_cut (the batch's top half), sigmoid (of the "
+            "standardised q), annealed (softmax, gamma rising to 10), row_memory (each row's q averaged over "
+            "its visits, then threshold). See docs/efficacy.md"
+        },
+    )
     # --- momentum encoder -------------------------------------------------------------------
     momentum: float | None = field(
         default=None,
@@ -422,6 +433,16 @@ class GenViewTrainingArguments(TrainingArguments):
             if value != default
         ]
         chosen = frozen_only + (["quality_center=True"] if self.quality_center else [])
+        if self.quality_weighting != "softmax":
+            chosen.append(f"quality_weighting={self.quality_weighting!r}")
+            if self.quality_mode == "off":
+                raise ValueError(
+                    f"quality_weighting={self.quality_weighting!r} weights pairs, but quality_mode is 'off'"
+                )
+            if self.quality_weighting == "row_memory" and self.method == "leoclr":
+                raise ValueError(
+                    "quality_weighting='row_memory' keeps one quality per row; LeOCLR weighs two pairs per row"
+                )
         if frozen_only and self.quality_mode != "frozen":
             raise ValueError(
                 f"{', '.join(frozen_only)}: options of quality_mode='frozen', not {self.quality_mode!r} "

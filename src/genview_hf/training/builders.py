@@ -32,7 +32,7 @@ from ..modeling import GenViewCLIPModel, GenViewModel
 from ..modeling.features import backbone_feature_dim, vision_tower
 from ..preflight import check_model_source
 from .arguments import GenViewTrainingArguments, ModelArguments
-from .quality_modes import BATCH_DIRECTION, GeometricViewsCollator, load_direction
+from .quality_modes import BATCH_DIRECTION, GeometricViewsCollator, RowIndexCollator, load_direction
 from .trainer import missing_checkpoint_files
 
 CHECKED_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".json")
@@ -260,10 +260,12 @@ def view_columns(args: GenViewTrainingArguments, column_names: list[str]) -> lis
 def collator(args: GenViewTrainingArguments, processor: Any, train_dataset, use_hallucinator: bool = False):
     """The collator of ``args.method``: its augmentation preset, the processor's pixel statistics,
     the generated columns of ``args.view_mode`` and the stored masks when the quality mode reads them,
-    wrapped to add each view's geometric version with ``quality_views="geometric"``.
-    ``use_hallucinator`` (``ModelArguments``): the default of ``query_center_box``."""
+    wrapped to add each view's geometric version with ``quality_views="geometric"`` and each row's
+    index with ``quality_weighting="row_memory"``. ``use_hallucinator`` (``ModelArguments``): the
+    default of ``query_center_box``."""
     built = _method_collator(args, processor, train_dataset, use_hallucinator)
-    return GeometricViewsCollator(built) if args.quality_views == "geometric" else built
+    built = GeometricViewsCollator(built) if args.quality_views == "geometric" else built
+    return RowIndexCollator(built) if args.quality_weighting == "row_memory" else built
 
 
 def _method_collator(args: GenViewTrainingArguments, processor: Any, train_dataset, use_hallucinator: bool):

@@ -26,6 +26,11 @@ on a controlled false-positive benchmark in docs/efficacy.md):
 - centred cosines (``quality_center``, also for ``stored``): :func:`genview_hf.quality.pair_quality`'s
   ``center``.
 
+How the pairs' qualities become weights (``quality_weighting``, both modes, GenView pairs): the
+papers' softmax by default, or a rule that can reach zero (:data:`genview_hf.quality.WEIGHTINGS`),
+held with its state by :class:`PairWeighting`; ``row_memory`` reads each row's dataset index, which
+:class:`RowIndexCollator` adds to the batch.
+
 LeOCLR (``original_pairs=True``) weights the pairs its loss contrasts: (original, crop 1) and
 (original, crop 2), ``QualityWeights.original_pairs``.
 
@@ -65,8 +70,14 @@ from ..modeling.features import (
     token_map,
     vision_tower,
 )
-from ..quality import image_text_quality_weights, multi_view_quality_weights
-from ..quality import quality_weights as pair_weights
+from ..quality import (
+    WEIGHTINGS,
+    RowQualityMemory,
+    image_text_quality_weights,
+    multi_view_quality_weights,
+    pair_quality,
+    pair_weights,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +96,35 @@ SAMPLE_PIXEL_KEYS = ("pixel_values_real", "pixel_values_orig", "pixel_values_1",
 QUALITY_INPUTS = "quality_"
 # The SSL views, and the stored mask cropped with each.
 VIEW_MASKS = {"pixel_values_1": "masks_1", "pixel_values_2": "masks_2", "pixel_values_orig": "masks_orig"}
+# (N,) long batch key: each row's dataset index, for quality_weighting="row_memory" (RowIndexCollator).
+ROW_INDICES = QUALITY_INPUTS + "row_index"
+
+
+class PairWeighting:
+    """How a run turns its GenView pairs' qualities q into weights: the ``quality_weighting`` rule
+    (:func:`genview_hf.quality.pair_weights`) and, for ``row_memory``, the rows' memory it carries
+    across steps (:class:`genview_hf.quality.RowQualityMemory`)."""
+
+    def __init__(self, name: str = "softmax") -> None:
+        if name not in WEIGHTINGS:
+            raise ValueError(f"unknown quality_weighting {name!r}: expected one of {', '.join(WEIGHTINGS)}")
+        self.name = name
+        self.memory = RowQualityMemory() if name == "row_memory" else None
+
+    def __call__(
+        self, q: torch.Tensor, gamma: float, rows: torch.Tensor | None = None, progress: float = 0.0
+    ) -> torch.Tensor:
+        """Weights (N,) of the qualities ``q`` (N,) of the dataset rows ``rows`` (N,), at ``progress``
+        in [0, 1] of training."""
+        smoothed = None
+        if self.memory is not None:
+            if rows is None:
+                raise ValueError(
+                    f"quality_weighting='row_memory' needs each row's dataset index in the batch ({ROW_INDICES}): "
+                    "build the collator with training.builders.collator, or wrap it in RowIndexCollator"
+                )
+            smoothed = self.memory.update(rows, q)
+        return pair_weights(q, self.name, gamma, progress, smoothed)
 
 
 @dataclass
@@ -148,25 +188,41 @@ class TokenMaps:
     degenerate: torch.Tensor | None = None
     real_degenerate: torch.Tensor | None = None
 
-    def _pair(self, a: int, b: int, gamma: float, center: bool) -> torch.Tensor:
-        """GenView's weights (N,) of the pairs (view a, view b); neutral where either mask is degenerate."""
+    def _pair(
+        self, a: int, b: int, gamma: float, center: bool, weighting: PairWeighting, **state: Any
+    ) -> torch.Tensor:
+        """GenView's weights (N,) of the pairs (view a, view b) under ``weighting`` (``state``: its rows and
+        progress); neutral where either mask is degenerate."""
         masks = self.view_masks
-        weights = pair_weights(
-            self.views[:, a], self.views[:, b], self.direction, gamma=gamma,
+        q = pair_quality(
+            self.views[:, a], self.views[:, b], self.direction,
             masks1=None if masks is None else masks[:, a], masks2=None if masks is None else masks[:, b],
             center=center,
         )  # fmt: skip
+        weights = weighting(q, gamma, **state)
         if self.degenerate is None:
             return weights
         return neutralize(weights, self.degenerate[:, a] | self.degenerate[:, b])
 
-    def weights(self, gamma: float, multi_positive: bool, center: bool = False) -> QualityWeights:
-        """The batch's weights; ``center``: GenView pairs' centred cosines (``quality.pair_quality``)."""
+    def weights(
+        self,
+        gamma: float,
+        multi_positive: bool,
+        center: bool = False,
+        weighting: PairWeighting | None = None,
+        rows: torch.Tensor | None = None,
+        progress: float = 0.0,
+    ) -> QualityWeights:
+        """The batch's weights; ``center``: GenView pairs' centred cosines (``quality.pair_quality``);
+        ``weighting``: how their q become weights (None: the papers' softmax), for the dataset rows
+        ``rows`` (N,) at ``progress`` in [0, 1] of training."""
         if not multi_positive:
+            weighting = weighting or PairWeighting()
+            state = dict(rows=rows, progress=progress)
             if self.anchored:  # LeOCLR: (original, crop 1) and (original, crop 2)
-                pairs = [self._pair(0, 1, gamma, center), self._pair(0, 2, gamma, center)]
+                pairs = [self._pair(0, b, gamma, center, weighting, **state) for b in (1, 2)]
                 return QualityWeights(original_pairs=torch.stack(pairs, 1))
-            return QualityWeights(pairs=self._pair(0, 1, gamma, center))
+            return QualityWeights(pairs=self._pair(0, 1, gamma, center, weighting, **state))
         image_image = multi_view_quality_weights(
             self.views, self.direction, gamma, view_masks=self.view_masks
         )
@@ -219,12 +275,16 @@ def quality_weights(
     original_pairs: bool = False,
     center: bool = False,
     foreground: str = "direction",
+    weighting: PairWeighting | None = None,
+    progress: float = 0.0,
 ) -> QualityWeights | None:
     """The quality weights of one batch (``None`` in mode ``off``); ``outputs`` is the training
     model's forward on the batch (``GenViewSSLOutput`` / ``GenViewCLIPOutput``);
     ``original_pairs``: LeOCLR's (original, crop j) pairs instead of the (view 1, view 2) pair;
     ``center``: centred cosines for GenView pairs (``quality_center``); ``foreground``: the frozen
-    mode's foreground, ``direction`` (the papers) or ``masks`` (``quality_foreground``)."""
+    mode's foreground, ``direction`` (the papers) or ``masks`` (``quality_foreground``);
+    ``weighting``: GenView pairs' weighting rule and its state (``quality_weighting``; None: the
+    papers' softmax), at ``progress`` in [0, 1] of training."""
     if mode == "off":
         return None
     if mode == "stored":
@@ -235,7 +295,7 @@ def quality_weights(
         maps = frozen.token_maps(batch, multi_positive, original_pairs, foreground)
     else:
         raise ValueError(f"unknown quality_mode {mode!r}: expected frozen, stored or off")
-    return maps.weights(gamma, multi_positive, center)
+    return maps.weights(gamma, multi_positive, center, weighting, batch.get(ROW_INDICES), progress)
 
 
 def stored_token_maps(
@@ -336,6 +396,21 @@ class GeometricViewsCollator(CollatorWrapper):
         for key in VIEW_MASKS:
             if key in views:
                 batch[QUALITY_INPUTS + key] = views[key]
+        return batch
+
+
+class RowIndexCollator(CollatorWrapper):
+    """A collator whose batches also carry each row's dataset index (``ROW_INDICES``, (N,) long), which
+    ``GenViewTrainer`` gives every row (``__index__``); for ``quality_weighting="row_memory"``."""
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if not all(ROW_INDEX in row for row in rows):
+            raise ValueError(
+                f"quality_weighting='row_memory' remembers each row by its dataset index: the rows need it "
+                f"({ROW_INDEX}), as GenViewTrainer arranges"
+            )
+        batch = self.collator(rows)
+        batch[ROW_INDICES] = torch.tensor([int(row[ROW_INDEX]) for row in rows], dtype=torch.long)
         return batch
 
 

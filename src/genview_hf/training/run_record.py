@@ -31,7 +31,7 @@ RUN_RECORD_FILE = "genview_run.json"
 TRAINING_MEANING = (
     "method", "model_name_or_path", "from_scratch", "image_column", "caption_column", "view_mode",
     "generated_view_prob", "multi_positive", "use_hallucinator", "use_peft", "quality_mode", "quality_model",
-    "quality_foreground", "quality_views", "quality_center", "gamma", "image_size",
+    "quality_foreground", "quality_views", "quality_center", "quality_weighting", "gamma", "image_size",
 )  # fmt: skip
 DATASET_MEANING = ("dataset_name", "dataset_config", "dataset_train_split")
 EXPORTED_ROOT_FILES = ("model.safetensors", "pytorch_model.bin", "trainer_state.json")

@@ -48,7 +48,14 @@ from .callbacks import (
     TrainingFiguresCallback,
     fix_learning_rate,
 )
-from .quality_modes import QUALITY_INPUTS, FrozenQualityModel, QualityWeights, quality_weights, run_direction
+from .quality_modes import (
+    QUALITY_INPUTS,
+    FrozenQualityModel,
+    PairWeighting,
+    QualityWeights,
+    quality_weights,
+    run_direction,
+)
 
 CHECKPOINT_WEIGHTS = "model.safetensors"
 HISTOGRAM_WINDOW = 64  # batches of weights kept for the logged quantiles and histogram
@@ -143,6 +150,7 @@ class GenViewTrainer(Trainer):
                 # fitted once (or read back), not per batch unless asked; the stored masks need none
                 quality_direction = run_direction(self.frozen_quality, self.train_dataset, args)
             self.frozen_quality.direction = quality_direction
+        self.pair_weighting = PairWeighting(args.quality_weighting)  # row_memory: its rows' memory
         self._last_weighted: tuple[dict[str, Any], QualityWeights] | None = None  # for the pair figure
         self._weights_seen: list[torch.Tensor] = []  # the last HISTOGRAM_WINDOW batches' weights
         self._weight_totals: list | None = None  # sum, count, min, max since the last log
@@ -256,6 +264,8 @@ class GenViewTrainer(Trainer):
             original_pairs=self.args.method == "leoclr",
             center=self.args.quality_center,
             foreground=self.args.quality_foreground,
+            weighting=self.pair_weighting,
+            progress=self.state.global_step / max(1, self.state.max_steps),
         )
 
     def objective(self, out: Any, weights: QualityWeights | None) -> torch.Tensor:
@@ -479,6 +489,7 @@ class GenViewTrainer(Trainer):
             "quality_foreground": args.quality_foreground,
             "quality_views": args.quality_views,
             "quality_center": args.quality_center,
+            "quality_weighting": args.quality_weighting,
             "temperature": args.temperature,
             "learning_rate": args.learning_rate,
             "per_device_train_batch_size": args.per_device_train_batch_size,

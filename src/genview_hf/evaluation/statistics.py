@@ -1,6 +1,6 @@
-"""Statistics of the false-positive benchmark: ROC AUC of weights against clean/false flags, and
-summaries over paired seeds (medians, t and bootstrap intervals, gains paired by seed, the share of
-the false positives' cost a weighting recovers)."""
+"""Statistics of paired-seed experiments (the false-positive benchmark, ``benchmarks/bench_efficacy.py``):
+ROC AUC of weights against clean/false flags, medians, t and bootstrap intervals, gains paired by
+seed, the share of the false positives' cost a weighting recovers."""
 
 from __future__ import annotations
 
