@@ -91,7 +91,7 @@ def measure(records: list[dict[str, list]], false_rows: np.ndarray) -> dict[str,
     out = {}
     for name in [*WEIGHTINGS, "oracle"]:
         memory = RowQualityMemory()
-        shares, aucs, effective = [], [], []
+        shares, aucs, effective, averaged = [], [], [], []
         for step, record in enumerate(records):
             q = torch.tensor(record["q"], dtype=torch.float64)
             rows = torch.tensor(record["rows"])
@@ -102,6 +102,8 @@ def measure(records: list[dict[str, list]], false_rows: np.ndarray) -> dict[str,
             else:
                 smoothed = memory.update(rows, q) if name == "row_memory" else None
                 weights = pair_weights(q, name, 1.0, step / len(records), smoothed)
+                if smoothed is not None:  # how well the rows' averages themselves rank the pairs
+                    averaged.append(roc_auc(smoothed.numpy(), ~false))
             w = weights.numpy()
             shares.append(w[false].sum() / w.sum())
             aucs.append(roc_auc(w, ~false))
@@ -114,6 +116,8 @@ def measure(records: list[dict[str, list]], false_rows: np.ndarray) -> dict[str,
             "effective_pairs": float(np.mean(effective)),
             "effective_pairs_second_half": float(np.mean(effective[half:])),
         }
+        if averaged:
+            out[name]["auc_of_row_averages"] = float(np.nanmean(averaged))
     return out
 
 
@@ -142,11 +146,12 @@ def table(results: dict[str, Any]) -> str:
                 f"{m['auc']:.3f} | {m['effective_pairs']:.1f} ({m['effective_pairs_second_half']:.1f}) |"
             )
     for encoder, found in results["encoders"].items():
-        s = found["separation"]
+        s, memory = found["separation"], found["weightings"]["row_memory"]
         lines.append(
             f"\n{encoder} encoder: q of the clean pairs {s['clean_mean']:.2f} ± {s['clean_std']:.2f} "
             f"({s['clean_above_0']:.0%} above 0), of the false pairs {s['false_mean']:.2f} ± {s['false_std']:.2f} "
-            f"({s['false_above_0']:.0%} above 0)"
+            f"({s['false_above_0']:.0%} above 0); AUC of q {found['weightings']['softmax']['auc']:.3f} per step, "
+            f"of the rows' averages {memory['auc_of_row_averages']:.3f}"
         )
     return "\n".join(lines)
 
