@@ -29,7 +29,7 @@ def main(
     """The run; ``callbacks`` are extra ``TrainerCallback``s (from Python: ``main(..., callbacks=[...])``)."""
     # 0. The output folder (writable, not another run's; a resume is checked against its record) and
     #    the model folder, before any work.
-    record = run_record.check_run_folder(script_args, training_args)
+    record = run_record.check_run_folder(training_args, script_args)
     check_model_source(training_args.model_name_or_path, "model_name_or_path")
 
     # 1. The views dataset (images, captions, generated views, stored masks) and its splits.

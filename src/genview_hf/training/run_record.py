@@ -37,10 +37,13 @@ DATASET_MEANING = ("dataset_name", "dataset_config", "dataset_train_split")
 EXPORTED_ROOT_FILES = ("model.safetensors", "pytorch_model.bin", "trainer_state.json")
 
 
-def run_record(script_args: Any, training_args: Any) -> dict[str, Any]:
-    """The meaning settings of a run, as plain JSON values."""
-    record = {name: getattr(script_args, name, None) for name in DATASET_MEANING}
-    record.update({name: getattr(training_args, name, None) for name in TRAINING_MEANING})
+def run_record(*arguments: Any) -> dict[str, Any]:
+    """The meaning settings of a run, as plain JSON values, each read from the first of the
+    ``arguments`` dataclasses that has it (script, model and training arguments alike)."""
+    record = {
+        name: next((getattr(group, name) for group in arguments if hasattr(group, name)), None)
+        for name in (*DATASET_MEANING, *TRAINING_MEANING)
+    }
     return json.loads(json.dumps(record, default=str))
 
 
@@ -57,11 +60,12 @@ def used_by_a_run(folder: Path) -> list[str]:
     return found + [name for name in EXPORTED_ROOT_FILES if (folder / name).is_file()]
 
 
-def check_run_folder(script_args: Any, training_args: Any) -> dict[str, Any]:
+def check_run_folder(training_args: Any, *other_arguments: Any) -> dict[str, Any]:
     """Refuse an output folder that holds another run (see the module docstring); the record of this
-    run, for :func:`write_run_record`."""
+    run, for :func:`write_run_record`. ``other_arguments``: the run's other argument dataclasses
+    (the script's dataset arguments, ...), read for the record."""
     folder = check_output_dir(training_args.output_dir)
-    record = run_record(script_args, training_args)
+    record = run_record(training_args, *other_arguments)
     used = used_by_a_run(folder)
     if not used:
         return record
