@@ -127,7 +127,7 @@ def test_a_cell_holding_only_a_local_path_is_written_as_the_image_bytes(tmp_path
         features=Features({"image": Image()}),
     )
     assert data.cast_column("image", Image(decode=False))[0]["image"]["bytes"] is None  # only a path
-    out = generate_views(data, gen_config(tmp_path / "views"), components=components)
+    out = generate_views(data, gen_config(tmp_path / "views", license="apache-2.0"), components=components)
     for file in files:
         file.unlink()
     cells = load_split(str(out), "train").cast_column("image", Image(decode=False))["image"]
@@ -220,7 +220,7 @@ def test_a_generation_rerun_finds_and_redoes_a_damaged_shard(views, components, 
     shard = views / "data" / "train-00001-of-00002.parquet"
     rows = load_split(str(views), "train").cast_column("image", Image(decode=False))
     truncate(shard)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="genview_hf.generation"):
         generate_views(source(), gen_config(views), dataset_name="shapes", components=components)
     assert f"generating {shard} again: it is not a whole parquet file" in caplog.text
     again = load_split(str(views), "train").cast_column("image", Image(decode=False))
@@ -428,7 +428,7 @@ def test_a_second_generation_job_into_one_folder_is_refused_naming_the_first(tmp
         running.kill()
         running.wait()
     # the job was killed without giving the lock back: the next run takes it over, saying so
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="genview_hf.generation"):
         generate_views(source(), gen_config(out), components=components)
     assert (
         f"the job that held it (pid {running.pid}" in caplog.text and "is not running any more" in caplog.text
@@ -478,7 +478,7 @@ def test_a_mistyped_image_column_is_refused_rather_than_reading_image(tmp_path):
         match=r"image_column 'picture' is not a column of the dataset .*'image' column would be read",
     ):
         builders.views_dataset(
-            data, make_args(tmp_path, "mocov3", image_column="picture", quality_mode="off")
+            data, make_args(tmp_path, "mocov3", quality_mode="off"), image_column="picture"
         )
     renamed = data.rename_column(
         "image", "jpg"
@@ -486,6 +486,6 @@ def test_a_mistyped_image_column_is_refused_rather_than_reading_image(tmp_path):
     assert (
         "image"
         in builders.views_dataset(
-            renamed, make_args(tmp_path, "mocov3", image_column="jpg", quality_mode="off")
+            renamed, make_args(tmp_path, "mocov3", quality_mode="off"), image_column="jpg"
         ).column_names
     )
