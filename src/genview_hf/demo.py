@@ -63,12 +63,13 @@ PREVIEW_COLUMNS = 4  # samples per grid row
 CLIP_MODEL = "clip"  # genview_hf.testing's 2-layer CLIP
 CONTROLLED_TEST_ROWS = 300
 # What benchmarks/bench_efficacy.py measured at the demo's size (docs/efficacy.md; ten paired seeds,
-# 2026-12-01), quoted for the spread over seeds that one demo run cannot show.
+# 2026-12-01) and at 400 steps (three paired seeds, 2026-12-07), quoted for the spread over seeds
+# that one demo run cannot show.
 BENCHMARK = {
     "learning": "benchmark, 10 seeds: untrained -> weighted +7.1 ± 2.4 kNN, +7.7 ± 1.4 linear (mean ± SE)",
     "weighting": "benchmark, 10 seeds: +5.3 ± 1.6 kNN over off (8 of 10 seeds better), half the false "
     "positives' cost recovered, the weights' AUC 0.88 against 0.59 for the papers' setting; at 400 steps "
-    "+0.8 ± 3.7 (no gain)",
+    "this softmax weighting gains nothing (+0.8 ± 3.7), --quality_weighting row_memory +13.3 ± 0.8 (3 seeds)",
 }
 
 
