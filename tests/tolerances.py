@@ -20,4 +20,4 @@ def reduction_tolerance(
     ``terms`` values of ``dtype`` of magnitude up to ``scale`` in an order the test does not fix;
     ``ulps`` covers the few roundings around the sum (a scale, a normalisation, an activation)."""
     rtol = ulps * torch.finfo(dtype).eps * terms
-    return {"rtol": rtol, "atol": rtol * abs(float(scale))}
+    return {"rtol": rtol, "atol": rtol * abs(float(torch.as_tensor(scale).detach()))}
