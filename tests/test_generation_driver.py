@@ -3,6 +3,7 @@ the resume guard, push (the shipped configs run in test_configs.py)."""
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -244,7 +245,9 @@ class FakeApi:
         return "https://huggingface.co/datasets/user/views/commit/1"
 
 
-def test_push_uploads_the_assembled_folder(run, components):
+def test_push_uploads_the_assembled_folder(run, components, tmp_path):
+    # a copy: pushing re-assembles the folder with a Hub id in its card, which the shared run must not get
+    run = Path(shutil.copytree(run, tmp_path / "views"))
     before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
     api = FakeApi()
     settings = config(
