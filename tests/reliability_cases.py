@@ -550,7 +550,7 @@ def case_unreadable_model_folder(tmp):
     model.chmod(0o755)
     (model / "config.json").chmod(0o000)
     try:
-        message = _as_nobody(lambda: recipe_module("train_genview").builders.load_model(str(model)))
+        message = as_nobody(lambda: recipe_module("train_genview").builders.load_model(str(model)))
     finally:
         (model / "config.json").chmod(0o644)
         shutil.rmtree(public)
@@ -559,7 +559,7 @@ def case_unreadable_model_folder(tmp):
     return "silent wrong"
 
 
-def _as_nobody(function) -> str:
+def as_nobody(function) -> str:
     """The first line of what ``function()`` raises, run as nobody when this process is root ('' when
     it raises nothing)."""
     if os.geteuid() != 0:

@@ -36,6 +36,7 @@ from genview_hf.testing import tiny_path
 from genview_hf.training import GenViewTrainingArguments, ModelArguments, builders
 from genview_hf.training.run_record import RUN_RECORD_FILE, used_by_a_run
 from genview_hf.training.trainer import missing_checkpoint_files
+from reliability_cases import as_nobody
 from test_robustness import (  # noqa: F401 (components, uninterrupted: fixtures)
     ROOT,
     SSL_CONFIG,
@@ -264,29 +265,9 @@ def test_a_mistyped_local_model_path_is_named_offline(tmp_path):
 
 
 def check_as_unprivileged(folder: Path) -> str:
-    """The message of ``check_model_source(folder)`` as a user the folder's permissions apply to:
-    this process when it is not root, else a forked child as nobody (root reads everything)."""
-    if os.geteuid() != 0:
-        with pytest.raises(PermissionError) as error:
-            check_model_source(str(folder), "model_name_or_path")
-        return str(error.value)
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover (the child reports through the pipe)
-        os.close(read)
-        try:
-            os.setgid(65534)
-            os.setuid(65534)
-            check_model_source(str(folder), "model_name_or_path")
-            message = "no error"
-        except BaseException as error:
-            message = f"{type(error).__name__}: {error}"
-        os.write(write, message.encode())
-        os._exit(0)
-    os.close(write)
-    os.waitpid(child, 0)
-    with os.fdopen(read) as pipe:
-        return pipe.read()
+    """The message of ``check_model_source(folder)`` as a user the folder's permissions apply to
+    (root reads everything: a forked child as nobody, ``reliability_cases.as_nobody``)."""
+    return as_nobody(lambda: check_model_source(str(folder), "model_name_or_path"))
 
 
 def test_an_unreadable_model_folder_is_named(tmp_path):
