@@ -26,13 +26,16 @@ from efficacy_stats import (  # noqa: E402
     share_recovered,
     t_interval,
 )
-from genview_hf.data.collators import RowIndexed, build_collator  # noqa: E402
+from genview_hf.data.collators import (  # noqa: E402
+    GeometricViewsCollator,  # noqa: E402
+    RowIndexed,
+    build_collator,
+)
 from genview_hf.data.controlled import FALSE_POSITIVE, controlled_views  # noqa: E402
 from genview_hf.data.samples import COLOURS, SHADE  # noqa: E402
 from genview_hf.modeling.features import masks_to_tokens  # noqa: E402
 from genview_hf.quality import pair_quality  # noqa: E402
 from genview_hf.training import FrozenQualityModel, GenViewTrainingArguments, QualityWeights, quality_weights  # noqa: E402
-from genview_hf.training.quality_modes import GeometricViewsCollator  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------- the controlled set

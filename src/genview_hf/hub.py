@@ -16,7 +16,7 @@ from typing import Any
 
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 
-from .methods import QUALITY_MODES
+from .training.quality_modes import QUALITY_MODES
 
 PIPELINE_TAGS = ("image-feature-extraction", "zero-shot-image-classification")
 # owner/name: the form of a Hub repository id that a bare local folder name cannot take
