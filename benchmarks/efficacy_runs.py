@@ -197,6 +197,7 @@ def training_arguments(
         disable_tqdm=True,
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
+        remove_unused_columns=False,  # FlagPassingCollator reads the rows' flag column
         seed=seed,
         **settings,
     )

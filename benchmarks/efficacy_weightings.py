@@ -42,7 +42,8 @@ def qualities(seed: int, steps: int, encoder: str, cache_dir: Path) -> list[dict
     stored masks, geometric views and centred cosines) over ``steps`` batches of ``seed``'s run."""
     from genview_hf.data.collators import RowIndexed
     from genview_hf.training import builders
-    from genview_hf.training.quality_modes import FrozenQualityModel, PairWeighting, quality_weights
+    from genview_hf.training.frozen_quality import FrozenQualityModel
+    from genview_hf.training.quality_modes import PairWeighting, quality_weights
 
     size = efficacy_runs.Size(steps=steps)
     train, _ = efficacy_runs.data(seed, size)

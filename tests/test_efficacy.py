@@ -14,7 +14,13 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from genview_hf.data.collators import RowIndexed, build_collator
+from genview_hf.data.collators import (
+    ROW_INDICES,
+    GeometricViewsCollator,
+    RowIndexCollator,
+    RowIndexed,
+    build_collator,
+)
 from genview_hf.data.controlled import FALSE_POSITIVE, controlled_views
 from genview_hf.data.samples import COLOURS, SHADE
 from genview_hf.evaluation.statistics import (
@@ -28,12 +34,7 @@ from genview_hf.evaluation.statistics import (
 from genview_hf.modeling.features import masks_to_tokens
 from genview_hf.quality import pair_quality, pair_weights
 from genview_hf.training import FrozenQualityModel, GenViewTrainingArguments, QualityWeights, quality_weights
-from genview_hf.training.quality_modes import (
-    ROW_INDICES,
-    GeometricViewsCollator,
-    PairWeighting,
-    RowIndexCollator,
-)
+from genview_hf.training.quality_modes import PairWeighting
 
 # The benchmark's scripts (not a package: run as files) are read from their folder.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

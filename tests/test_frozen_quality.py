@@ -17,8 +17,8 @@ from genview_hf.foreground import ForegroundScorer, border_ring
 from genview_hf.generation.encoder import ClipTokenEncoder
 from genview_hf.quality import pair_quality
 from genview_hf.testing import tiny_path
-from genview_hf.training import GenViewTrainer, builders, load_direction, quality_modes
-from genview_hf.training.quality_modes import DIRECTION_FOLDER, FrozenQualityModel
+from genview_hf.training import GenViewTrainer, builders, frozen_quality, load_direction, quality_modes
+from genview_hf.training.frozen_quality import DIRECTION_FOLDER, FrozenQualityModel
 from tolerances import reduction_tolerance
 from training_helpers import build_model, make_args, make_trainer
 
@@ -97,7 +97,7 @@ def test_the_trainer_fits_the_direction_once_saves_it_and_reads_it_back(tmp_path
     def batch_fit(tokens):
         raise AssertionError("a batch's own principal direction was fitted")
 
-    monkeypatch.setattr(quality_modes, "principal_direction", batch_fit)
+    monkeypatch.setattr(frozen_quality, "principal_direction", batch_fit)
     trainer.train()
     assert len(fits) == 1 and torch.equal(trainer.frozen_quality.direction, fitted)
     saved = tmp_path / DIRECTION_FOLDER
@@ -183,8 +183,9 @@ def test_clip_tokens_are_the_generation_scorers_tokens():
     images = _images(3)
     scorer_tokens, _ = encoder(images)
     frozen = FrozenQualityModel(model)
+    pixels = encoder.pixel_values(images)  # the frozen model's own statistics: nothing to re-normalise
     with torch.no_grad():
-        _, tokens = frozen._encode(frozen._pixels(encoder.pixel_values(images), renormalize=False))
+        tokens = frozen.token_maps({"pixel_values_1": pixels, "pixel_values_2": pixels}, False).views[:, 0]
     within = reduction_tolerance(
         torch.float32, 1_000, scorer_tokens.abs().max()
     )  # the same CLIP, other batching

@@ -5,6 +5,7 @@ import pytest
 import torch
 from transformers import AutoModel
 
+from genview_hf.methods import SSL_METHODS, get_method
 from genview_hf.modeling import GenViewCLIPModel, GenViewConfig, GenViewModel
 from genview_hf.modeling.features import encode_image, masks_to_tokens, token_map
 from genview_hf.testing import tiny_clip, tiny_resnet, tiny_vit
@@ -12,7 +13,7 @@ from genview_hf.training import QualityWeights
 from tolerances import reduction_tolerance
 from training_helpers import batch_loss, make_args, make_trainer
 
-SSL = ["mocov2", "mocov3", "simsiam", "byol", "simclr", "leoclr"]
+SSL = list(SSL_METHODS)  # every SSL row of the method table
 HEADS = dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=32, queue_size=32)
 
 
@@ -57,12 +58,15 @@ def test_each_method_returns_what_its_loss_reads():
         model = GenViewModel.from_backbone(tiny_vit()[0], method=method, **HEADS).train()
         out = model(**batch())
         assert out.queries_1 is not None, method
-        if method in ("mocov3", "simsiam", "byol"):
-            assert all(t is not None and not t.requires_grad for t in (out.targets_1, out.targets_2)), method
-        if method == "leoclr":
+        spec = get_method(method)
+        if method == "leoclr":  # the query encoder sees the original only
             assert out.queries_2 is None and out.targets_1 is not None and out.targets_2 is not None
-        if method == "simclr":
-            assert out.queries_2 is not None and out.targets_1 is None and out.targets_2 is None
+        elif method == "mocov2":  # one direction: the queue holds the other's negatives
+            assert out.targets_2 is not None and not out.targets_2.requires_grad
+        elif spec.momentum_encoder or spec.predictor:  # symmetric, against detached targets
+            assert all(t is not None and not t.requires_grad for t in (out.targets_1, out.targets_2)), method
+        else:  # two views through the one encoder (SimCLR)
+            assert out.queries_2 is not None and out.targets_1 is None and out.targets_2 is None, method
 
 
 def test_paper_head_defaults_and_no_predictor_where_the_method_has_none():
@@ -248,7 +252,7 @@ def test_other_backbone_families_train_in_stored_mode_and_round_trip(kind, tmp_p
     loss = trainer.compute_loss(trainer.model, inputs)
     loss.backward()
     assert torch.isfinite(loss)
-    weights = trainer._weights_seen[-1]
+    weights = trainer.quality_weights(inputs, trainer.model(**batch(), output_tokens=True)).pairs
     assert weights.shape == (4,) and torch.allclose(weights.mean(), torch.tensor(1.0))
     model.backbone.save_pretrained(tmp_path / "backbone")
     assert type(AutoModel.from_pretrained(tmp_path / "backbone")) is type(model.backbone)

@@ -17,7 +17,7 @@ from typing import Any
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 
 from .data.loading import SAMPLE_PREFIX
-from .methods import QUALITY_MODES
+from .training.quality_modes import QUALITY_MODES
 
 PIPELINE_TAGS = ("image-feature-extraction", "zero-shot-image-classification")
 # owner/name: the form of a Hub repository id that a bare local folder name cannot take

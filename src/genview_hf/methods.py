@@ -30,14 +30,6 @@ from .data.augment import (
 )
 
 MethodName = Literal["mocov2", "mocov3", "simsiam", "byol", "simclr", "leoclr", "clip", "slip"]
-QualityMode = Literal["frozen", "stored", "off"]
-# What each quality mode does, in a phrase (the model card quotes it; training.quality_modes computes it).
-QUALITY_MODES: dict[str, str] = {
-    "frozen": "pair weights from foreground maps of a frozen encoder, computed during training",
-    "stored": "pair weights from the foreground masks stored in the views dataset",
-    "off": "every positive pair weighted equally (the plain method)",
-}
-assert tuple(QUALITY_MODES) == get_args(QualityMode)
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ seed), so workers never repeat each other's augmentations.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,27 @@ from .views import (
     mask_column_for,
     mask_columns_present,
     pick_generated,
+)
+
+# Batch keys QUALITY_INPUTS + "pixel_values_*": a view as the frozen quality model sees it (not the
+# training model: the trainer keeps them, like the masks, out of the model's inputs).
+QUALITY_INPUTS = "quality_"
+# The SSL views, and the stored mask cropped with each.
+VIEW_MASKS = {"pixel_values_1": "masks_1", "pixel_values_2": "masks_2", "pixel_values_orig": "masks_orig"}
+# (N,) long batch key: each row's dataset index, for quality_weighting="row_memory" (RowIndexCollator).
+ROW_INDICES = QUALITY_INPUTS + "row_index"
+# What the collators read from a row besides the model's inputs: a views dataset's images, views,
+# masks and captions, the row's index; rows of pre-made tensors: their stored masks.
+READ_COLUMNS = (
+    schema.IMAGE,
+    schema.CAPTION,
+    schema.MASK,
+    *(schema.view_column(mode) for mode in schema.MODES),
+    *(schema.mask_column(mode) for mode in schema.MODES),
+    ROW_INDEX,
+    *VIEW_MASKS.values(),
+    "masks",
+    "masks_real",
 )
 
 RESIZE_ONLY = ViewAugmentation(crop="resize", flip_prob=0.0)
@@ -204,9 +226,14 @@ class _Collator:
         pixels, out_masks = [], []
         for index, (image, generator) in enumerate(zip(images, generators, strict=True)):
             one_pixels, one_mask = augment_views(
-                [image], aug, self.image_size, masks=None if masks is None else [masks[index]],
-                mean=self.mean, std=self.std, generator=generator,
-            )  # fmt: skip
+                [image],
+                aug,
+                self.image_size,
+                masks=None if masks is None else [masks[index]],
+                mean=self.mean,
+                std=self.std,
+                generator=generator,
+            )
             pixels.append(one_pixels)
             out_masks.append(one_mask)
         return torch.cat(pixels), (torch.cat(out_masks) if masks is not None else None)
@@ -507,19 +534,91 @@ class MultiPositiveCollator(CLIPCollator):
         return batch
 
 
+class GeometricViewsCollator(CollatorWrapper):
+    """An SSL collator whose batches also carry each view as the frozen quality model should see it
+    (``quality_views="geometric"``): ``quality_pixel_values_1``, ``_2`` (and LeOCLR's ``_orig``),
+    (N, 3, H, W), the same crop and flip as ``pixel_values_*`` without the colour jitter, grayscale,
+    blur and solarize, which the method draws independently for the two views of a pair.
+
+    A row's augmentation is a pure function of (seed, epoch, row index) (``data.collators``), so a
+    copy of the collator with the geometric part of each preset, run on the same rows, draws the
+    same crops and flips.
+    """
+
+    def __init__(self, collator: Any) -> None:
+        presets = getattr(collator, "augmentations", None)
+        if not isinstance(presets, MethodAugmentations):
+            raise ValueError(
+                f"quality_views='geometric' needs an SSL pair collator (SSLCollator, SLIPCollator), got "
+                f"{type(collator).__name__}"
+            )
+        super().__init__(collator)
+        geometric = {item.name: getattr(presets, item.name) for item in fields(presets)}
+        self.__dict__["geometric_augmentations"] = replace(
+            presets, **{name: view.geometry_only() for name, view in geometric.items() if view is not None}
+        )
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        collator = self.collator
+        if collator.seed is None or not all(ROW_INDEX in row for row in rows):
+            raise ValueError(
+                "quality_views='geometric' replays each row's own augmentation: the rows need their index "
+                f"({ROW_INDEX}) and the collator a seed, as GenViewTrainer arranges"
+            )
+        batch = collator(rows)
+        geometric = copy.copy(collator)  # the wrapped one's current seed and epoch
+        geometric.augmentations = self.geometric_augmentations
+        views = geometric(rows)
+        for key in VIEW_MASKS:
+            if key in views:
+                batch[QUALITY_INPUTS + key] = views[key]
+        return batch
+
+
+class RowIndexCollator(CollatorWrapper):
+    """A collator whose batches also carry each row's dataset index (``ROW_INDICES``, (N,) long), which
+    ``GenViewTrainer`` gives every row (``__index__``); for ``quality_weighting="row_memory"``."""
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if not all(ROW_INDEX in row for row in rows):
+            raise ValueError(
+                f"quality_weighting='row_memory' remembers each row by its dataset index: the rows need it "
+                f"({ROW_INDEX}), as GenViewTrainer arranges"
+            )
+        batch = self.collator(rows)
+        batch[ROW_INDICES] = torch.tensor([int(row[ROW_INDEX]) for row in rows], dtype=torch.long)
+        return batch
+
+
 def build_collator(
     method: str,
     *,
     tokenizer: Any = None,
     multi_positive: bool = False,
+    geometric_views: bool = False,
+    row_indices: bool = False,
+    masks: bool | None = None,
+    crop_scale: tuple[float, float] | None = None,
+    query_center_box: bool = False,
     **kwargs: Any,
-) -> SSLCollator | CLIPCollator | SLIPCollator | MultiPositiveCollator:
-    """The collator for ``method`` (``multi_positive``: GenView++ batches for clip/slip)."""
+) -> Any:
+    """The collator for ``method``, the one dispatch: GenView++ batches (``multi_positive``, clip or
+    slip; every generated view is used, so ``generated_view_prob`` does not apply), CLIP, SLIP, or an
+    SSL pair with its crop settings; ``masks``: the stored masks cropped with each view (not for plain
+    CLIP, whose quality mode is off); ``geometric_views``: wrapped to add each view's crop and flip
+    (``GeometricViewsCollator``); ``row_indices``: wrapped to add each row's dataset index
+    (``RowIndexCollator``, for ``quality_weighting="row_memory"``). ``kwargs``: the collator's own (image_size, mean, std, view_columns ...)."""
     get_method(method)
     if multi_positive:
-        return MultiPositiveCollator(tokenizer, method, **kwargs)
-    if method == "clip":
-        return CLIPCollator(tokenizer, **kwargs)
-    if method == "slip":
-        return SLIPCollator(tokenizer, **kwargs)
-    return SSLCollator(method, **kwargs)
+        kwargs.pop("generated_view_prob", None)
+        collator = MultiPositiveCollator(tokenizer, method, masks=masks, **kwargs)
+    elif method == "clip":
+        collator = CLIPCollator(tokenizer, **kwargs)
+    elif method == "slip":
+        collator = SLIPCollator(tokenizer, masks=masks, **kwargs)
+    else:
+        collator = SSLCollator(
+            method, masks=masks, crop_scale=crop_scale, query_center_box=query_center_box, **kwargs
+        )
+    collator = GeometricViewsCollator(collator) if geometric_views else collator
+    return RowIndexCollator(collator) if row_indices else collator

@@ -320,9 +320,11 @@ def validate_views_dataset(
         raise ValueError("the dataset is empty: nothing to train on")
     logger.info(
         "views dataset checked in %.1f s: %d of %s rows decoded%s",
-        time.perf_counter() - started, checked, num_rows if num_rows is not None else "?",
+        time.perf_counter() - started,
+        checked,
+        num_rows if num_rows is not None else "?",
         ", captions of every row" if needs_caption else "",
-    )  # fmt: skip
+    )
     return ViewsDatasetInfo(
         num_rows=num_rows, view_columns=tuple(views), has_masks=bool(masks), checked_rows=checked
     )

@@ -84,9 +84,7 @@ def _get(output: Any, name: str):
 
 
 def _embedding(output: Any) -> torch.Tensor:
-    """transformers 5 returns an output object from ``get_*_features``; older ones a tensor."""
-    if isinstance(output, torch.Tensor):
-        return output
+    """The (B, E) embeddings of a ``get_*_features`` output (a model output with ``pooler_output``)."""
     pooled = _get(output, "pooler_output")
     if pooled is None:
         raise ValueError(f"{type(output).__name__} has no pooler_output")

@@ -13,8 +13,6 @@ import numpy as np
 
 # Log-history key under which per-step quality weights (a list of floats) may be logged.
 WEIGHTS_LOG_KEY = "quality_weights"
-# Scalar summaries GenViewTrainer logs at each logging step (weights since the previous log).
-QUANTILE_LOG_KEYS = ("weight_min", "weight_q10", "weight_q50", "weight_q90", "weight_max", "weight_mean")
 KNN_LOG_KEY = "knn_top1"
 
 

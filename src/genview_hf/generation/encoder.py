@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
+from .._compat import clip_post_layernorm
+
 
 class ClipTokenEncoder:
     """Patch tokens (after ``post_layernorm``, CLS dropped) and image embeddings.
@@ -59,9 +61,7 @@ class ClipTokenEncoder:
         model's dtype (None for a ``CLIPVisionModel`` without projection, or ``embeddings=False``)."""
         pixels = self.pixel_values(images)
         out = self.model(pixel_values=pixels.to(self.device, self.dtype))
-        # transformers 5: CLIPVisionModel holds the layers itself, ...WithProjection in .vision_model
-        post_layernorm = getattr(self.model, "vision_model", self.model).post_layernorm
-        tokens = post_layernorm(out.last_hidden_state[:, 1:])  # (B, T, D), CLS dropped
+        tokens = clip_post_layernorm(self.model)(out.last_hidden_state[:, 1:])  # (B, T, D), CLS dropped
         embeds = getattr(out, "image_embeds", None)
         if embeds is None or not embeddings:
             return tokens.float(), None

@@ -23,7 +23,6 @@ from .tiny_models import (
 
 TINY_DIFFUSION_IMAGE_SIZE = 64  # encoder input size; generated views default to the same size
 TINY_TEXT_HIDDEN = 32  # text encoder width = UNet cross-attention width
-TINY_IMAGE_EMBED = 16  # CLIP vision projection dim (tiny_clip_vision_config's default)
 
 
 def _tiny_unet(class_embed_dim: int | None):

@@ -3,7 +3,9 @@ and the building blocks the recipes use.
 
     arguments       ModelArguments (encoder, heads, LoRA), GenViewTrainingArguments (the trainer's settings)
     trainer         GenViewTrainer: model -> quality weights -> the method's loss, checkpoints, the root
-    quality_modes   frozen / stored / off: where the weights' token and foreground maps come from
+    quality_modes   frozen / stored / off: the mode names, the weight containers, the one dispatch, the
+                    stored mode
+    frozen_quality  the frozen mode's model and its foreground direction (fit, load, save)
     callbacks       the momentum (EMA) update, CLIP's logit-scale clamp, SimSiam's fixed predictor
                     learning rate, the training figures
     builders        load a model, prepare the views dataset, the collator, the quality model, the kNN monitor
@@ -11,7 +13,8 @@ and the building blocks the recipes use.
 
 from .arguments import GenViewTrainingArguments, ModelArguments
 from .callbacks import MomentumCallback, TrainingFiguresCallback, momentum_at
-from .quality_modes import FrozenQualityModel, QualityWeights, load_direction, quality_weights
+from .frozen_quality import FrozenQualityModel, load_direction
+from .quality_modes import QualityWeights, quality_weights
 from .trainer import GenViewTrainer
 
 __all__ = [

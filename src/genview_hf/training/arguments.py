@@ -25,11 +25,11 @@ from ..methods import (
     SSL_METHODS,
     Method,
     MethodName,
-    QualityMode,
     check_choice,
     get_method,
 )
 from ..modeling.features import Pooling
+from .quality_modes import QualityMode
 
 ViewMode = Literal["ic", "tc", "itc", "none"]
 MomentumSchedule = Literal["cosine", "constant"]
@@ -338,9 +338,6 @@ class GenViewTrainingArguments(TrainingArguments):
             "off here, so a NaN loss shows in the logs"
         },
     )
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Kept False: the collators read image, view and mask columns"}
-    )
     dataloader_drop_last: bool = field(
         default=True,
         metadata={
@@ -394,10 +391,6 @@ class GenViewTrainingArguments(TrainingArguments):
                 raise ValueError(f"crop_scale sets the SSL views' crop, not {self.method!r}'s")
         if str(self.knn_monitor_split).strip().lower() in ("", "none", "null"):
             self.knn_monitor_split = None  # unset, or switched off from the command line
-        if self.remove_unused_columns:
-            raise ValueError(
-                "remove_unused_columns must stay False: the collators read the raw image/view/mask columns"
-            )
         if self.label_names is None:
             self.label_names = []  # eval loss without labels
         if self.ddp_find_unused_parameters is None:

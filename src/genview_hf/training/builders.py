@@ -32,7 +32,7 @@ from ..modeling import GenViewCLIPModel, GenViewModel
 from ..modeling.features import backbone_feature_dim, vision_tower
 from ..preflight import check_model_source
 from .arguments import GenViewTrainingArguments, ModelArguments
-from .quality_modes import BATCH_DIRECTION, GeometricViewsCollator, RowIndexCollator, load_direction
+from .frozen_quality import BATCH_DIRECTION, load_direction
 from .trainer import missing_checkpoint_files
 
 CHECKED_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".json")
@@ -160,7 +160,7 @@ def quality_model(args: GenViewTrainingArguments) -> tuple[torch.nn.Module | Non
     towers, the other methods its vision tower; the trainer finds its image processor from its
     folder), and the foreground direction when ``args.quality_direction`` names a file or folder,
     checked against the model's token width. Otherwise None: the trainer fits one at the start of
-    training, or for ``batch`` uses each batch's own (``training.quality_modes.run_direction``)."""
+    training, or for ``batch`` uses each batch's own (``training.frozen_quality.run_direction``)."""
     if args.quality_mode != "frozen":
         return None, None
     if not args.quality_model:
@@ -239,8 +239,13 @@ def without_incomplete_rows(dataset, columns: list[str], args: GenViewTrainingAr
         )
     logger.warning(
         "%s: leaving out %d of %d rows without a value in some of %s (rows %s; generation lists why in "
-        "failures.jsonl)", where, len(missing), len(dataset), ", ".join(columns), shown,
-    )  # fmt: skip
+        "failures.jsonl)",
+        where,
+        len(missing),
+        len(dataset),
+        ", ".join(columns),
+        shown,
+    )
     skipped = set(missing)
     return dataset.select([index for index in range(len(dataset)) if index not in skipped])
 
@@ -258,41 +263,26 @@ def view_columns(args: GenViewTrainingArguments, column_names: list[str]) -> lis
 
 
 def collator(args: GenViewTrainingArguments, processor: Any, train_dataset, use_hallucinator: bool = False):
-    """The collator of ``args.method``: its augmentation preset, the processor's pixel statistics,
-    the generated columns of ``args.view_mode`` and the stored masks when the quality mode reads them,
-    wrapped to add each view's geometric version with ``quality_views="geometric"`` and each row's
-    index with ``quality_weighting="row_memory"``. ``use_hallucinator`` (``ModelArguments``): the
-    default of ``query_center_box``."""
-    built = _method_collator(args, processor, train_dataset, use_hallucinator)
-    built = GeometricViewsCollator(built) if args.quality_views == "geometric" else built
-    return RowIndexCollator(built) if args.quality_weighting == "row_memory" else built
-
-
-def _method_collator(args: GenViewTrainingArguments, processor: Any, train_dataset, use_hallucinator: bool):
-    kwargs: dict[str, Any] = dict(
+    """The collator of ``args`` (``data.collators.build_collator`` picks it): the method's augmentation
+    preset, the processor's pixel statistics (an image processor's; CLIP's come with its processor),
+    the generated columns of ``args.view_mode``, the stored masks when the quality mode reads them,
+    each view's geometric version with ``quality_views="geometric"``, each row's index with
+    ``quality_weighting="row_memory"``. ``use_hallucinator``
+    (``ModelArguments``): the default of ``query_center_box``."""
+    statistics = {name: getattr(processor, f"image_{name}", None) for name in ("mean", "std")}
+    return build_collator(
+        args.method,
+        tokenizer=processor if args.is_image_text else None,
+        multi_positive=args.multi_positive,
+        geometric_views=args.quality_views == "geometric",
+        row_indices=args.quality_weighting == "row_memory",
+        masks=args.needs_masks,
+        crop_scale=tuple(args.crop_scale) if args.crop_scale is not None else None,
+        query_center_box=use_hallucinator if args.query_center_box is None else args.query_center_box,
         image_size=args.image_size,
         generated_view_prob=args.generated_view_prob,
         view_columns=view_columns(args, list(train_dataset.column_names)),
-    )
-    if args.multi_positive:
-        kwargs.pop("generated_view_prob")  # every generated view is used
-        return build_collator(
-            args.method, tokenizer=processor, multi_positive=True, masks=args.needs_masks, **kwargs
-        )
-    if args.method == "clip":
-        return build_collator(args.method, tokenizer=processor, **kwargs)
-    if args.method == "slip":
-        return build_collator(args.method, tokenizer=processor, masks=args.needs_masks, **kwargs)
-    mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
-    if mean is not None and std is not None:
-        kwargs.update(mean=mean, std=std)
-    crop_scale = tuple(args.crop_scale) if args.crop_scale is not None else None
-    return build_collator(
-        args.method,
-        masks=args.needs_masks,
-        crop_scale=crop_scale,
-        query_center_box=use_hallucinator if args.query_center_box is None else args.query_center_box,
-        **kwargs,
+        **{name: value for name, value in statistics.items() if value is not None},
     )
 
 

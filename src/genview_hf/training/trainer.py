@@ -34,7 +34,7 @@ from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME, PushInP
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .. import hub, losses
-from ..data.collators import RowIndexed
+from ..data.collators import QUALITY_INPUTS, READ_COLUMNS, RowIndexed
 from ..data.views import ROW_INDEX
 from ..methods import get_method
 from ..modeling import GenViewCLIPModel, GenViewModel
@@ -48,14 +48,8 @@ from .callbacks import (
     TrainingFiguresCallback,
     fix_learning_rate,
 )
-from .quality_modes import (
-    QUALITY_INPUTS,
-    FrozenQualityModel,
-    PairWeighting,
-    QualityWeights,
-    quality_weights,
-    run_direction,
-)
+from .frozen_quality import FrozenQualityModel, run_direction
+from .quality_modes import PairWeighting, QualityWeights, quality_weights
 
 CHECKPOINT_WEIGHTS = "model.safetensors"
 HISTOGRAM_WINDOW = 64  # batches of weights kept for the logged quantiles and histogram
@@ -69,7 +63,7 @@ class GenViewTrainer(Trainer):
             model loaded with ``from_pretrained``, whose folder gives its image processor; a
             CLIPModel for GenView++). Put in eval mode, no grad, bf16 on GPU.
         quality_direction: (C,) foreground direction for the frozen model's tokens; None:
-            ``args.quality_direction`` decides (``training.quality_modes.run_direction``): by
+            ``args.quality_direction`` decides (``training.frozen_quality.run_direction``): by
             default one fitted once on the training set and kept in ``output_dir/quality_direction/``.
     """
 
@@ -309,9 +303,15 @@ class GenViewTrainer(Trainer):
             return losses.clip_loss(out.image_embeds, out.text_embeds, out.logit_scale)
         if method == "slip":
             return losses.slip_loss(
-                out.image_embeds, out.text_embeds, out.logit_scale, out.ssl_embeds_1, out.ssl_embeds_2,
-                ssl_scale=args.ssl_scale, ssl_temperature=tau, ssl_weights=pairs,
-            )  # fmt: skip
+                out.image_embeds,
+                out.text_embeds,
+                out.logit_scale,
+                out.ssl_embeds_1,
+                out.ssl_embeds_2,
+                ssl_scale=args.ssl_scale,
+                ssl_temperature=tau,
+                ssl_weights=pairs,
+            )
         raise ValueError(f"unknown method {method!r}")  # guarded by the arguments
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -387,6 +387,13 @@ class GenViewTrainer(Trainer):
             writer = getattr(callback, "tb_writer", None)
             if writer is not None:
                 writer.add_histogram("train/quality_weights", weights.numpy(), self.state.global_step)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        """The columns ``remove_unused_columns`` keeps (as TRL's trainers name theirs): the model's
+        inputs (the stock signature) and what the collators read (``data.collators.READ_COLUMNS``)."""
+        if self._signature_columns is None:
+            super()._set_signature_columns_if_needed()
+            self._signature_columns = [*self._signature_columns, *READ_COLUMNS]
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
