@@ -40,6 +40,16 @@ def test_tiny_mocov3_config_trains_resumes_and_exports(tmp_path):
     assert (tmp_path / "checkpoint-3").is_dir()
 
 
+def test_row_memory_weighting_trains_with_the_stock_column_removal(tmp_path):
+    # remove_unused_columns keeps its default (True): the row index the memory reads must survive it
+    assert run(TINY["ssl"], tmp_path, "--quality_weighting", "row_memory", "--logging_steps", "1") == 0
+    state = json.loads((tmp_path / "checkpoint-2" / "trainer_state.json").read_text())
+    logs = [entry for entry in state["log_history"] if "loss" in entry]
+    assert logs and all("weight_mean" in entry for entry in logs)
+    args = torch.load(tmp_path / "checkpoint-2" / "training_args.bin", weights_only=False)
+    assert args.remove_unused_columns and args.quality_weighting == "row_memory"
+
+
 @pytest.mark.parametrize("method", ["leoclr", "simclr"])
 def test_other_ssl_methods_run_from_the_tiny_config(tmp_path, method):
     assert run(TINY["ssl"], tmp_path, "--method", method, "--quality_mode", "off") == 0
