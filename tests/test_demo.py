@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from genview_hf import cli
-from genview_hf.demo import DemoArguments, DemoRun, load_data, write_preview
+from genview_hf.recipes.demo import DemoArguments, DemoRun, load_data, write_preview
 
 
 def test_the_views_dataset_loads_with_plain_datasets(demo):

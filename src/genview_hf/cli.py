@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "cli",
         "kNN, linear probe, zero-shot and retrieval metrics of an encoder",
     ),
-    "demo": ("genview_hf.demo", "cli", "run the main job on the embedded sample data, offline"),
+    "demo": ("genview_hf.recipes.demo", "cli", "run the main job on the embedded sample data, offline"),
     "export-open-clip": (
         "genview_hf.modeling.export_open_clip",
         "cli",

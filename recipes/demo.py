@@ -1,4 +1,5 @@
-"""``genview demo``: the main job on the embedded default, offline, on the CPU in a few minutes.
+"""``genview demo`` (or ``python recipes/demo.py``): the main job on the embedded default, offline,
+on the CPU in a few minutes. An application of the library, so it sits with the other recipes.
 
 The demo is a list of steps (``STEPS``) run in order on one ``DemoRun``; each step reads what
 earlier ones left there, adds its own results and returns one summary line:
@@ -36,6 +37,7 @@ import io
 import os
 import resource
 import shutil
+import sys
 import textwrap
 import time
 from collections import Counter
@@ -51,11 +53,11 @@ from PIL import Image, ImageDraw, ImageFont
 # transformers below), so it is set before those imports.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from .config import parse_config  # noqa: E402
-from .data.samples import SAMPLE_NAMES, load_sample  # noqa: E402
+from genview_hf.config import parse_config  # noqa: E402
+from genview_hf.data.samples import SAMPLE_NAMES, load_sample  # noqa: E402
 
 # The controlled run's settings are the efficacy benchmark's: the demo quotes its figures.
-from .efficacy import CONTROLLED_RUN, IMAGE_SIZE, WEIGHTED, efficacy_encoder  # noqa: E402
+from genview_hf.efficacy import CONTROLLED_RUN, IMAGE_SIZE, WEIGHTED, efficacy_encoder  # noqa: E402
 
 PREVIEW_ROWS = 8
 PREVIEW_TILE = 128  # pixels per image in the preview grid
@@ -186,8 +188,8 @@ def generate(run: DemoRun) -> str:
     """The views dataset of the train split, with the tiny offline diffusion pipelines."""
     from datasets import load_dataset
 
-    from .generation import ViewGenerationConfig, generate_views
-    from .testing import tiny_path
+    from genview_hf.generation import ViewGenerationConfig, generate_views
+    from genview_hf.testing import tiny_path
 
     rows = len(run.dataset) if run.args.max_rows is None else min(run.args.max_rows, len(run.dataset))
     config = ViewGenerationConfig(
@@ -220,7 +222,7 @@ def build_controlled(run: DemoRun) -> str:
     """The controlled false-positive set (train and test splits), saved where the recipe loads it."""
     from datasets import DatasetDict, load_from_disk
 
-    from .data.controlled import FALSE_POSITIVE, controlled_card, controlled_views
+    from genview_hf.data.controlled import FALSE_POSITIVE, controlled_card, controlled_views
 
     args = run.args
     splits = DatasetDict(
@@ -255,7 +257,7 @@ def compare_weighting(run: DemoRun) -> str:
 
 def _train_controlled(run: DemoRun, folder: str, save_steps: int | None = None, **quality: Any) -> Any:
     """One MoCo v3 run on the controlled set, with the kNN monitor on its test split."""
-    from .evaluation import KNNMonitorCallback
+    from genview_hf.evaluation import KNNMonitorCallback
 
     steps = run.args.max_steps
     monitor = KNNMonitorCallback(
@@ -280,7 +282,7 @@ def _train_controlled(run: DemoRun, folder: str, save_steps: int | None = None, 
 
 def train_clip(run: DemoRun) -> str:
     """GenView++: tiny CLIP on multi-positive batches with quality weights from the stored masks."""
-    from .testing import tiny_path
+    from genview_hf.testing import tiny_path
 
     if run.args.clip_steps <= 0:
         return "skipped (--clip_steps 0)"
@@ -307,9 +309,9 @@ def evaluate(run: DemoRun) -> str:
     """Trained encoders against their untrained starting points, on the test splits."""
     from transformers import set_seed
 
-    from .evaluation import add_eval_results_to_card, evaluate_encoder, write_results
-    from .testing import tiny_path
-    from .training.builders import load_model
+    from genview_hf.evaluation import add_eval_results_to_card, evaluate_encoder, write_results
+    from genview_hf.testing import tiny_path
+    from genview_hf.training.builders import load_model
 
     controlled = run.controlled
     shared = dict(train_dataset=controlled["train"], protocols=["knn", "linear"], progress=False, seed=0)
@@ -488,10 +490,10 @@ def _train(run: DemoRun, folder: str, dataset: Path, steps: int, callbacks: list
     crops, a short schedule of ``steps``, no reporting, seed 0. The recipe writes the encoder root,
     its card and the training figures.
     """
-    from .config import ScriptArguments
-    from .recipes.train_genview import main
-    from .training import GenViewTrainingArguments, ModelArguments
-    from .training.arguments import split_settings
+    from genview_hf.config import ScriptArguments
+    from genview_hf.recipes.train_genview import main
+    from genview_hf.training import GenViewTrainingArguments, ModelArguments
+    from genview_hf.training.arguments import split_settings
 
     model_settings, arguments = split_settings(arguments)
     args = GenViewTrainingArguments(
@@ -521,7 +523,7 @@ def _train(run: DemoRun, folder: str, dataset: Path, steps: int, callbacks: list
 
 def _mask_agreement(views: Any) -> list[tuple[str, str]]:
     """The scorer's token masks against the set's ground-truth masks (shapes), at token resolution."""
-    from .generation.driver import SOURCE_PREFIX
+    from genview_hf.generation.driver import SOURCE_PREFIX
 
     truth_column = SOURCE_PREFIX + "mask"  # the source's own `mask`, renamed by the generation
     if truth_column not in views.column_names:
@@ -595,3 +597,7 @@ def _tile(image: Image.Image) -> Image.Image:
     tile = Image.new("RGB", (PREVIEW_TILE, PREVIEW_TILE), (200, 200, 200))
     tile.paste(image.resize(size, resample), ((PREVIEW_TILE - size[0]) // 2, (PREVIEW_TILE - size[1]) // 2))
     return tile
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
