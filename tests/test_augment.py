@@ -235,3 +235,15 @@ def test_gpu_matches_cpu():
     )
     torch.testing.assert_close(gpu[0].cpu(), cpu[0], atol=1e-4, rtol=0)
     torch.testing.assert_close(gpu[1].cpu(), cpu[1], atol=1e-5, rtol=0)
+
+
+def test_a_methods_views_adjust_their_crop_range_and_query_crop_and_drop_photometry_together():
+    presets = get_method("mocov3").augmentations
+    assert presets.adjusted() == presets
+    adjusted = presets.adjusted((0.2, 1.0), query_center_box=True)
+    assert adjusted.view_1.scale == adjusted.view_2.scale == (0.2, 1.0)
+    assert adjusted.view_1.crop == "center_box" and adjusted.view_2.crop == presets.view_2.crop
+    assert adjusted.view_2.solarize_prob == presets.view_2.solarize_prob  # the rest is the preset's
+    geometric = get_method("leoclr").augmentations.geometry_only()
+    assert geometric.original == get_method("leoclr").augmentations.original.geometry_only()
+    assert geometric.view_1.jitter_prob == geometric.view_2.blur_prob == 0.0 and geometric.image is None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -98,6 +98,30 @@ class MethodAugmentations:
     view_2: ViewAugmentation | None = None
     original: ViewAugmentation | None = None
     image: ViewAugmentation | None = None
+
+    def adjusted(
+        self, crop_scale: tuple[float, float] | None = None, query_center_box: bool = False
+    ) -> MethodAugmentations:
+        """The two views with their RandomResizedCrop area range set to ``crop_scale`` (GenView's
+        ResNet-50 MoCo v3 uses (0.2, 1), moco-v3 ``--crop-min=.2``) and, with ``query_center_box``,
+        view 1 (the query) cropped around the centre box (the Hallucinator's released configs)."""
+        view_1, view_2 = self.view_1, self.view_2
+        if crop_scale is not None:
+            view_1, view_2 = (
+                replace(view_1, scale=tuple(crop_scale)),
+                replace(view_2, scale=tuple(crop_scale)),
+            )
+        if query_center_box:
+            view_1 = replace(view_1, crop="center_box")
+        return replace(self, view_1=view_1, view_2=view_2)
+
+    def geometry_only(self) -> MethodAugmentations:
+        """Every view with the same crop and flip and no photometric operation (what the frozen
+        quality model sees with ``quality_views="geometric"``)."""
+        views = {item.name: getattr(self, item.name) for item in fields(self)}
+        return replace(
+            self, **{name: view.geometry_only() for name, view in views.items() if view is not None}
+        )
 
 
 # MoCo v2 (Chen et al. 2020, "Improved Baselines", official main_moco.py --aug-plus), also SimSiam's:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -288,22 +287,6 @@ def _split_processor(tokenizer: Any, mean, std) -> tuple[Any, Sequence[float], S
     return tokenizer, mean, std
 
 
-def ssl_augmentations(
-    method: str, crop_scale: tuple[float, float] | None = None, query_center_box: bool = False
-) -> MethodAugmentations:
-    """The method's two-view preset with its RandomResizedCrop area range set to ``crop_scale``
-    (GenView's ResNet-50 MoCo v3 uses (0.2, 1), moco-v3 ``--crop-min=.2``) and, with
-    ``query_center_box``, view 1 (the query) cropped around the centre box (the Hallucinator's
-    released configs)."""
-    augmentations = get_method(method).augmentations
-    view_1, view_2 = augmentations.view_1, augmentations.view_2
-    if crop_scale is not None:
-        view_1, view_2 = replace(view_1, scale=tuple(crop_scale)), replace(view_2, scale=tuple(crop_scale))
-    if query_center_box:
-        view_1 = replace(view_1, crop="center_box")
-    return replace(augmentations, view_1=view_1, view_2=view_2)
-
-
 class SSLCollator(_Collator):
     """Two views per row for mocov2 | mocov3 | simsiam | byol | simclr | leoclr (GenView pairs)."""
 
@@ -326,7 +309,7 @@ class SSLCollator(_Collator):
             raise ValueError(f"SSLCollator takes an SSL method ({', '.join(SSL_METHODS)}), got {method!r}")
         super().__init__(image_size, mean, std, generated_view_prob, view_columns, masks, seed, device)
         self.method = method
-        self.augmentations = ssl_augmentations(method, crop_scale, query_center_box)
+        self.augmentations = get_method(method).augmentations.adjusted(crop_scale, query_center_box)
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         _check_rows(rows)
@@ -553,10 +536,7 @@ class GeometricViewsCollator(CollatorWrapper):
                 f"{type(collator).__name__}"
             )
         super().__init__(collator)
-        geometric = {item.name: getattr(presets, item.name) for item in fields(presets)}
-        self.__dict__["geometric_augmentations"] = replace(
-            presets, **{name: view.geometry_only() for name, view in geometric.items() if view is not None}
-        )
+        self.__dict__["geometric_augmentations"] = presets.geometry_only()
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         collator = self.collator
