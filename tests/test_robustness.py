@@ -120,6 +120,27 @@ def test_a_kill_during_a_save_resumes_from_the_newest_complete_checkpoint(tmp_pa
     assert_identical(tmp_path / "checkpoint-6", uninterrupted)
 
 
+def test_a_row_memory_run_resumes_bit_identical_with_its_rows_memory(tmp_path):
+    # 12 rows, 3 steps an epoch: the steps after the resume revisit rows the memory saw before it
+    flags = ("--quality_weighting", "row_memory")
+    recipe(tmp_path / "full", *flags)
+    recipe(tmp_path / "cut", *flags, callbacks=[StopAt(2)])
+    assert (tmp_path / "cut" / "checkpoint-2" / "quality_row_memory_0.safetensors").is_file()
+    recipe(tmp_path / "cut", *flags, "--resume_from_checkpoint", "true")
+    assert_identical(
+        tmp_path / "cut" / "checkpoint-6", checkpoint_tensors(tmp_path / "full" / "checkpoint-6")
+    )
+
+
+def test_a_missing_row_memory_file_is_named_and_the_memory_starts_empty(tmp_path, caplog):
+    flags = ("--quality_weighting", "row_memory")
+    recipe(tmp_path, *flags, callbacks=[StopAt(2)])
+    (tmp_path / "checkpoint-2" / "quality_row_memory_0.safetensors").unlink()
+    with caplog.at_level(logging.WARNING, logger="genview_hf.training.trainer"):
+        recipe(tmp_path, *flags, "--resume_from_checkpoint", "true")
+    assert "quality_row_memory_0.safetensors" in caplog.text and "starts empty" in caplog.text
+
+
 @pytest.mark.slow
 def test_resume_is_bit_identical_with_dataloader_workers(tmp_path):
     workers = ("--dataloader_num_workers", "2", "--max_steps", "4")

@@ -390,9 +390,9 @@ class RowQualityMemory:
     augmentation drawn at each visit; averaging the visits leaves what the row itself holds. A
     row's smoothed q is the mean of its visits while it has fewer than ``visits`` of them, then an
     exponential moving average with weight ``1 / visits`` on the newest (it follows a training
-    model's tokens in ``stored`` mode). The memory grows to the largest row index seen; it lives in
-    the process (a resumed run starts it again; a distributed run's processes each keep the rows
-    they see).
+    model's tokens in ``stored`` mode). The memory grows to the largest row index seen; each process
+    of a distributed run keeps the rows it sees, and ``GenViewTrainer`` saves each process's memory
+    with every checkpoint, so a resume carries it on.
     """
 
     def __init__(self, visits: int = ROW_MEMORY_VISITS) -> None:
@@ -401,6 +401,18 @@ class RowQualityMemory:
         self.visits = visits
         self.mean = torch.zeros(0, dtype=torch.float64)  # (R,) smoothed q per row index
         self.count = torch.zeros(0, dtype=torch.long)  # (R,) visits so far
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The memory as a checkpoint keeps it (the trainer saves it with each checkpoint)."""
+        return {"mean": self.mean.clone(), "count": self.count.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        mean, count = state["mean"], state["count"]
+        if mean.shape != count.shape or mean.dim() != 1:
+            raise ValueError(
+                f"RowQualityMemory: mean {tuple(mean.shape)} and count {tuple(count.shape)} must be (R,)"
+            )
+        self.mean, self.count = mean.to(torch.float64), count.to(torch.long)
 
     def update(self, rows: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """Fold this step's ``q`` (N,) of the dataset rows ``rows`` (N,) in; their smoothed q (N,), in
