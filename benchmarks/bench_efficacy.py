@@ -189,12 +189,18 @@ def run_false_share(result: dict[str, Any]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+# What a weighting's gain over off is a share of: the false positives' cost (the clean-only ceiling's
+# gain) when the runs have the ceiling, else what the true flags recover (the oracle's gain).
+SHARE_REFERENCES = {"clean_only": "the cost", "oracle": "the oracle's gain"}
+
+
 def summarize(
     results: list[dict[str, Any]], arms: list[str], label: str | None = None
 ) -> dict[str, dict[str, Any]]:
     """Per arm: medians and intervals over seeds, the paired gain over ``off`` on ``label`` (None: the
     first of ``LABELS`` every run scored) and the kNN gain on the other label, the share of the cost
-    recovered, the in-training AUC and the false pairs' share of the weights."""
+    recovered (of ``SHARE_REFERENCES``' first arm the runs have, on the seeds both ran), the
+    in-training AUC and the false pairs' share of the weights."""
     results = [with_label_keys(result) for result in results]
     labels = scored_labels(results)
     label = label or labels[0]
@@ -203,7 +209,8 @@ def summarize(
     second = next((other for other in labels if other != label), None)
     knn, linear = by_arm(results, f"knn_{label}"), by_arm(results, f"linear_{label}")
     second_knn = by_arm(results, f"knn_{second}") if second else {}
-    _, costs = paired(knn, "clean_only", "off") if "clean_only" in knn else ([], np.array([]))
+    reference = next((name for name in SHARE_REFERENCES if name in knn), None)
+    costs = dict(zip(*paired(knn, reference, "off"))) if reference else {}  # seed -> reference's gain
     summary: dict[str, dict[str, Any]] = {}
     for name in ["untrained", *arms]:
         if name not in knn:
@@ -214,6 +221,7 @@ def summarize(
             "label": "random init (untrained)" if name == "untrained" else ALL_ARMS[name].label,
             "scored_on": label,
             "second_label": second,
+            "share_of": reference,
             "seeds": seeds,
             "knn_median": float(np.median(values)),
             "knn_ci": bootstrap_interval(values),
@@ -232,8 +240,11 @@ def summarize(
             entry["linear_gain"] = t_interval(linear_gains)
             if second:
                 entry["second_gain"] = t_interval(paired(second_knn, name, "off")[1])
-            if len(costs) == len(gains) and name != "clean_only":
-                entry["share_recovered"] = share_recovered(gains, costs)
+            shared = [index for index, seed in enumerate(gain_seeds) if seed in costs]
+            if name != reference and len(shared) >= 2:
+                entry["share_recovered"] = share_recovered(
+                    gains[shared], [costs[gain_seeds[index]] for index in shared]
+                )
         aucs = [run_auc(result) for result in results if result["arm"] == name]
         if any(np.isfinite(aucs)):
             finite = [auc for auc in aucs if np.isfinite(auc)]
@@ -277,9 +288,10 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
     gain on the second label beside them (when the runs have one)."""
     first = next(iter(summary.values()))
     label, second = first["scored_on"], first["second_label"]
+    share_of = SHARE_REFERENCES.get(first.get("share_of"), "the cost")
     lines = [
         f"| arm | kNN top-1 ({label}), median [95% CI] | linear top-1 ({label}), median | gain over off, kNN "
-        f"{label}, mean ± SE [95% t CI] (gain/SE; seeds better) | share of the cost recovered [95% CI] | "
+        f"{label}, mean ± SE [95% t CI] (gain/SE; seeds better) | share of {share_of} recovered [95% CI] | "
         + (f"gain over off, kNN {second}, mean ± SE [95% t CI] (gain/SE) | " if second else "")
         + "in-training AUC, median [95% CI] (first tenth) | false pairs' share of the weights |",
         "|---|---|---|---|---|" + ("---|" if second else "") + "---|---|",

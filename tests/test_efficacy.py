@@ -192,6 +192,22 @@ def test_the_summary_on_known_results():
         bench_efficacy.summarize(_known_results(["old"]), ["off", "ours"], label="shape")
 
 
+def test_without_the_ceiling_the_share_is_of_the_oracles_gain_on_the_seeds_both_ran():
+    results = [
+        {**result, "arm": "oracle"} if result["arm"] == "clean_only" else result
+        for result in _known_results(["colour"])
+        if not (result["arm"] == "clean_only" and result["seed"] == 2)  # the oracle ran seeds 0 and 1
+    ]
+    for result in results:
+        if result["arm"] == "ours" and result["seed"] == 2:
+            result["knn_colour"] += 0.3  # a gain of 0.4 on the seed the oracle did not run
+    summary = bench_efficacy.summarize(results, ["off", "ours", "oracle"])
+    assert summary["ours"]["share_of"] == "oracle" and "share_recovered" not in summary["oracle"]
+    # on seeds 0 and 1 ours and the oracle both gain 0.1 (on all three seeds ours would be 2x the oracle)
+    assert summary["ours"]["share_recovered"]["share"] == pytest.approx(1.0)
+    assert "share of the oracle's gain recovered" in bench_efficacy.table(summary)
+
+
 # ---------------------------------------------------------------------------------- a reduced benchmark
 def test_a_reduced_benchmark_logs_the_weights_auc_and_writes_its_report(tmp_path, monkeypatch):
     monkeypatch.setitem(efficacy_runs.PRETRAIN, "rows", 32)  # a pretrained encoder of 2 steps, built once
