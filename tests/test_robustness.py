@@ -125,7 +125,7 @@ def test_a_row_memory_run_resumes_bit_identical_with_its_rows_memory(tmp_path):
     flags = ("--quality_weighting", "row_memory")
     recipe(tmp_path / "full", *flags)
     recipe(tmp_path / "cut", *flags, callbacks=[StopAt(2)])
-    assert (tmp_path / "cut" / "checkpoint-2" / "quality_row_memory_0.safetensors").is_file()
+    assert (tmp_path / "cut" / "checkpoint-2" / "quality_row_memory.safetensors").is_file()
     recipe(tmp_path / "cut", *flags, "--resume_from_checkpoint", "true")
     assert_identical(
         tmp_path / "cut" / "checkpoint-6", checkpoint_tensors(tmp_path / "full" / "checkpoint-6")
@@ -135,10 +135,10 @@ def test_a_row_memory_run_resumes_bit_identical_with_its_rows_memory(tmp_path):
 def test_a_missing_row_memory_file_is_named_and_the_memory_starts_empty(tmp_path, caplog):
     flags = ("--quality_weighting", "row_memory")
     recipe(tmp_path, *flags, callbacks=[StopAt(2)])
-    (tmp_path / "checkpoint-2" / "quality_row_memory_0.safetensors").unlink()
+    (tmp_path / "checkpoint-2" / "quality_row_memory.safetensors").unlink()
     with caplog.at_level(logging.WARNING, logger="genview_hf.training.trainer"):
         recipe(tmp_path, *flags, "--resume_from_checkpoint", "true")
-    assert "quality_row_memory_0.safetensors" in caplog.text and "starts empty" in caplog.text
+    assert "quality_row_memory.safetensors" in caplog.text and "starts empty" in caplog.text
 
 
 @pytest.mark.slow

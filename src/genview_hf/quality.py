@@ -390,9 +390,9 @@ class RowQualityMemory:
     augmentation drawn at each visit; averaging the visits leaves what the row itself holds. A
     row's smoothed q is the mean of its visits while it has fewer than ``visits`` of them, then an
     exponential moving average with weight ``1 / visits`` on the newest (it follows a training
-    model's tokens in ``stored`` mode). The memory grows to the largest row index seen; each process
-    of a distributed run keeps the rows it sees, and ``GenViewTrainer`` saves each process's memory
-    with every checkpoint, so a resume carries it on.
+    model's tokens in ``stored`` mode). The memory grows to the largest row index seen. In a
+    distributed run every process folds in every process's rows (``PairWeighting``), so all hold the
+    same memory; ``GenViewTrainer`` saves it with every checkpoint, so a resume carries it on.
     """
 
     def __init__(self, visits: int = ROW_MEMORY_VISITS) -> None:
@@ -431,7 +431,12 @@ class RowQualityMemory:
         count = (self.count[rows] + 1).clamp(max=self.visits)
         self.mean[rows] += (values - self.mean[rows]) / count
         self.count[rows] += 1
-        return self.mean[rows].to(device=q.device, dtype=q.dtype)
+        return self.read(rows, like=q)
+
+    def read(self, rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """The smoothed q (N,) of the dataset rows ``rows`` (N,), in ``like``'s dtype and device."""
+        rows = torch.as_tensor(rows).to("cpu", torch.long).flatten()
+        return self.mean[rows].to(device=like.device, dtype=like.dtype)
 
 
 def pair_weights(

@@ -52,6 +52,7 @@ from typing import Any, Literal, get_args
 import torch
 
 from ..data.collators import ROW_INDICES, VIEW_MASKS
+from ..distributed import gather_no_grad
 from ..modeling.features import masks_to_tokens, principal_direction
 from ..quality import (
     WEIGHTINGS,
@@ -99,7 +100,9 @@ class PairWeighting:
                     f"quality_weighting='row_memory' needs each row's dataset index in the batch ({ROW_INDICES}): "
                     "build the collator with data.collators.build_collator(row_indices=True)"
                 )
-            smoothed = self.memory.update(rows, q)
+            # every process folds in every process's rows: one memory, the same on each, one checkpoint file
+            self.memory.update(gather_no_grad(rows.to(q.device)), gather_no_grad(q.detach()))
+            smoothed = self.memory.read(rows, like=q)
         return pair_weights(q, self.name, gamma, progress, smoothed)
 
 

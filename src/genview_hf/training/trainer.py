@@ -53,8 +53,8 @@ from .frozen_quality import FrozenQualityModel, run_direction
 from .quality_modes import PairWeighting, QualityWeights, quality_weights
 
 CHECKPOINT_WEIGHTS = "model.safetensors"
-# quality_weighting="row_memory": each process's memory of its rows' qualities, in every checkpoint
-ROW_MEMORY_FILE = "quality_row_memory_{process}.safetensors"
+# quality_weighting="row_memory": the memory of the rows' qualities (one for every process), in every checkpoint
+ROW_MEMORY_FILE = "quality_row_memory.safetensors"
 logger = logging.getLogger(__name__)
 HISTOGRAM_WINDOW = 64  # batches of weights kept for the logged quantiles and histogram
 
@@ -449,23 +449,21 @@ class GenViewTrainer(Trainer):
         wrapper.load_state_dict(safetensors.torch.load_file(str(folder / CHECKPOINT_WEIGHTS)), strict=True)
         self._load_row_memory(folder)
 
-    def _row_memory_file(self, folder: Path) -> Path:
-        return folder / ROW_MEMORY_FILE.format(process=self.args.process_index)
-
     def _save_row_memory(self, folder: Path) -> None:
-        """This process's row memory (``quality_weighting="row_memory"``) into the checkpoint ``folder``."""
+        """The row memory (``quality_weighting="row_memory"``; every process holds the same) into the
+        checkpoint ``folder``."""
         memory = self.pair_weighting.memory
-        if memory is not None:
+        if memory is not None and self.args.should_save:
             folder.mkdir(parents=True, exist_ok=True)
-            safetensors.torch.save_file(memory.state_dict(), str(self._row_memory_file(folder)))
+            safetensors.torch.save_file(memory.state_dict(), str(folder / ROW_MEMORY_FILE))
 
     def _load_row_memory(self, folder: Path) -> None:
-        """The row memory ``_save_row_memory`` kept; a checkpoint without it (written by another number
-        of processes, or before the memory was saved) is named, and the memory starts empty."""
+        """The row memory ``_save_row_memory`` kept; a checkpoint without it (written before the memory
+        was saved, or with another weighting) is named, and the memory starts empty."""
         memory = self.pair_weighting.memory
         if memory is None:
             return
-        file = self._row_memory_file(folder)
+        file = folder / ROW_MEMORY_FILE
         if not file.is_file():
             logger.warning(
                 "%s is missing: quality_weighting='row_memory' starts empty, forgetting the rows' "
@@ -493,7 +491,7 @@ class GenViewTrainer(Trainer):
         output_dir = output_dir or self.args.output_dir
         if Path(output_dir).name.startswith(PREFIX_CHECKPOINT_DIR):
             super().save_model(output_dir, _internal_call)
-            self._save_row_memory(Path(output_dir))  # every process its own
+            self._save_row_memory(Path(output_dir))
             return
         if self.args.should_save:
             Path(output_dir).mkdir(parents=True, exist_ok=True)
