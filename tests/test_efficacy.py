@@ -181,12 +181,12 @@ def test_the_summary_on_known_results():
     old = bench_efficacy.summarize(_known_results(["old"]), ["off", "ours", "clean_only"])
     assert old["ours"]["scored_on"] == "colour" and "second_gain" not in old["ours"]
     assert "| frozen + masks + geometric views + centred (ours) (`ours`) | 76.0" in bench_efficacy.table(old)
-    by_colour = bench_efficacy.summarize(
+    by_shape = bench_efficacy.summarize(
         _known_results(["shape", "colour"]), ["off", "ours"]
-    )  # colour by default
+    )  # shape by default
     assert (
-        by_colour["ours"]["gain"]["mean"] == pytest.approx(0.1)
-        and by_colour["ours"]["second_label"] == "shape"
+        by_shape["ours"]["gain"]["mean"] == pytest.approx(0.05)
+        and by_shape["ours"]["second_label"] == "colour"
     )
     with pytest.raises(ValueError, match="not all scored on 'shape'"):
         bench_efficacy.summarize(_known_results(["old"]), ["off", "ours"], label="shape")
