@@ -465,12 +465,24 @@ def main(argv: list[str] | None = None) -> int:
     date = datetime.date.today().isoformat()
     header = (
         f"{date}; {machine()}; {options.workers} runs at a time, one torch thread each; "
-        f"{len(arms)} arms x {len(seeds)} seeds ({seeds[0]}-{seeds[-1]}) in {wall / 60:.1f} min wall; "
+        f"{seeds_per_arm(results, arms)}; this call {len(arms)} arms x {len(seeds)} seeds in {wall / 60:.1f} min wall; "
         f"{size.rows} rows ({size.false_positive_rate:.0%} false positives), {size.steps} steps x "
         f"{size.batch_size}, lr {CONTROLLED_RUN['learning_rate']:g}, momentum {CONTROLLED_RUN['momentum']:g}"
     )
     write_report(results, arms, header, asdict(size), output_dir, options.docs, options.label)
     return 0
+
+
+def seeds_per_arm(results: list[dict[str, Any]], arms: list[str]) -> str:
+    """``arm, arm: seeds a-b; arm: ...`` of the runs the report reads (with --resume, earlier calls' too)."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for name in arms:
+        seeds = tuple(sorted(result["seed"] for result in results if result["arm"] == name))
+        if seeds:
+            groups.setdefault(seeds, []).append(name)
+    return "; ".join(
+        f"{', '.join(names)}: seeds {seeds[0]}-{seeds[-1]} ({len(seeds)})" for seeds, names in groups.items()
+    )
 
 
 def write_report(

@@ -192,6 +192,13 @@ def test_the_summary_on_known_results():
         bench_efficacy.summarize(_known_results(["old"]), ["off", "ours"], label="shape")
 
 
+def test_the_header_names_every_arms_seeds_in_the_log_not_only_this_calls():
+    results = [{"arm": arm, "seed": seed} for arm in ("off", "oracle") for seed in range(100, 110)]
+    results += [{"arm": "frozen_pretrained", "seed": seed} for seed in range(100, 106)]
+    line = bench_efficacy.seeds_per_arm(results, ["off", "oracle", "frozen_pretrained", "ours"])
+    assert line == "off, oracle: seeds 100-109 (10); frozen_pretrained: seeds 100-105 (6)"
+
+
 def test_without_the_ceiling_the_share_is_of_the_oracles_gain_on_the_seeds_both_ran():
     results = [
         {**result, "arm": "oracle"} if result["arm"] == "clean_only" else result
