@@ -15,7 +15,7 @@ earlier ones left there, adds its own results and returns one summary line:
    stand-in for a real generator's views that lets the encoder learn and the weights be checked;
 5. ``train``: MoCo v3 on a small ResNet from scratch with the best quality weighting of
    ``benchmarks/bench_efficacy.py`` (frozen tokens + stored masks + geometric views + centred
-   cosines) through the training recipe (``model/``: a plain ``AutoModel`` root, its card,
+   cosines + row memory) through the training recipe (``model/``: a plain ``AutoModel`` root, its card,
    figures and ``checkpoint-*``);
 6. ``compare_weighting``: the same run with ``quality_mode=off`` (``model_off/``), same seed;
 7. ``train_clip``: a short GenView++ run (tiny CLIP, multi-positive batches: the real image and
@@ -57,22 +57,20 @@ from genview_hf.config import parse_config  # noqa: E402
 from genview_hf.data.samples import SAMPLE_NAMES, load_sample  # noqa: E402
 
 # The controlled run's settings are the efficacy benchmark's: the demo quotes its figures.
-from genview_hf.efficacy import CONTROLLED_RUN, IMAGE_SIZE, WEIGHTED, efficacy_encoder  # noqa: E402
+from genview_hf.efficacy import CONTROLLED_RUN, IMAGE_SIZE, RECOMMENDED, efficacy_encoder  # noqa: E402
 
 PREVIEW_ROWS = 8
 PREVIEW_TILE = 128  # pixels per image in the preview grid
 PREVIEW_COLUMNS = 4  # samples per grid row
 CLIP_MODEL = "clip"  # genview_hf.testing's 2-layer CLIP
 CONTROLLED_TEST_ROWS = 300
-# What benchmarks/bench_efficacy.py measured at the demo's size (docs/efficacy.md; ten paired seeds,
-# 2026-12-01) and at 400 steps (three paired seeds, 2026-12-07), quoted for the spread over seeds
-# that one demo run cannot show.
+# What benchmarks/bench_efficacy.py measured of the demo's run (docs/efficacy.md; ten paired seeds,
+# 1000 test rows, 2026-12-07), quoted for the spread over seeds that one demo run cannot show.
 BENCHMARK = {
-    "learning": "benchmark, 10 seeds: untrained -> weighted +7.1 ± 2.4 kNN, +7.7 ± 1.4 linear (mean ± SE)",
-    "weighting": "benchmark, 10 seeds: +5.3 ± 1.6 kNN over off (8 of 10 seeds better), half the false "
-    "positives' cost recovered, the weights' AUC 0.88 against 0.59 for the papers' setting; at 400 steps "
-    "this softmax weighting gains nothing (+0.8 ± 3.7), --quality_weighting row_memory +13.3 ± 0.8 (3 seeds), "
-    "at 800 steps +0.7 ± 8.1 (3 seeds: no gain)",
+    "learning": "benchmark, 10 seeds: untrained -> weighted +8.5 ± 1.7 kNN, +7.3 ± 1.1 linear (mean ± SE)",
+    "weighting": "benchmark, 10 seeds: +4.9 ± 1.4 kNN over off at 200 steps (10 of 10 seeds better; the "
+    "oracle +5.5 ± 1.6), +8.5 ± 2.3 at 400; on the objects' shape +1.7 ± 0.6, +3.6 ± 1.1 and +4.8 ± 1.0 at "
+    "200, 400 and 800 steps (the oracle +3.5, +4.7, +4.2)",
 }
 
 
@@ -243,7 +241,7 @@ def build_controlled(run: DemoRun) -> str:
 
 def train(run: DemoRun) -> str:
     """MoCo v3 on the small ResNet with our quality weighting, through the training recipe."""
-    trainer = _train_controlled(run, "model", save_steps=run.args.max_steps, **WEIGHTED)
+    trainer = _train_controlled(run, "model", save_steps=run.args.max_steps, **RECOMMENDED)
     run.trainers["mocov3"] = trainer
     return f"{_train_summary(trainer)}; encoder root {trainer.args.output_dir} (AutoModel)"
 
