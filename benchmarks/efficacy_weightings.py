@@ -78,10 +78,17 @@ def qualities(seed: int, steps: int, encoder: str, cache_dir: Path) -> list[dict
             if len(records) == steps:
                 break
             batch = collator([rows[index] for index in permutation[start : start + batch_size]])
-            quality_weights(
-                "frozen", batch, None, frozen=frozen, gamma=1.0, multi_positive=False, center=True,
-                foreground="masks", weighting=Recorder(),
-            )  # fmt: skip
+            quality_weights(  # the arm's own settings (efficacy.WEIGHTED)
+                args.quality_mode,
+                batch,
+                None,
+                frozen=frozen,
+                gamma=args.gamma,
+                multi_positive=False,
+                center=args.quality_center,
+                foreground=args.quality_foreground,
+                weighting=Recorder(),
+            )
         epoch += 1
     return records
 

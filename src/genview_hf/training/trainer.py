@@ -53,7 +53,7 @@ from .frozen_quality import FrozenQualityModel, run_direction
 from .quality_modes import PairWeighting, QualityWeights, quality_weights
 
 CHECKPOINT_WEIGHTS = "model.safetensors"
-# quality_weighting="row_memory": the memory of the rows' qualities (one for every process), in every checkpoint
+# quality_weighting="row_memory": the rows' qualities (the same memory on every process), in every checkpoint
 ROW_MEMORY_FILE = "quality_row_memory.safetensors"
 logger = logging.getLogger(__name__)
 HISTOGRAM_WINDOW = 64  # batches of weights kept for the logged quantiles and histogram
@@ -518,7 +518,7 @@ class GenViewTrainer(Trainer):
         output_dir.mkdir(parents=True, exist_ok=True)
         if dataset_name is not None:
             self._card_datasets = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name)
-        method = get_method(args.method)
+        method, wrapper = get_method(args.method), self.unwrapped()
         hyperparameters = {
             "method": args.method,
             "quality_mode": args.quality_mode,
@@ -535,26 +535,27 @@ class GenViewTrainer(Trainer):
             "max_steps": args.max_steps,
             "generated_view_prob": args.generated_view_prob,
             "image_size": args.image_size,
-            "use_peft": _is_adapted(self.unwrapped()),
+            "use_peft": _is_adapted(wrapper),
         }
         if method.momentum_encoder:
             hyperparameters.update(momentum=args.momentum, momentum_end=args.momentum_end)
         if method.queue:
-            hyperparameters["queue_size"] = self.unwrapped().config.queue_size
+            hyperparameters["queue_size"] = wrapper.config.queue_size
         if args.multi_positive:
             hyperparameters["loss_coefficients"] = args.loss_coefficients
-        origin = self.unwrapped().config
         card = hub.model_card(
             model_name=model_name or (args.hub_model_id or output_dir.name).split("/")[-1],
-            model_class=_encoder_class(self.unwrapped()),
+            model_class=_encoder_class(wrapper),
             pipeline_tag="zero-shot-image-classification"
             if args.is_image_text
             else "image-feature-extraction",
             method=args.method,
             method_paper=method.paper,
             quality_mode=args.quality_mode,
-            architecture_from=origin._name_or_path,
-            base_model=origin._name_or_path if getattr(origin, "pretrained_encoder", False) else None,
+            architecture_from=wrapper.config._name_or_path,
+            base_model=wrapper.config._name_or_path
+            if getattr(wrapper.config, "pretrained_encoder", False)
+            else None,
             datasets=getattr(self, "_card_datasets", []),
             hyperparameters=hyperparameters,
             metrics=_last_metrics(self.state.log_history),
