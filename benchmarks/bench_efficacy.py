@@ -6,7 +6,7 @@
     python benchmarks/bench_efficacy.py --docs results   # also rewrite docs/efficacy.md's table and plot
     python benchmarks/bench_efficacy.py --report outputs/efficacy --docs results   # re-report saved runs
 
-The data (``genview_hf.data.controlled``): coloured objects on textured backgrounds, each with one
+The data (``genview_hf.testing.controlled``): coloured objects on textured backgrounds, each with one
 generated view that is either clean (the same object on another background) or a false positive
 (the original's background with another object), at a known rate (``--false-positive-rate``,
 default half). Every arm trains MoCo v3 on a small stock ResNet from scratch through
@@ -40,12 +40,18 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).parent))  # efficacy_runs; also in the workers
 
 import numpy as np  # noqa: E402
 
-from efficacy_runs import ALL_ARMS, ARMS, LEVERS, WEIGHTINGS, Size, pretrained_encoder  # noqa: E402
-from genview_hf.efficacy import CONTROLLED_RUN  # noqa: E402
+from genview_hf.benchmarks.efficacy_runs import (  # noqa: E402
+    ALL_ARMS,
+    ARMS,
+    LEVERS,
+    WEIGHTINGS,
+    Size,
+    pretrained_encoder,
+)
+from genview_hf.benchmarks.efficacy_settings import CONTROLLED_RUN  # noqa: E402
 from genview_hf.evaluation.statistics import (  # noqa: E402
     binned_curve,
     bootstrap_interval,
@@ -87,7 +93,7 @@ def _job(job: tuple[str, int, dict[str, Any], str]) -> dict[str, Any]:
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
         datasets.disable_progress_bars()
-    from efficacy_runs import run, untrained
+    from genview_hf.benchmarks.efficacy_runs import run, untrained
 
     size, work_dir = Size(**size), Path(work_dir)
     if name == "untrained":

@@ -16,8 +16,8 @@ import time
 import torch
 from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
-from genview_hf.data.samples import load_sample
 from genview_hf.evaluation import extract_features, knn_evaluate, linear_probe
+from genview_hf.testing.samples import load_sample
 
 
 def report(name: str, seconds: float, device: str, **figures) -> None:

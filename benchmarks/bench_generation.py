@@ -35,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from hardware import hardware_name, matmul_tflops, median_seconds, peak_memory_gib  # noqa: E402
+from genview_hf.benchmarks.hardware import hardware_name, matmul_tflops, median_seconds, peak_memory_gib  # noqa: E402
 
 
 class CountingPipeline:
@@ -66,8 +66,8 @@ def tiny_components(device: str = "cpu"):
 
 
 def bench_scheduling(rows: int, batch_size: int, steps: int, size: int, repeats: int) -> dict:
-    from genview_hf.data.samples import shapes
     from genview_hf.generation import ForegroundScorer, NoisePolicy, ViewGenerator
+    from genview_hf.testing.samples import shapes
 
     components = tiny_components()
     encoder, pipe = components.encoder, CountingPipeline(components.unclip)
@@ -125,9 +125,9 @@ def bench_scheduling(rows: int, batch_size: int, steps: int, size: int, repeats:
 def real_distribution_calls(rows: int, batch_size: int, shard_size: int) -> dict:
     """Images per pipeline call of the two schedules when the noise levels follow the shapes set's
     true foreground ratios (its masks) through the default noise policy: no model involved."""
-    from genview_hf.data.samples import shapes
     from genview_hf.generation import NoisePolicy
     from genview_hf.generation.views import pipeline_batches
+    from genview_hf.testing.samples import shapes
 
     policy = NoisePolicy()
     masks = shapes(num_rows=rows, image_size=64)["mask"]
@@ -391,7 +391,7 @@ def bench_levers(
 
 
 def _source_images(n: int):
-    from genview_hf.data.samples import shapes
+    from genview_hf.testing.samples import shapes
 
     return list(shapes(num_rows=n, image_size=64)["image"])
 

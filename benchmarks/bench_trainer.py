@@ -26,7 +26,6 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -36,10 +35,10 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from transformers import CLIPConfig, CLIPModel, CLIPVisionModel, TrainerCallback, ViTConfig, ViTModel  # noqa: E402
 
 from genview_hf import losses  # noqa: E402
+from genview_hf.benchmarks.hardware import matmul_tflops  # noqa: E402
 from genview_hf.modeling import GenViewCLIPModel, GenViewModel  # noqa: E402
 from genview_hf.testing.training_data import SyntheticViews  # noqa: E402
 from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, momentum_at  # noqa: E402
-from hardware import matmul_tflops  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16, SXM parts
 
@@ -372,5 +371,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     sys.exit(main())

@@ -1,5 +1,5 @@
 """One run of the false-positive benchmark (``bench_efficacy.py``): train one arm with one seed on
-the controlled set (``genview_hf.data.controlled``) through ``GenViewTrainer``, log how well each
+the controlled set (``genview_hf.testing.controlled``) through ``GenViewTrainer``, log how well each
 step's quality weights separate the clean pairs from the false ones, score the encoder with
 ``genview_hf.evaluation``.
 
@@ -27,11 +27,17 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, set_seed
 
+from genview_hf.benchmarks.efficacy_settings import (
+    CONTROLLED_RUN,
+    IMAGE_SIZE,
+    WEIGHTED,
+    efficacy_encoder,
+    save_once,
+)
 from genview_hf.data.collators import CollatorWrapper
-from genview_hf.data.controlled import FALSE_POSITIVE, controlled_views
-from genview_hf.efficacy import CONTROLLED_RUN, IMAGE_SIZE, WEIGHTED, efficacy_encoder, save_once
 from genview_hf.evaluation import evaluate_encoder
 from genview_hf.evaluation.statistics import roc_auc
+from genview_hf.testing.controlled import FALSE_POSITIVE, controlled_views
 from genview_hf.training import (
     GenViewTrainer,
     GenViewTrainingArguments,

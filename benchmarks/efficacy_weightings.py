@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import efficacy_runs  # noqa: E402
+from genview_hf.benchmarks import efficacy_runs  # noqa: E402
 from genview_hf.evaluation.statistics import roc_auc  # noqa: E402
 from genview_hf.quality import WEIGHTINGS, RowQualityMemory, pair_weights  # noqa: E402
 

@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from hardware import hardware_name  # noqa: E402
+from genview_hf.benchmarks.hardware import hardware_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "transformers", "diffusers", "datasets", "accelerate", "peft", "huggingface_hub")

@@ -9,7 +9,7 @@ earlier ones left there, adds its own results and returns one summary line:
 3. ``generate``: a views dataset of the train split (``views/``: parquet shards, card,
    ``preview.png``) with the generation package and the tiny Stable unCLIP / Stable Diffusion
    pipelines of ``genview_hf.testing`` (random weights: their views are noise);
-4. ``build_controlled``: the controlled false-positive set (``genview_hf.data.controlled``,
+4. ``build_controlled``: the controlled false-positive set (``genview_hf.testing.controlled``,
    ``controlled/``): each object's generated view is the same object on another background or,
    for half of the rows, a false positive (the original's background with another object), the
    stand-in for a real generator's views that lets the encoder learn and the weights be checked;
@@ -53,11 +53,10 @@ from PIL import Image, ImageDraw, ImageFont
 # transformers below), so it is set before those imports.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from genview_hf.config import parse_config  # noqa: E402
-from genview_hf.data.samples import SAMPLE_NAMES, load_sample  # noqa: E402
-
 # The controlled run's settings are the efficacy benchmark's: the demo quotes its figures.
-from genview_hf.efficacy import CONTROLLED_RUN, IMAGE_SIZE, RECOMMENDED, efficacy_encoder  # noqa: E402
+from genview_hf.benchmarks.efficacy_settings import CONTROLLED_RUN, IMAGE_SIZE, RECOMMENDED, efficacy_encoder  # noqa: E402
+from genview_hf.config import parse_config  # noqa: E402
+from genview_hf.testing.samples import SAMPLE_NAMES, load_sample  # noqa: E402
 
 PREVIEW_ROWS = 8
 PREVIEW_TILE = 128  # pixels per image in the preview grid
@@ -220,7 +219,7 @@ def build_controlled(run: DemoRun) -> str:
     """The controlled false-positive set (train and test splits), saved where the recipe loads it."""
     from datasets import DatasetDict, load_from_disk
 
-    from genview_hf.data.controlled import FALSE_POSITIVE, controlled_card, controlled_views
+    from genview_hf.testing.controlled import FALSE_POSITIVE, controlled_card, controlled_views
 
     args = run.args
     splits = DatasetDict(

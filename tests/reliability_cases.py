@@ -154,7 +154,7 @@ def rows(tmp: Path, count: int = 12, edit=None, name: str = "data") -> str:
     """``count`` shapes rows (``edit(row, index)`` applied to the undecoded rows), saved to disk."""
     from datasets import Image
 
-    from genview_hf.data.samples import shapes
+    from genview_hf.testing.samples import shapes
 
     data = shapes(num_rows=max(count, 1), image_size=32).select(range(count))
     if edit is not None:
@@ -317,7 +317,7 @@ def case_empty_dataset_generate_disk(tmp):
 
 
 def case_empty_dataset_generate_parquet(tmp):
-    from genview_hf.data.samples import shapes
+    from genview_hf.testing.samples import shapes
 
     (tmp / "empty" / "data").mkdir(parents=True)
     shapes(num_rows=2, image_size=32).select([]).to_parquet(
@@ -348,7 +348,7 @@ def case_path_only_image_cell(tmp):
     from datasets import Image
 
     from genview_hf.data.loading import load_split
-    from genview_hf.data.samples import shapes
+    from genview_hf.testing.samples import shapes
 
     (tmp / "photos").mkdir()
     files = []

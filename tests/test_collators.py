@@ -252,8 +252,8 @@ def test_collators_read_a_datasets_dataset():
 
 
 def test_shapes_sample_masks_stay_on_the_objects():
-    from genview_hf.data.samples import load_sample
     from genview_hf.data.views import validate_views_dataset
+    from genview_hf.testing.samples import load_sample
 
     dataset = load_sample("shapes", num_rows=16)
     info = validate_views_dataset(dataset, "mocov3")

@@ -13,9 +13,9 @@ import torch
 import torch._inductor.config
 from accelerate.utils import is_compiled_module
 
-from genview_hf.data.samples import shapes
 from genview_hf.generation import ForegroundScorer, ViewGenerationConfig, ViewGenerator, load_components
 from genview_hf.testing import tiny_path
+from genview_hf.testing.samples import shapes
 from training_helpers import make_args, make_trainer
 
 pytestmark = pytest.mark.slow

@@ -27,10 +27,10 @@ from transformers import AutoModel, CLIPModel
 
 from genview_hf.config import ScriptArguments, parse_config
 from genview_hf.data.loading import load_split
-from genview_hf.data.samples import shapes
 from genview_hf.generation import ViewGenerationConfig
 from genview_hf.recipes import clip_genview, evaluate_encoder, generate_views, train_genview
 from genview_hf.testing import tiny_path
+from genview_hf.testing.samples import shapes
 from genview_hf.training import GenViewTrainingArguments, ModelArguments, builders
 
 ROOT = Path(__file__).resolve().parents[1]

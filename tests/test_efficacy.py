@@ -5,8 +5,6 @@ masks in the frozen mode, geometric views, centred cosines, the pair figure of e
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
+from genview_hf.benchmarks import bench_efficacy, efficacy_runs
 from genview_hf.data.collators import (
     ROW_INDICES,
     GeometricViewsCollator,
@@ -21,8 +20,6 @@ from genview_hf.data.collators import (
     RowIndexed,
     build_collator,
 )
-from genview_hf.data.controlled import FALSE_POSITIVE, controlled_views
-from genview_hf.data.samples import COLOURS, SHADE
 from genview_hf.evaluation.statistics import (
     binned_curve,
     bootstrap_interval,
@@ -33,13 +30,10 @@ from genview_hf.evaluation.statistics import (
 )
 from genview_hf.modeling.features import masks_to_tokens
 from genview_hf.quality import pair_quality, pair_weights
+from genview_hf.testing.controlled import FALSE_POSITIVE, controlled_views
+from genview_hf.testing.samples import COLOURS, SHADE
 from genview_hf.training import FrozenQualityModel, GenViewTrainingArguments, QualityWeights, quality_weights
 from genview_hf.training.quality_modes import PairWeighting
-
-# The benchmark's scripts (not a package: run as files) are read from their folder.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import bench_efficacy  # noqa: E402
-import efficacy_runs  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------- the controlled set
@@ -445,7 +439,7 @@ def test_the_weighting_option_needs_pairs_to_weigh(tmp_path):
 
 
 def test_the_weightings_screen_measures_known_records():
-    import efficacy_weightings
+    from genview_hf.benchmarks import efficacy_weightings
 
     records = [{"q": [1.0, -1.0, 0.5, -0.5], "rows": [0, 1, 2, 3]}] * 2
     false_rows = np.array([False, True, False, True])

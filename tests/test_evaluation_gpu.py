@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genview_hf.data.samples import load_sample
 from genview_hf.evaluation import KNNMonitorCallback, evaluate_encoder, extract_features
 from genview_hf.testing import tiny_clip, tiny_vit
+from genview_hf.testing.samples import load_sample
 
 pytestmark = [
     pytest.mark.gpu,

@@ -17,7 +17,6 @@ from huggingface_hub import DatasetCard
 
 from genview_hf.config import ScriptArguments, parse_config
 from genview_hf.data.loading import load_split
-from genview_hf.data.samples import shapes
 from genview_hf.generation import (
     ForegroundScorer,
     NoisePolicy,
@@ -29,6 +28,7 @@ from genview_hf.generation import (
 from genview_hf.generation import driver as driver_module
 from genview_hf.recipes.generate_views import cli
 from genview_hf.testing import tiny_path
+from genview_hf.testing.samples import shapes
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "recipes" / "configs"

@@ -5,9 +5,9 @@ import pytest
 import torch
 from datasets import load_dataset
 
-from genview_hf.data.samples import shapes
 from genview_hf.generation import NoisePolicy, ViewGenerationConfig, generate_views, load_components
 from genview_hf.testing import tiny_path
+from genview_hf.testing.samples import shapes
 
 pytestmark = pytest.mark.gpu
 

@@ -2,7 +2,6 @@
 
 import pytest
 
-from genview_hf.data.samples import constraint_level, shapes
 from genview_hf.generation import (
     GuidancePolicy,
     LMComplexityScorer,
@@ -11,6 +10,7 @@ from genview_hf.generation import (
     count_constraints,
 )
 from genview_hf.generation.policies import complexity_from_count, parse_score
+from genview_hf.testing.samples import constraint_level, shapes
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from genview_hf.data.samples import shapes
 from genview_hf.foreground import border_ring
 from genview_hf.generation import ForegroundScorer
 from genview_hf.modeling.features import principal_direction
+from genview_hf.testing.samples import shapes
 
 GRID = 8
 SIZE = 64

@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 
 from genview_hf.data.images import decode_image
-from genview_hf.data.samples import shapes
 from genview_hf.data.views import check_mask_shape
 from genview_hf.generation import (
     ForegroundScorer,
@@ -22,6 +21,7 @@ from genview_hf.generation import (
 )
 from genview_hf.generation.views import FAILURE, pipeline_batches
 from genview_hf.testing import tiny_clip_vision_with_projection, tiny_path
+from genview_hf.testing.samples import shapes
 
 UNCLIP = str(tiny_path("unclip-img2img"))
 TEXT2IMG = str(tiny_path("text2img"))

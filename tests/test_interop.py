@@ -38,7 +38,7 @@ def _test_split():
     """The demo's CLIP test split (the sample set's), rows with a caption no other row has: with a
     repeated caption two texts tie exactly, and the tools break ties differently (CLIP_benchmark by
     index in ``topk``, genview_hf against the query), which is a rule, not a disagreement."""
-    from genview_hf.data.samples import load_sample
+    from genview_hf.testing.samples import load_sample
 
     test = load_sample("shapes", split="test")
     counts: dict[str, int] = {}

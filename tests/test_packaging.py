@@ -1,4 +1,5 @@
-"""The wheel ships every module, the card templates, the recipes and their configs, and finds them installed."""
+"""The wheel ships every module, the card templates, the recipes and their configs, the benchmarks, and finds them
+installed."""
 
 import os
 import shutil
@@ -42,6 +43,7 @@ def expected_files() -> dict[str, Path]:
     for folder, package, patterns in (
         ("hub_cards", "hub_cards", ("*.py", "*.md")),
         ("recipes", "recipes", ("*.py", "configs/**/*.yaml")),
+        ("benchmarks", "benchmarks", ("*.py",)),  # the demo reads the efficacy benchmark's settings
     ):
         for pattern in patterns:
             for path in (ROOT / folder).glob(pattern):
@@ -65,6 +67,7 @@ def test_wheel_holds_every_module_template_and_recipe(wheel):
         name.startswith("genview_hf/evaluation/metrics/") and name.count("/") == 4 for name in expected
     )
     assert sum(name.startswith("genview_hf/recipes/") and name.endswith(".py") for name in expected) >= 2
+    assert "genview_hf/benchmarks/efficacy_settings.py" in expected
     missing = sorted(set(expected) - names)
     assert not missing, f"the wheel lacks {missing} (pyproject.toml's packages / package-data)"
 

@@ -24,7 +24,6 @@ from PIL import Image as PILImage
 from genview_hf.config import ScriptArguments, parse_config
 from genview_hf.data.integrity import DamagedDataError
 from genview_hf.data.loading import EmptyDatasetError, load_split
-from genview_hf.data.samples import shapes
 from genview_hf.evaluation.arguments import EvaluationArguments
 from genview_hf.generation import ViewGenerationConfig, generate_views
 from genview_hf.generation.lock import FolderInUseError
@@ -33,6 +32,7 @@ from genview_hf.preflight import check_model_source
 from genview_hf.recipes.evaluate_encoder import main as evaluate_main
 from genview_hf.recipes.generate_views import cli as generate_cli
 from genview_hf.testing import tiny_path
+from genview_hf.testing.samples import shapes
 from genview_hf.training import GenViewTrainingArguments, ModelArguments, builders
 from genview_hf.training.run_record import RUN_RECORD_FILE, used_by_a_run
 from genview_hf.training.trainer import missing_checkpoint_files

@@ -18,13 +18,13 @@ from genview_hf.config import ScriptArguments, parse_config
 from genview_hf.data.collators import RowIndexed, SSLCollator
 from genview_hf.data.images import decode_image
 from genview_hf.data.loading import load_split
-from genview_hf.data.samples import shapes
 from genview_hf.data.views import ROW_INDEX
 from genview_hf.generation import ForegroundScorer, ViewGenerationConfig, generate_views, load_components
 from genview_hf.generation import driver as driver_module
 from genview_hf.generation.components import build_generator
 from genview_hf.recipes.train_genview import main as train_main
 from genview_hf.testing import tiny_path
+from genview_hf.testing.samples import shapes
 from genview_hf.training import GenViewTrainer, GenViewTrainingArguments, ModelArguments, builders
 from training_helpers import NaNRow, build_model, make_args, make_trainer
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from datasets import ClassLabel, Image
 
-from genview_hf.data.samples import (
+from genview_hf.testing.samples import (
     BACKGROUNDS,
     COLOURS,
     RELATIONS,

@@ -92,7 +92,7 @@ def _views_dataset(folder):
     """A tiny views dataset: shapes rows plus a 'generated' view (the mirrored image) and its mask."""
     from PIL import Image
 
-    from genview_hf.data.samples import load_sample
+    from genview_hf.testing.samples import load_sample
 
     rows = load_sample("shapes", split="train").select(range(12))
 

@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
-    "load_sample": "genview_hf.data.samples",
+    "load_sample": "genview_hf.testing.samples",
     "ViewGenerationConfig": "genview_hf.generation",
     "generate_views": "genview_hf.generation",
     "GenViewConfig": "genview_hf.modeling",

@@ -2,7 +2,7 @@
 
 ``name`` may be
 
-- ``sample:NAME``: an embedded sample set (``genview_hf.data.samples``: digits, shapes, photos);
+- ``sample:NAME``: an embedded sample set (``genview_hf.testing.samples``: digits, shapes, photos);
 - a folder written by ``Dataset.save_to_disk`` (``state.json`` / ``dataset_dict.json``);
 - a folder of parquet files, such as a views dataset written by ``genview generate``: loaded
   by its files (``load_dataset("parquet", data_files=...)``) once they are checked against their
@@ -35,7 +35,7 @@ WORK_DIR, DATA_DIR, RUN_FILE = ".work", "data", "run.json"
 def load_split(name: str, split: str, config: str | None = None, *, max_rows: int | None = None):
     """One split of ``name`` as a ``datasets.Dataset`` (the first ``max_rows`` rows when given)."""
     if name.startswith(SAMPLE_PREFIX):
-        from .samples import load_sample
+        from ..testing.samples import load_sample
 
         dataset = load_sample(name[len(SAMPLE_PREFIX) :], split=split)
     else:

@@ -1,8 +1,11 @@
-"""Tiny offline components shared by the tests, the demo and the benchmarks.
+"""Tiny offline components and drawn sample data, shared by the tests, the demo and the benchmarks.
 
-Production code never names these: a tiny component reaches a run as the folder it is saved
-in, ``tiny_path(name)``, like any other local model. The diffusion builders import diffusers
-only when called, so importing this package stays light.
+- tiny models and pipelines (``tiny_path(name)``, ``tiny:NAME`` in a config): production code never
+  names them; a tiny component reaches a run as the folder it is saved in, like any other local model.
+  The diffusion builders import diffusers only when called, so importing this package stays light;
+- ``samples``: the embedded sample sets behind ``sample:NAME`` datasets (digits, shapes, photos);
+- ``controlled``: the controlled false-positive set of the efficacy benchmark and the demo;
+- ``training_data``: synthetic view batches for trainer tests and benchmarks.
 """
 
 from pathlib import Path

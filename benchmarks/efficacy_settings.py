@@ -1,9 +1,10 @@
-"""The controlled false-positive benchmark's settings (``benchmarks/bench_efficacy.py``), read by the
-benchmark and by the demo, which trains the same run and quotes the benchmark's figures.
+"""The controlled false-positive benchmark's settings (``bench_efficacy.py``), read by the benchmark
+and by the demo (as ``genview_hf.benchmarks.efficacy_settings``), which trains the same run and
+quotes the benchmark's figures.
 
 - :func:`efficacy_encoder`: the small stock ``ResNetModel`` every arm trains from scratch and, at its
   fixed random weights, the frozen quality model of the frozen arms;
-- ``CONTROLLED_RUN``: MoCo v3 on the controlled set (``genview_hf.data.controlled``), the heads and
+- ``CONTROLLED_RUN``: MoCo v3 on the controlled set (``genview_hf.testing.controlled``), the heads and
   rates of a short run;
 - ``WEIGHTED``: our quality options of the frozen mode (docs/efficacy.md);
 - ``RECOMMENDED``: those options with the weighting the benchmark supports at 200, 400 and 800

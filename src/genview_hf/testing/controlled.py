@@ -25,8 +25,8 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 from PIL import Image as PILImage
 
+from ..data import schema
 from ..hub import size_category
-from . import schema
 from .samples import (
     BACKGROUNDS,
     COLOURS,
@@ -118,7 +118,7 @@ Pairs whose share of false positives is known: each row is a coloured object on 
 background (`image`, its `mask`) and one generated view (`view_ic`, `mask_ic`): the same object on
 another background, or, where `{FALSE_POSITIVE}` is true, the original's background with another
 object. `label` is the object's colour, `shape` its shape. Drawn by
-`genview_hf.data.controlled.controlled_views`; no generator, no source dataset.
+`genview_hf.testing.controlled.controlled_views`; no generator, no source dataset.
 
 | split | rows | false positives |
 |---|---|---|
