@@ -3,14 +3,14 @@ one ends: ok, recorded (the row is kept out and listed), clear error (one line n
 file or setting, before work where it can be checked), crash (another exception), silent wrong
 (no error, a wrong result), hang (no end within the case's time).
 
-    python tests/reliability_cases.py                      # every case, a markdown table on stdout
-    python tests/reliability_cases.py --root /tmp/before   # the same cases on another checkout
-    python tests/reliability_cases.py --only shard_deleted --verbose
-    python tests/reliability_cases.py --table before.json now.json   # the table of docs/reliability.md
+    python tests/fault_cases.py                      # every case, a markdown table on stdout
+    python tests/fault_cases.py --root /tmp/before   # the same cases on another checkout
+    python tests/fault_cases.py --only shard_deleted --verbose
+    python tests/fault_cases.py --table before.json now.json   # the table of docs/reliability.md
 
 ``--root`` runs another checkout's ``src`` and ``recipes`` (a ``git worktree`` of an earlier commit):
 the "before" column of the table. Only the recipes, the config parser, the sample data and the tiny
-components are used, so the cases run on any version that has them. ``test_reliability_table.py``
+components are used, so the cases run on any version that has them. ``test_fault_table.py``
 runs the fast cases in the default suite and the rest under ``slow``.
 """
 
@@ -726,7 +726,7 @@ def case_two_generation_jobs(tmp):
     """Two generation processes started at once into one folder (64 rows in 32 shards: whichever
     loads its models first is still at work when the other has loaded its own)."""
     script = (
-        f"import sys; sys.path.insert(0, {str(HERE)!r}); import reliability_cases as c; from pathlib import Path; "
+        f"import sys; sys.path.insert(0, {str(HERE)!r}); import fault_cases as c; from pathlib import Path; "
         f"c.generate(Path({str(tmp / 'views')!r}), '--max_rows', '64')"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GENVIEW_RELIABILITY_ROOT": str(ROOT)}
@@ -743,10 +743,10 @@ def case_two_generation_jobs(tmp):
 
 
 def case_two_process_kill_resume(tmp):
-    """test_robustness_multiprocess's SIGKILL of rank 0 and resume, run here for the table."""
+    """training/test_trainer_resume_multiprocess.py's SIGKILL of rank 0 and resume, run here for the table."""
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow",
-         str(ROOT / "tests" / "test_robustness_multiprocess.py") + "::test_two_processes_killed_and_resumed_train_bit_identical"],
+         str(ROOT / "tests" / "training" / "test_trainer_resume_multiprocess.py") + "::test_two_processes_killed_and_resumed_train_bit_identical"],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     if done.returncode != 0:
@@ -866,7 +866,7 @@ CASES = [
          r"checkpoint of method 'mocov3'|method: 'mocov3' there, 'byol' now", "the recorded and the asked method",
          "the folder untouched"),
     Case("killed_and_resumed", "a run killed between steps 3 and 4, resumed", case_killed_and_resumed, None,
-         "resumes from checkpoint-2, bit-identical (test_robustness)", "every checkpoint"),
+         "resumes from checkpoint-2, bit-identical (training/test_trainer_resume)", "every checkpoint"),
     Case("killed_during_save", "checkpoint-4 without trainer_state.json (killed while saving)", case_killed_during_save, None,
          "a warning: passing over checkpoint-4 (no trainer_state.json); resumes from checkpoint-2", "every checkpoint"),
     Case("truncated_optimizer", "the newest checkpoint's optimizer.pt cut in half", case_truncated_optimizer, None,
@@ -901,7 +901,8 @@ for _name in (
 ):
     BY_NAME[_name].needs_mount = True
 # Cases that train or generate to the end (3 to 15 s each on 2 cores): under `slow` in the test
-# suite, where test_reliability.py has a fast test of each mechanism.
+# suite, where the module tests (tests/data, tests/generation, tests/training, test_preflight.py,
+# test_config.py) have a fast test of each mechanism.
 for _name in (
     "greyscale_rgba", "null_views_left_out", "output_dir_read_only_generate", "path_only_image_cell",
     "corrupt_image_late", "yaml_unquoted_no", "full_disk_generation", "yaml_unquoted_off", "corrupt_image_generate",

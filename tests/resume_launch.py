@@ -1,6 +1,7 @@
-"""Two real processes (``accelerate launch --multi_gpu --num_processes 2``, CPU, gloo) with a kill and
-a resume: training resumes bit-identical to an uninterrupted two-process run, generation gives the
-rows of one process. This file is also the script the launches run (see ``__main__``)."""
+"""Run by the two-process resume tests (tests/training/test_trainer_resume_multiprocess.py,
+tests/generation/test_driver_multiprocess.py) under ``accelerate launch --multi_gpu --num_processes 2``
+(CPU, gloo): the training recipe stopped, killed and resumed, or the generation recipe with process 1
+killed before its second shard. ``launch`` starts this file so."""
 
 import os
 import signal
@@ -8,14 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
 from transformers import TrainerCallback
 
 from genview_hf.distributed import end_distributed
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_robustness import StopAt, assert_identical, checkpoint_tensors, recipe  # noqa: E402
+from recipe_runs import StopAt, recipe  # noqa: E402
 from training_helpers import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,60 +36,6 @@ def launch(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
-def test_two_processes_stopped_and_resumed_train_bit_identical(tmp_path):
-    """The default suite's version: one launch runs the uninterrupted, the stopped and the resumed run."""
-    done = launch("train-stop-resume", str(tmp_path))
-    assert done.returncode == 0, done.stderr[-4000:]
-    assert "world size 2" in done.stdout, done.stdout[-2000:]
-    assert_identical(
-        tmp_path / "cut" / "checkpoint-4", checkpoint_tensors(tmp_path / "full" / "checkpoint-4")
-    )
-
-
-@pytest.mark.slow
-def test_two_processes_killed_and_resumed_train_bit_identical(tmp_path):
-    full = launch("train", str(tmp_path / "full"))
-    assert full.returncode == 0, full.stderr[-4000:]
-    killed = launch("train-killed", str(tmp_path / "cut"))  # rank 0 is SIGKILLed after checkpoint-2
-    assert killed.returncode != 0 and not (tmp_path / "cut" / "checkpoint-4").exists()
-    resumed = launch("train", str(tmp_path / "cut"), "--resume_from_checkpoint", "true")
-    assert resumed.returncode == 0, resumed.stderr[-4000:]
-    assert_identical(
-        tmp_path / "cut" / "checkpoint-4", checkpoint_tensors(tmp_path / "full" / "checkpoint-4")
-    )
-
-
-@pytest.mark.slow
-def test_two_processes_killed_and_resumed_generate_the_rows_of_one(tmp_path):
-    from datasets import load_dataset
-
-    from genview_hf.data.loading import load_split
-    from genview_hf.recipes.generate_views import cli
-    from genview_hf.testing import tiny_path
-
-    models = [
-        "--unclip_model",
-        str(tiny_path("unclip-img2img")),
-        "--text2img_model",
-        str(tiny_path("text2img")),
-    ]
-    one, two = tmp_path / "one", tmp_path / "two"
-    assert cli(GENERATE + models + ["--output_dir", str(one)]) == 0
-    killed = launch("generate-killed", *GENERATE, *models, "--output_dir", str(two))
-    assert killed.returncode != 0 and not (two / "data").exists(), killed.stderr[-3000:]
-    with pytest.raises(ValueError, match="unfinished"):
-        load_split(str(two), "train")
-    resumed = launch("generate", *GENERATE, *models, "--output_dir", str(two))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "process 1 of 2: shards 2-3 of 4, 1 to do" in resumed.stderr, resumed.stderr[-3000:]
-    a, b = load_dataset(str(one), split="train"), load_dataset(str(two), split="train")
-    assert a["seed"] == b["seed"] and a["noise_level"] == b["noise_level"] and a["label"] == b["label"]
-    for column in ("view_ic", "view_itc", "mask"):
-        for x, y in zip(a[column], b[column], strict=True):
-            assert np.abs(np.asarray(x, np.int16) - np.asarray(y, np.int16)).max() <= 2, column
-
-
-# ------------------------------------------------------------------ what the launches run
 class KillRankZeroAfter(TrainerCallback):
     """Once both processes have finished checkpoint ``step``, rank 0 dies as ``kill -9`` would."""
 

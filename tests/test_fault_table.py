@@ -4,7 +4,7 @@ suite; those that train or generate to the end, and the multi-process ones, unde
 
 import pytest
 
-from reliability_cases import CASES, mount_allowed, run_case
+from fault_cases import CASES, mount_allowed, run_case
 
 
 def params():
