@@ -1,3 +1,9 @@
+"""Tests of genview_hf.data.augment: the views' geometry shared by image and mask, the crops (random
+resized, centre box as ContrastiveCrop), the photometric operations against torchvision, seeded
+determinism, the presets quoted from the papers, bad input named."""
+
+from __future__ import annotations
+
 import math
 
 import pytest
@@ -7,6 +13,8 @@ import torch.nn.functional as F
 from genview_hf.data.augment import (
     BYOL_1,
     BYOL_2,
+    CENTER_BOX,
+    CENTER_BOX_ALPHA,
     IMAGENET_MEAN,
     IMAGENET_STD,
     MOCOV2,
@@ -247,3 +255,40 @@ def test_a_methods_views_adjust_their_crop_range_and_query_crop_and_drop_photome
     geometric = get_method("leoclr").augmentations.geometry_only()
     assert geometric.original == get_method("leoclr").augmentations.original.geometry_only()
     assert geometric.view_1.jitter_prob == geometric.view_2.blur_prob == 0.0 and geometric.image is None
+
+
+def _official_box_starts(size, crop, low, high):
+    """ContrastiveCrop.get_params: the range of the crop's first row (or column) for a box edge pair."""
+    first = min(max(int(size * low) - crop // 2, 0), size - crop)
+    last = min(max(int(size * high) - crop // 2, 0), size - crop)
+    return first, last
+
+
+def test_center_box_crop_places_crops_as_contrastive_crop():
+    assert (
+        CENTER_BOX == (0.2, 0.2, 0.8, 0.8) and CENTER_BOX_ALPHA == 0.6
+    )  # configs/IN1K/mocov2_center_hallucinate.py
+    aug = ViewAugmentation(crop="center_box", scale=(0.2, 1.0))
+    n = 4000
+    heights, widths = torch.full((n,), 120), torch.full((n,), 200)
+    boxes = sample_crop_boxes(heights, widths, aug, (32, 32), torch.Generator().manual_seed(0))
+    fractions = []
+    for top, left, h, w in boxes.tolist():
+        for start, size, crop, (low, high) in ((top, 120, h, (0.2, 0.8)), (left, 200, w, (0.2, 0.8))):
+            first, last = _official_box_starts(size, crop, low, high)
+            assert first <= start <= last
+            if last - first >= 40:  # wide enough ranges: the floor's bias (about 1 / (2 range)) is small
+                fractions.append((start - first) / (last - first))
+    fractions = torch.tensor(fractions)
+    # Beta(0.6, 0.6): mean 1/2, variance 0.6^2 / (1.2^2 * 2.2) = 0.114 (a uniform's is 0.083)
+    assert abs(fractions.mean().item() - 0.5) < 0.02
+    assert abs(fractions.var().item() - 0.36 / (1.44 * 2.2)) < 0.01
+    # a degenerate box puts every crop's centre at the box: top = int(H / 2) - h // 2 (clamped)
+    point = ViewAugmentation(crop="center_box", box=(0.5, 0.5, 0.5, 0.5))
+    for top, left, h, w in sample_crop_boxes(
+        heights[:50], widths[:50], point, (32, 32), torch.Generator()
+    ).tolist():
+        assert (top, left) == (
+            _official_box_starts(120, h, 0.5, 0.5)[0],
+            _official_box_starts(200, w, 0.5, 0.5)[0],
+        )

@@ -1,9 +1,14 @@
+"""Tests of genview_hf.data.collators: the batch contract of every method's collator (SSL, CLIP, SLIP,
+multi-positive), generated views drawn with their probability, seeded augmentation that depends on
+seed, epoch and row index only, geometric views, bad input named."""
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from _controlled_fixtures import _pair_rows
 from _views_fixtures import noise, solid, token_mask, views_dataset, views_rows
 from genview_hf.data.augment import (
     CLIP_MEAN,
@@ -14,13 +19,17 @@ from genview_hf.data.augment import (
 )
 from genview_hf.data.collators import (
     CLIPCollator,
+    GeometricViewsCollator,
     MultiPositiveCollator,
+    RowIndexed,
     SLIPCollator,
     SSLCollator,
     build_collator,
 )
+from genview_hf.data.views import ROW_INDEX
 from genview_hf.methods import SSL_METHODS, get_method
 from genview_hf.testing import tiny_clip_tokenizer
+from genview_hf.testing.samples import shapes
 
 SIZE = 32
 
@@ -270,3 +279,42 @@ def test_shapes_sample_masks_stay_on_the_objects():
     inside, outside = chroma[out > 0.9], chroma[out < 0.1]
     assert inside.numel() > 100 and outside.numel() > 100
     assert inside.mean() > outside.mean() + 0.2
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_row_index():
+    rows = [dict(row, **{ROW_INDEX: 10 + i}) for i, row in enumerate(shapes(num_rows=6, image_size=32))]
+    collator = SSLCollator("mocov3", 32, seed=0)
+    batch = collator(rows)
+    torch.manual_seed(123)  # the global generator plays no part
+    again = SSLCollator("mocov3", 32, seed=0)(rows[::-1])  # other batch-mates, other order
+    assert torch.equal(again["pixel_values_1"], batch["pixel_values_1"].flip(0))
+    collator.set_epoch(1)
+    assert not torch.equal(
+        collator(rows)["pixel_values_1"], batch["pixel_values_1"]
+    )  # a new epoch, new views
+    assert not torch.equal(SSLCollator("mocov3", 32, seed=1)(rows)["pixel_values_1"], batch["pixel_values_1"])
+    # DataLoader workers draw the very same views as the main process (a row keeps its own index)
+    loader = DataLoader(
+        RowIndexed(rows), batch_size=3, num_workers=2, collate_fn=SSLCollator("mocov3", 32, seed=0)
+    )
+    assert torch.equal(torch.cat([b["pixel_values_1"] for b in loader]), batch["pixel_values_1"])
+
+
+def test_geometric_views_are_the_training_crops_without_their_colour_operations():
+    rows = _pair_rows()
+    wrapped = GeometricViewsCollator(build_collator("mocov3", image_size=32, masks=True, seed=0))
+    batch = wrapped(rows)
+    plain = build_collator("mocov3", image_size=32, masks=True, seed=0)
+    augmentations = plain.augmentations
+    plain.augmentations = type(augmentations)(
+        view_1=augmentations.view_1.geometry_only(), view_2=augmentations.view_2.geometry_only()
+    )
+    geometric = plain(rows)
+    for side in ("1", "2"):
+        torch.testing.assert_close(batch[f"quality_pixel_values_{side}"], geometric[f"pixel_values_{side}"])
+        torch.testing.assert_close(batch[f"masks_{side}"], geometric[f"masks_{side}"])  # the same crops
+    assert not torch.allclose(batch["pixel_values_1"], batch["quality_pixel_values_1"])  # jitter etc. differ
+    wrapped.seed = 5  # attribute writes reach the collator the trainer seeds
+    assert wrapped.collator.seed == 5
+    with pytest.raises(ValueError, match="rows need their index"):
+        wrapped([{key: value for key, value in row.items() if key != "__index__"} for row in rows])

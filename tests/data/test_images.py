@@ -1,16 +1,16 @@
-"""The one data layer of generate, train and evaluate: one image decode, one dataset loader."""
+"""Tests of genview_hf.data.images, the one image decode of generate, train and evaluate:
+transparency composited over white everywhere, high bit depths scaled rather than saturated, bad
+cells named with their reason."""
 
 import io
-import os
 
 import numpy as np
 import pytest
-from datasets import Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
+from genview_hf.data.collators import SSLCollator
 from genview_hf.data.images import decode_image
-from genview_hf.data.loading import load_split
-from genview_hf.data.views import load_image, to_contract_columns
+from genview_hf.data.views import ROW_INDEX, load_image
 
 
 def _png(image: PILImage.Image) -> bytes:
@@ -61,44 +61,13 @@ def test_bad_cells_are_named_with_their_reason(tmp_path):
     assert decode_image(PILImage.new("RGB", (4, 4)), "row 3").size == (4, 4)  # generation takes any size
 
 
-def _rows(value: int, n: int = 4) -> Dataset:
-    features = Features({"image": Image(), "label": Value("int64")})
-    return Dataset.from_dict(
-        {"image": [PILImage.new("RGB", (8, 8), (value,) * 3)] * n, "label": list(range(n))}, features=features
+# ------------------------------------------------------------------ the one decode
+def test_zero_byte_and_transparent_images_in_the_cells_training_and_generation_read():
+    with pytest.raises(ValueError, match=r"row 7, column 'image': the image file is empty \(0 bytes\)"):
+        decode_image({"bytes": b"", "path": None}, "row 7, column 'image'")
+    rgba = PILImage.new("RGBA", (32, 32), (255, 0, 0, 0))  # fully transparent red: white once composited
+    row = {"image": rgba, ROW_INDEX: 0}
+    batch = SSLCollator("mocov3", 32, mean=(0, 0, 0), std=(1, 1, 1), generated_view_prob=0.0, seed=0)(
+        [row, row]
     )
-
-
-def test_one_loader_for_samples_saved_folders_and_parquet_folders(tmp_path):
-    assert len(load_split("sample:shapes", "test")) == 48
-    DatasetDict({"train": _rows(1), "test": _rows(2, 2)}).save_to_disk(tmp_path / "saved")
-    assert len(load_split(str(tmp_path / "saved"), "test")) == 2
-    with pytest.raises(KeyError, match="no split 'validation'.*train, test"):
-        load_split(str(tmp_path / "saved"), "validation")
-    views = tmp_path / "views" / "data"
-    views.mkdir(parents=True)
-    _rows(10).to_parquet(str(views / "train-00000-of-00001.parquet"))
-    assert load_split(str(tmp_path / "views"), "train", max_rows=3)["label"] == [0, 1, 2]
-    with pytest.raises(KeyError, match="no split 'test'"):
-        load_split(str(tmp_path / "views"), "test")
-
-
-def test_a_parquet_folder_rewritten_in_place_is_read_afresh(tmp_path):
-    shard = tmp_path / "views" / "data" / "train-00000-of-00001.parquet"
-    shard.parent.mkdir(parents=True)
-    _rows(10).to_parquet(str(shard))
-    first = load_split(str(tmp_path / "views"), "train")
-    assert np.asarray(first[0]["image"])[0, 0, 0] == 10
-    _rows(200).to_parquet(str(shard))  # same name, same size, new content
-    stat = shard.stat()
-    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    second = load_split(str(tmp_path / "views"), "train")
-    assert np.asarray(second[0]["image"])[0, 0, 0] == 200
-
-
-def test_source_columns_are_renamed_to_the_contract():
-    cc3m = Dataset.from_dict({"jpg": [1], "txt": ["a cat"], "view_tc": [2]})
-    renamed = to_contract_columns(cc3m, "jpg", "txt")
-    assert renamed.column_names == ["image", "caption", "view_tc"]
-    assert to_contract_columns(renamed).column_names == renamed.column_names
-    with pytest.raises(ValueError, match="already has a column 'image'"):
-        to_contract_columns(Dataset.from_dict({"jpg": [1], "image": [2]}), "jpg")
+    assert batch["pixel_values_1"].amin() > 0.5  # no black (alpha dropped) and no red: jittered white

@@ -1,3 +1,7 @@
+"""Tests of genview_hf.data.views: choosing a pair of an original and a generated view, decoding
+and checking images and masks, validating a views dataset, renaming source columns to the contract,
+errors that name the column or the row."""
+
 from collections import Counter
 
 import pytest
@@ -13,6 +17,7 @@ from genview_hf.data.views import (
     load_image,
     mask_column_for,
     pick_generated,
+    to_contract_columns,
     validate_views_dataset,
 )
 
@@ -144,3 +149,12 @@ def test_corrupt_image_in_a_dataset_is_named_by_row():
     )
     with pytest.raises(ValueError, match=r"row 2, column 'image': cannot decode"):
         validate_views_dataset(dataset, "mocov2")
+
+
+def test_source_columns_are_renamed_to_the_contract():
+    cc3m = Dataset.from_dict({"jpg": [1], "txt": ["a cat"], "view_tc": [2]})
+    renamed = to_contract_columns(cc3m, "jpg", "txt")
+    assert renamed.column_names == ["image", "caption", "view_tc"]
+    assert to_contract_columns(renamed).column_names == renamed.column_names
+    with pytest.raises(ValueError, match="already has a column 'image'"):
+        to_contract_columns(Dataset.from_dict({"jpg": [1], "image": [2]}), "jpg")
