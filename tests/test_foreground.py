@@ -1,4 +1,8 @@
-"""Foreground scorer: fitted on shapes with an encoder whose tokens separate foreground from background."""
+"""Tests of genview_hf.foreground (``ForegroundScorer``): fitted on shapes with an encoder whose tokens
+separate foreground from background, its masks follow the truth; its artifacts save whole and a
+truncated file is named."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,9 +10,10 @@ import torch
 from PIL import Image
 
 from genview_hf.foreground import border_ring
-from genview_hf.generation import ForegroundScorer
+from genview_hf.generation import ForegroundScorer, generate_views
 from genview_hf.modeling.features import principal_direction
 from genview_hf.testing.samples import shapes
+from recipe_runs import gen_config, source
 
 GRID = 8
 SIZE = 64
@@ -161,3 +166,33 @@ def test_the_fit_centres_the_covariance_and_keeps_projections_uncentred():
 def test_the_batch_direction_is_centred_too():
     tokens, axis, _ = _tokens_with_a_large_mean(seed=1)
     assert float(principal_direction(tokens) @ axis) > 0.99
+
+
+def test_foreground_artifacts_save_whole_and_a_truncated_file_is_named(tmp_path, components, monkeypatch):
+    scorer = ForegroundScorer(direction=torch.ones(32) / 32**0.5, threshold=0.5, grid=(8, 8))
+    scorer.save(tmp_path / "fg")
+    meta = tmp_path / "fg" / "foreground.json"
+    meta.write_text(meta.read_text()[:20])  # a copy cut short
+    with pytest.raises(ValueError, match=rf"{meta} is not a foreground scorer's metadata .*truncated"):
+        ForegroundScorer.load(tmp_path / "fg")
+    with pytest.raises(ValueError, match=r"foreground.json is not a foreground scorer's metadata"):
+        generate_views(
+            source(),
+            gen_config(tmp_path / "v", foreground_artifacts=str(tmp_path / "fg")),
+            components=components,
+        )
+    assert not (tmp_path / "v").exists()
+
+    # a kill while the metadata is being written leaves no artifact that looks whole
+    real_write_text = Path.write_text
+
+    def killed_halfway(path, text, *args, **kwargs):
+        real_write_text(path, text[: len(text) // 2], *args, **kwargs)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(Path, "write_text", killed_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        scorer.save(tmp_path / "fresh")
+    monkeypatch.undo()
+    assert not ForegroundScorer.exists(tmp_path / "fresh")
+    assert not (tmp_path / "fresh" / "foreground.json").exists()

@@ -1,5 +1,5 @@
 """The driver and its recipe: a loadable folder, its card, batch-size invariance, resume after a kill,
-the resume guard, push (the shipped configs run in test_configs.py)."""
+the resume guard, push (the shipped configs run in tests/recipes/test_configs.py)."""
 
 import json
 import re
@@ -30,7 +30,7 @@ from genview_hf.recipes.generate_views import cli
 from genview_hf.testing import tiny_path
 from genview_hf.testing.samples import shapes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "recipes" / "configs"
 TINY_CONFIG = CONFIGS / "tiny_shapes_generate.yaml"
 UNCLIP = str(tiny_path("unclip-img2img"))

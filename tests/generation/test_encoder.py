@@ -1,4 +1,4 @@
-"""unCLIP's conditioning: what the official scripts condition on (the pipeline given the PIL image,
+"""Tests of genview_hf.generation.encoder (``ClipTokenEncoder``) and unCLIP's conditioning: what the official scripts condition on (the pipeline given the PIL image,
 so its own feature extractor's resize and centre crop), while the scorer's tokens and masks keep the
 whole field of view."""
 
