@@ -1,19 +1,21 @@
-"""The model wrappers: state (backbone, heads, momentum encoder, queue), forward passes, round trips.
-The losses are the trainer's (tests/test_trainer*.py); here the models' embeddings and state."""
+"""Tests of genview_hf.modeling.modeling_genview: the SSL wrapper's state (backbone, heads,
+momentum encoder, queue), its forward passes and round trips, and the official heads. The losses are
+the trainer's (tests/training/test_trainer*.py); here the model's embeddings and state."""
 
 import pytest
 import torch
 from transformers import AutoModel
 
 from genview_hf.methods import SSL_METHODS, get_method
-from genview_hf.modeling import GenViewCLIPModel, GenViewConfig, GenViewModel
-from genview_hf.modeling.features import encode_image, masks_to_tokens, token_map
-from genview_hf.testing import tiny_clip, tiny_resnet, tiny_vit
+from genview_hf.modeling import GenViewConfig, GenViewModel
+from genview_hf.testing import tiny_resnet, tiny_vit
 from genview_hf.training import QualityWeights
 from tolerances import reduction_tolerance
 from training_helpers import batch_loss, make_args, make_trainer
 
 SSL = list(SSL_METHODS)  # every SSL row of the method table
+
+
 HEADS = dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=32, queue_size=32)
 
 
@@ -24,6 +26,70 @@ def batch(n=4, size=32, seed=0):
         pixel_values_2=torch.randn(n, 3, size, size, generator=g),
         pixel_values_orig=torch.randn(n, 3, size, size, generator=g),
     )
+
+
+def _tiny_backbone(kind):
+    from transformers import (
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        ConvNextConfig,
+        ConvNextModel,
+        Dinov2Config,
+        Dinov2Model,
+    )
+
+    if kind == "convnext":
+        return ConvNextModel(ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2))
+    if kind == "dinov2":
+        config = Dinov2Config(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            mlp_ratio=2,
+        )
+        return Dinov2Model(config)
+    return CLIPVisionModel(
+        CLIPVisionConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+        )
+    )
+
+
+def _official_mocov3_mlp(num_layers, input_dim, mlp_dim, output_dim, last_bn=True):
+    """moco-v3 moco/builder.py ``MoCo._build_mlp``, as written there."""
+    from torch import nn
+
+    mlp = []
+    for layer in range(num_layers):
+        dim1 = input_dim if layer == 0 else mlp_dim
+        dim2 = output_dim if layer == num_layers - 1 else mlp_dim
+        mlp.append(nn.Linear(dim1, dim2, bias=False))
+        if layer < num_layers - 1:
+            mlp.append(nn.BatchNorm1d(dim2))
+            mlp.append(nn.ReLU(inplace=True))
+        elif last_bn:
+            mlp.append(nn.BatchNorm1d(dim2, affine=False))
+    return nn.Sequential(*mlp)
+
+
+def _layout(module):
+    """(type, in, out, bias) of each Linear and (type, features, affine) of each BatchNorm."""
+    rows = []
+    for layer in module:
+        if isinstance(layer, torch.nn.Linear):
+            rows.append(("Linear", layer.in_features, layer.out_features, layer.bias is not None))
+        elif isinstance(layer, torch.nn.BatchNorm1d):
+            rows.append(("BatchNorm1d", layer.num_features, layer.affine))
+        else:
+            rows.append((type(layer).__name__,))
+    return rows
 
 
 def test_unknown_method_and_pooling_are_named():
@@ -101,23 +167,6 @@ def test_backbone_from_config_when_none_is_given():
     assert isinstance(AutoModel.from_config(model.config.backbone_config), type(model.backbone))
 
 
-@pytest.mark.parametrize("builder", [tiny_vit, tiny_resnet])
-def test_encode_image_gives_pooled_features_and_patch_tokens(builder):
-    backbone, _ = builder()
-    pooled, tokens = encode_image(backbone, torch.randn(2, 3, 32, 32), with_tokens=True)
-    assert pooled.shape[0] == 2 and tokens.shape[0] == 2 and tokens.shape[-1] == pooled.shape[-1]
-    assert int(tokens.shape[1] ** 0.5) ** 2 == tokens.shape[1]
-
-
-def test_token_map_drops_the_prefix_tokens_and_rejects_odd_grids():
-    assert token_map(torch.zeros(2, 17, 8)).shape == (2, 16, 8)  # CLS + 4x4
-    assert token_map(torch.zeros(2, 8, 3, 3)).shape == (2, 9, 8)
-    with pytest.raises(ValueError, match="patch grid"):
-        token_map(torch.zeros(2, 35, 8))
-    with pytest.raises(ValueError, match="square token grid"):
-        masks_to_tokens(torch.rand(2, 32, 32), 12)
-
-
 @pytest.mark.parametrize("method", SSL)
 def test_all_ones_weights_equal_no_weights_and_other_weights_differ(method, tmp_path):
     trainer = make_trainer(make_args(tmp_path, method))
@@ -187,62 +236,6 @@ def test_queue_is_a_ring_buffer_of_keys():
     assert torch.allclose(model.queue[:4], unit.expand(4, 16))
 
 
-def test_clip_wrapper_loss_equals_transformers_clip_loss_and_slip_adds_ssl(tmp_path):
-    clip, _ = tiny_clip()
-    ids = torch.randint(3, 500, (4, 8))
-    ids[:, -1] = 1
-    pixels = torch.randn(4, 3, 32, 32)
-    trainer = make_trainer(
-        make_args(tmp_path / "clip", "clip"), model=GenViewCLIPModel.from_clip(clip, method="clip")
-    )
-    ours = batch_loss(trainer, dict(input_ids=ids, pixel_values=pixels))
-    reference = clip(input_ids=ids, pixel_values=pixels, return_loss=True).loss
-    torch.testing.assert_close(ours, reference)
-    slip = GenViewCLIPModel.from_clip(clip, method="slip", ssl_hidden_dim=32, ssl_dim=16)
-    with pytest.raises(ValueError, match="pixel_values_1"):
-        slip(input_ids=ids, pixel_values=pixels)
-    trainer = make_trainer(make_args(tmp_path / "slip", "slip"), model=slip)
-    loss = batch_loss(
-        trainer,
-        dict(input_ids=ids, pixel_values=pixels, pixel_values_1=pixels, pixel_values_2=pixels.flip(-1)),
-    )
-    assert loss > ours
-
-
-def _tiny_backbone(kind):
-    from transformers import (
-        CLIPVisionConfig,
-        CLIPVisionModel,
-        ConvNextConfig,
-        ConvNextModel,
-        Dinov2Config,
-        Dinov2Model,
-    )
-
-    if kind == "convnext":
-        return ConvNextModel(ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2))
-    if kind == "dinov2":
-        config = Dinov2Config(
-            image_size=32,
-            patch_size=8,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            mlp_ratio=2,
-        )
-        return Dinov2Model(config)
-    return CLIPVisionModel(
-        CLIPVisionConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-        )
-    )
-
-
 @pytest.mark.parametrize("kind", ["convnext", "dinov2", "clip_vision"])
 def test_other_backbone_families_train_in_stored_mode_and_round_trip(kind, tmp_path):
     model = GenViewModel.from_backbone(_tiny_backbone(kind), method="mocov3", **HEADS)
@@ -256,36 +249,6 @@ def test_other_backbone_families_train_in_stored_mode_and_round_trip(kind, tmp_p
     assert weights.shape == (4,) and torch.allclose(weights.mean(), torch.tensor(1.0))
     model.backbone.save_pretrained(tmp_path / "backbone")
     assert type(AutoModel.from_pretrained(tmp_path / "backbone")) is type(model.backbone)
-
-
-def _official_mocov3_mlp(num_layers, input_dim, mlp_dim, output_dim, last_bn=True):
-    """moco-v3 moco/builder.py ``MoCo._build_mlp``, as written there."""
-    from torch import nn
-
-    mlp = []
-    for layer in range(num_layers):
-        dim1 = input_dim if layer == 0 else mlp_dim
-        dim2 = output_dim if layer == num_layers - 1 else mlp_dim
-        mlp.append(nn.Linear(dim1, dim2, bias=False))
-        if layer < num_layers - 1:
-            mlp.append(nn.BatchNorm1d(dim2))
-            mlp.append(nn.ReLU(inplace=True))
-        elif last_bn:
-            mlp.append(nn.BatchNorm1d(dim2, affine=False))
-    return nn.Sequential(*mlp)
-
-
-def _layout(module):
-    """(type, in, out, bias) of each Linear and (type, features, affine) of each BatchNorm."""
-    rows = []
-    for layer in module:
-        if isinstance(layer, torch.nn.Linear):
-            rows.append(("Linear", layer.in_features, layer.out_features, layer.bias is not None))
-        elif isinstance(layer, torch.nn.BatchNorm1d):
-            rows.append(("BatchNorm1d", layer.num_features, layer.affine))
-        else:
-            rows.append((type(layer).__name__,))
-    return rows
 
 
 def test_mocov3_heads_are_the_official_ones():
@@ -328,22 +291,3 @@ def test_mocov3_freezes_the_random_patch_projection_where_there_is_one():
     assert all(p.requires_grad for p in resnet.backbone.parameters())
     with pytest.raises(ValueError, match="patch projection"):
         GenViewModel.from_backbone(tiny_resnet()[0], method="mocov3", freeze_patch_projection=True, **HEADS)
-
-
-def test_clip_logit_scale_is_exp_of_the_parameter_with_gradient_above_the_bound():
-    import math
-
-    model = GenViewCLIPModel.from_clip(tiny_clip()[0], method="clip")
-    with torch.no_grad():
-        model.clip.logit_scale.fill_(math.log(100.0) + 0.5)  # above the bound, e.g. after a large step
-    ids = torch.randint(3, 500, (4, 8))
-    out = model(input_ids=ids, pixel_values=torch.randn(4, 3, 32, 32))
-    assert out.logit_scale.item() == pytest.approx(math.exp(math.log(100.0) + 0.5), rel=1e-5)
-    (out.logit_scale * (out.image_embeds * out.text_embeds).sum()).backward()
-    assert model.clip.logit_scale.grad is not None and model.clip.logit_scale.grad.abs().item() > 0
-    model.clamp_logit_scale()
-    assert model.clip.logit_scale.item() == pytest.approx(math.log(100.0))
-    with torch.no_grad():
-        model.clip.logit_scale.fill_(-1.0)
-    model.clamp_logit_scale()
-    assert model.clip.logit_scale.item() == 0.0
