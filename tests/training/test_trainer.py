@@ -1,4 +1,8 @@
-"""GenViewTrainer on tiny backbones and hand-made batches: parameters, momentum, weights, resume, export."""
+"""Tests of genview_hf.training.trainer (``GenViewTrainer``) on tiny backbones and hand-made
+batches: every parameter trained, momentum, quality weights reaching the loss, settings refused before
+training, the saved root and the Hub pushes."""
+
+from __future__ import annotations
 
 import json
 from concurrent.futures import Future
@@ -13,10 +17,15 @@ from huggingface_hub import ModelCard
 from transformers import AutoModel, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from genview_hf.data.collators import SSLCollator
 from genview_hf.methods import SSL_METHODS
-from genview_hf.training import GenViewTrainer, QualityWeights, momentum_at
+from genview_hf.training import (
+    GenViewTrainer,
+    QualityWeights,
+    momentum_at,
+)
 from tolerances import reduction_tolerance
-from training_helpers import full_state, make_args, make_trainer, trainable_state
+from training_helpers import NaNRow, build_model, full_state, make_args, make_trainer, trainable_state
 
 SSL = list(SSL_METHODS)  # every SSL row of the method table
 
@@ -34,6 +43,56 @@ class RecordEMA(TrainerCallback):
                 [p.detach().clone() for p in model.momentum_backbone.parameters()],
             )
         )
+
+
+class OnesTrainer(GenViewTrainer):
+    def quality_weights(self, inputs, outputs):
+        return QualityWeights(pairs=torch.ones(inputs["pixel_values_1"].shape[0]))
+
+
+def _train(tmp_path, name, trainer_class=GenViewTrainer, **overrides):
+    trainer = make_trainer(make_args(tmp_path / name, "mocov3", **overrides), trainer_class=trainer_class)
+    trainer.train()
+    return trainer, full_state(trainer.model)
+
+
+class FakeApi:
+    """Records the Hub calls; its uploads snapshot the folder's root config at call time."""
+
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id))
+        return SimpleNamespace(repo_id=repo_id)
+
+    def upload_folder(self, **kwargs):
+        config = Path(kwargs["folder_path"]) / "config.json"
+        model_type = json.loads(config.read_text()).get("model_type") if config.exists() else None
+        self.calls.append(("upload_folder", dict(kwargs, model_type=model_type)))
+        if kwargs.get("run_as_future"):
+            done = Future()
+            done.set_result("https://hub/commit/1")
+            return done
+        return "https://hub/commit/1"
+
+    def uploads(self):
+        return [call[1] for call in self.calls if call[0] == "upload_folder"]
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    api = FakeApi()
+    monkeypatch.setattr(transformers.trainer, "hf_api", lambda: api)
+    return api
+
+
+class CountPushes(TrainerCallback):
+    def __init__(self):
+        self.pushes = 0
+
+    def on_push_begin(self, args, state, control, **kwargs):
+        self.pushes += 1
 
 
 @pytest.mark.parametrize("method", SSL)
@@ -87,17 +146,6 @@ def test_momentum_updates_once_per_optimizer_step_under_gradient_accumulation(tm
     assert len(calls) == trainer.state.global_step == 3
 
 
-class OnesTrainer(GenViewTrainer):
-    def quality_weights(self, inputs, outputs):
-        return QualityWeights(pairs=torch.ones(inputs["pixel_values_1"].shape[0]))
-
-
-def _train(tmp_path, name, trainer_class=GenViewTrainer, **overrides):
-    trainer = make_trainer(make_args(tmp_path / name, "mocov3", **overrides), trainer_class=trainer_class)
-    trainer.train()
-    return trainer, full_state(trainer.model)
-
-
 def test_quality_weights_reach_the_loss_and_all_ones_equal_off(tmp_path):
     off, state_off = _train(tmp_path, "off", quality_mode="off")
     _, state_frozen = _train(tmp_path, "frozen", quality_mode="frozen")
@@ -147,33 +195,6 @@ def test_bad_settings_fail_before_training(tmp_path):
         )
 
 
-@pytest.mark.parametrize("method", ["mocov2", "byol"])
-def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, method):
-    settings = dict(max_steps=4, save_strategy="steps", save_steps=2)
-    model = dict(use_hallucinator=method == "byol")
-    full = make_trainer(make_args(tmp_path / "full", method, **settings), **model)
-    full.train()
-    reference = full_state(full.model)
-
-    interrupted = make_trainer(make_args(tmp_path / "cut", method, **dict(settings, max_steps=4)), **model)
-
-    class Stop(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 2:
-                control.should_training_stop = True
-
-    interrupted.add_callback(Stop())
-    interrupted.train()
-    checkpoint = tmp_path / "cut" / "checkpoint-2"
-    assert checkpoint.is_dir()
-    resumed = make_trainer(make_args(tmp_path / "cut", method, **settings), **model)
-    resumed.train(resume_from_checkpoint=str(checkpoint))
-    state = full_state(resumed.model)
-    assert set(state) == set(reference)
-    for name, value in reference.items():
-        torch.testing.assert_close(state[name], value, rtol=0, atol=0, msg=name)
-
-
 def test_saved_root_is_a_plain_transformers_encoder_and_checkpoints_load_with_automodel(tmp_path):
     trainer = make_trainer(make_args(tmp_path, "mocov3", save_strategy="steps", save_steps=3))
     trainer.train()
@@ -196,45 +217,6 @@ def test_saved_root_is_a_plain_transformers_encoder_and_checkpoints_load_with_au
     assert type(checkpoint).__name__ == "GenViewModel" and checkpoint.config.method == "mocov3"
     for name, value in trainer.model.state_dict().items():
         assert torch.equal(checkpoint.state_dict()[name], value), name
-
-
-class FakeApi:
-    """Records the Hub calls; its uploads snapshot the folder's root config at call time."""
-
-    def __init__(self):
-        self.calls = []
-
-    def create_repo(self, repo_id, **kwargs):
-        self.calls.append(("create_repo", repo_id))
-        return SimpleNamespace(repo_id=repo_id)
-
-    def upload_folder(self, **kwargs):
-        config = Path(kwargs["folder_path"]) / "config.json"
-        model_type = json.loads(config.read_text()).get("model_type") if config.exists() else None
-        self.calls.append(("upload_folder", dict(kwargs, model_type=model_type)))
-        if kwargs.get("run_as_future"):
-            done = Future()
-            done.set_result("https://hub/commit/1")
-            return done
-        return "https://hub/commit/1"
-
-    def uploads(self):
-        return [call[1] for call in self.calls if call[0] == "upload_folder"]
-
-
-@pytest.fixture
-def fake_hub(monkeypatch):
-    api = FakeApi()
-    monkeypatch.setattr(transformers.trainer, "hf_api", lambda: api)
-    return api
-
-
-class CountPushes(TrainerCallback):
-    def __init__(self):
-        self.pushes = 0
-
-    def on_push_begin(self, args, state, control, **kwargs):
-        self.pushes += 1
 
 
 @pytest.mark.parametrize("strategy", ["every_save", "checkpoint"])
@@ -346,3 +328,73 @@ def test_batch_direction_points_to_the_centre_and_a_scorer_folder_gives_the_fitt
     torch.testing.assert_close(load_direction(tmp_path / "scorer"), axis)
     with pytest.raises(ValueError, match="foreground direction"):
         load_direction(tmp_path / "direction.txt")
+
+
+def test_persistent_workers_are_refused():
+    """They would keep the first epoch's collator, repeating its augmentations every epoch."""
+    args = make_args("unused", dataloader_num_workers=2, dataloader_persistent_workers=True)
+    model, processor = build_model(args)
+    with pytest.raises(ValueError, match="dataloader_persistent_workers"):
+        GenViewTrainer(model, args, train_dataset=[{}] * 4, data_collator=SSLCollator("mocov3", 32))
+
+
+# ------------------------------------------------------------------ NaN
+@pytest.mark.parametrize("quality_mode", ["off", "frozen"])
+def test_a_nan_loss_stops_training_naming_the_step_before_any_parameter_is_hit(tmp_path, quality_mode):
+    trainer = make_trainer(make_args(tmp_path, "mocov3", quality_mode=quality_mode, max_steps=8))
+    trainer.train_dataset = NaNRow(length=16)
+    with pytest.raises(FloatingPointError, match=r"step \d+ \(epoch \d\): the loss is nan") as error:
+        trainer.train()
+    assert "embeddings (queries_1" in str(error.value)
+    if quality_mode == "frozen":  # the frozen model's token map is NaN too: the weights are named
+        assert "the quality weights (pairs)" in str(error.value)
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+class _LearningRates(TrainerCallback):
+    def __init__(self):
+        self.seen = []
+
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        self.seen.append([(group.get("fixed_lr", False), group["lr"]) for group in optimizer.param_groups])
+
+
+def test_simsiam_predictor_keeps_the_base_learning_rate(tmp_path):
+    # main_simsiam.py adjust_learning_rate: fix_lr groups at init_lr, the others on the cosine
+    args = make_args(tmp_path, "simsiam", max_steps=4, lr_scheduler_type="cosine", learning_rate=0.05)
+    assert args.fixed_predictor_lr is True  # the method's default
+    recorder = _LearningRates()
+    trainer = make_trainer(args, callbacks=[recorder])
+    trainer.train()
+    predictor = {id(p) for p in trainer.model.predictor.parameters()}
+    fixed = [g for g in trainer.optimizer.param_groups if g.get("fixed_lr")]
+    assert {id(p) for g in fixed for p in g["params"]} == predictor
+    for step in recorder.seen:
+        assert all(lr == 0.05 for is_fixed, lr in step if is_fixed)
+    last = [lr for is_fixed, lr in recorder.seen[-1] if not is_fixed]
+    assert last and all(lr < 0.05 for lr in last)  # the encoder follows the schedule
+    off = make_args(tmp_path / "off", "simsiam", fixed_predictor_lr=False)
+    assert off.fixed_predictor_lr is False
+    with pytest.raises(ValueError, match="no predictor"):
+        make_args(tmp_path, "mocov2", fixed_predictor_lr=True)
+
+
+def test_frozen_patch_projection_does_not_move_in_training(tmp_path):
+    trainer = make_trainer(make_args(tmp_path, "mocov3", max_steps=2))
+    projection = trainer.model.backbone.embeddings.patch_embeddings.projection
+    before = projection.weight.detach().clone()
+    trainer.train()
+    assert torch.equal(projection.weight, before)
+    optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert id(projection.weight) not in optimized
+
+
+def test_unweighted_objective_is_unchanged_by_the_weight_machinery(tmp_path):
+    trainer = make_trainer(make_args(tmp_path, "mocov3"))
+    batch = {
+        key: torch.stack([trainer.train_dataset[i][key] for i in range(4)])
+        for key in ("pixel_values_1", "pixel_values_2")
+    }
+    out = trainer.model(**batch)
+    ones = trainer.objective(out, QualityWeights(pairs=torch.ones(4)))
+    torch.testing.assert_close(trainer.objective(out, None), ones)

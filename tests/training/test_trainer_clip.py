@@ -1,6 +1,9 @@
 """CLIP / SLIP through GenViewTrainer; the exported root serves transformers' zero-shot pipeline."""
 
+from __future__ import annotations
+
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -9,6 +12,7 @@ import pytest
 import torch
 from transformers import CLIPModel
 
+from genview_hf import losses
 from genview_hf.training import QualityWeights
 from tolerances import reduction_tolerance
 from training_helpers import batch_loss, make_args, make_trainer, trainable_state
@@ -175,3 +179,30 @@ def test_the_logit_scale_gets_no_weight_decay(tmp_path):
     decayed = trainer.get_decay_parameter_names(trainer.model)
     assert not any(name.endswith("logit_scale") for name in decayed)
     assert any(name.endswith("visual_projection.weight") for name in decayed)
+
+
+@pytest.mark.parametrize("start, inside", [(math.log(100.0) + 0.3, math.log(100.0)), (-0.5, 0.0)])
+def test_logit_scale_is_clamped_in_place_after_the_optimizer_step(tmp_path, start, inside):
+    # open_clip train.py / SLIP main.py: logit_scale.clamp_(0, ln 100) after optimizer.step()
+    trainer = make_trainer(make_args(tmp_path, "clip", max_steps=1, learning_rate=1e-6))
+    with torch.no_grad():
+        trainer.model.clip.logit_scale.fill_(start)
+    trainer.train()
+    assert trainer.model.clip.logit_scale.item() == pytest.approx(inside, abs=1e-6)
+
+
+def test_a_scale_above_the_bound_is_trained_back_down(tmp_path):
+    """With the clamp in the forward the gradient above ln 100 is 0 and the scale is stuck; unclamped,
+    a loss that prefers a lower scale lowers it (and the step's clamp keeps it in range)."""
+    trainer = make_trainer(make_args(tmp_path, "clip", max_steps=1, learning_rate=1.0))
+    model = trainer.model.train()
+    with torch.no_grad():
+        model.clip.logit_scale.fill_(math.log(100.0) + 1.0)
+    batch = {
+        key: torch.stack([trainer.train_dataset[i][key] for i in range(4)])
+        for key in ("input_ids", "pixel_values")
+    }
+    out = model(**batch)
+    # random embeddings: the loss falls as the scale falls, so the gradient on the log-scale is > 0
+    losses.clip_loss(out.image_embeds, out.text_embeds, out.logit_scale).backward()
+    assert model.clip.logit_scale.grad.item() > 0

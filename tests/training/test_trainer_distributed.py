@@ -11,7 +11,7 @@ import torch
 
 from training_helpers import free_port
 
-SCRIPT = Path(__file__).with_name("distributed_train.py")
+SCRIPT = Path(__file__).resolve().parents[1] / "distributed_train.py"
 
 
 def launch_two_processes(tmp_path, *script_args) -> list[dict[str, torch.Tensor]]:

@@ -1,4 +1,4 @@
-"""Host reads in a training step (what makes a GPU wait): counted on the CPU with ``HostReads``, and
+"""Tests of genview_hf.training.trainer's host reads in a training step (what makes a GPU wait): counted on the CPU with ``HostReads``, and
 the non-finite loss guard that reads the host only every ``nan_check_steps`` steps."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def test_the_guard_reads_the_host_once_per_step_by_default_and_every_n_steps_whe
 
 def test_stored_masks_are_read_only_where_they_are_host_memory(tmp_path):
     """On the CPU the mask range check reads host memory (no device to wait for); on a GPU the masks
-    are device tensors and are not read back (tests/test_gpu_syncs.py)."""
+    are device tensors and are not read back (tests/test_quality.py, on CUDA)."""
     settings = dict(max_steps=2, logging_steps=10, nan_check_steps=2)
     stored = reads_per_step(make_trainer(make_args(tmp_path / "stored", quality_mode="stored", **settings)))
     off = reads_per_step(make_trainer(make_args(tmp_path / "off", quality_mode="off", **settings)))
