@@ -33,7 +33,7 @@ from genview_hf.testing import tiny_path
 from genview_hf.testing.samples import shapes
 from genview_hf.training import GenViewTrainingArguments, ModelArguments, builders
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "recipes" / "configs"
 SHIPPED = sorted(path.name for path in CONFIGS.glob("*.yaml"))
 KINDS = {

@@ -1,3 +1,7 @@
+"""Tests of genview_hf.testing.samples, the embedded sample sets: their splits, columns and load
+times, the shapes set's masks, colours and caption constraints that are true of its images, and
+unknown names or splits refused."""
+
 import re
 import time
 
