@@ -1,4 +1,4 @@
-"""Cross-process gathers: 2 CPU processes (gloo) match the single-process loss on the whole batch.
+"""Tests of genview_hf.distributed's cross-process gathers (with the losses that use them): 2 CPU processes (gloo) match the single-process loss on the whole batch.
 
 Each process computes the loss of its own rows against the gathered candidates ("local loss").
 With equal local batches, the mean of the per-process losses is the single-process loss on the
