@@ -48,10 +48,11 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check src tests recipes benchmarks
 
 # The trainer's tests against the newest transformers 5.x on the package index (as TRL's tests_latest
-# job): GenViewTrainer overrides three private Trainer methods, and tests/test_trainer.py asserts the
+# job): GenViewTrainer overrides three private Trainer methods, and tests/training/test_trainer.py asserts the
 # stock behaviour each one exists for. A throwaway venv, never .venv.
 COMPAT_VENV ?= /tmp/genview-compat
-COMPAT_TESTS := tests/test_trainer.py tests/test_trainer_clip.py tests/test_robustness.py
+COMPAT_TESTS := tests/training/test_trainer.py tests/training/test_trainer_clip.py \
+	tests/training/test_trainer_resume.py tests/training/test_builders.py tests/training/test_run_record.py
 compat:
 	rm -rf $(COMPAT_VENV)
 	$(PYTHON) -m venv $(COMPAT_VENV)

@@ -52,3 +52,36 @@ def demo(tmp_path_factory):
     with contextlib.redirect_stdout(printed):
         assert cli.main(["demo", "--output-dir", str(output_dir), *REDUCED_DEMO]) == 0
     return output_dir, printed.getvalue()
+
+
+# The generation fault tests share these (tests/generation/test_driver_guards.py, tests/data/test_integrity.py,
+# tests/generation/test_lock.py, tests/test_preflight.py); a module may define its own (generation/test_driver.py).
+@pytest.fixture(scope="module")
+def components():
+    """The tiny generation components (unCLIP img2img for the ic views, text2img for the tc views)."""
+    from genview_hf.generation import load_components
+    from recipe_runs import gen_config
+
+    return load_components(gen_config("unused", modes=["ic", "tc"]))
+
+
+@pytest.fixture
+def views(tmp_path, components):
+    """A finished views folder of 4 rows in 2 shards."""
+    from genview_hf.generation import generate_views
+    from recipe_runs import gen_config, source
+
+    return generate_views(
+        source(), gen_config(tmp_path / "views"), dataset_name="shapes", components=components
+    )
+
+
+@pytest.fixture(scope="module")
+def clip_processor():
+    """The tiny CLIP's processor (image processor and tokenizer) of the zero-shot, retrieval and evaluate tests."""
+    from transformers import CLIPProcessor
+
+    from genview_hf.testing import tiny_clip_tokenizer
+    from genview_hf.testing.tiny_models import tiny_clip_image_processor
+
+    return CLIPProcessor(image_processor=tiny_clip_image_processor(), tokenizer=tiny_clip_tokenizer())

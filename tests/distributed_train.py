@@ -1,4 +1,4 @@
-"""Run by tests/test_trainer_distributed.py under ``accelerate launch --multi_gpu --num_processes 2`` (CPU, gloo).
+"""Run by tests/training/test_trainer_distributed.py under ``accelerate launch --multi_gpu --num_processes 2`` (CPU, gloo).
 
 Trains a few steps and writes, per rank, the full state of the wrapper (online and momentum
 encoders, heads, queue) so that the test can compare the replicas, and whether ``end_distributed``

@@ -9,6 +9,7 @@ so a test can assert how many a training step makes.
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 
 import torch
@@ -78,3 +79,12 @@ class ReadsPerStep(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.steps.append(self.reads.where[self._start :])
+
+
+@contextlib.contextmanager
+def syncs_are_errors():
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

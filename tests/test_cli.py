@@ -1,10 +1,17 @@
+"""Tests of genview_hf.cli (the ``genview`` command): the subcommands and their help, the rest of the
+command line passed on, one-line errors for a missing subcommand or dependency, and ``genview train``
+running either training recipe."""
+
 import subprocess
 import sys
 from importlib.metadata import entry_points
 
 import pytest
+from transformers import AutoModel, CLIPModel
 
 from genview_hf import cli
+from genview_hf import cli as genview
+from recipe_runs import TINY
 
 
 @pytest.fixture
@@ -76,3 +83,10 @@ def test_every_command_runs_a_recipe_with_its_own_help(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--method", "dino"])
     assert "invalid choice: 'dino'" in capsys.readouterr().err
+
+
+def test_genview_train_runs_either_recipe(tmp_path):
+    flags = ["--max_steps", "1", "--save_strategy", "no", "--knn_monitor_split", "none"]
+    for name, config in TINY.items():
+        assert genview.main(["train", "--config", config, "--output_dir", str(tmp_path / name), *flags]) == 0
+    assert isinstance(AutoModel.from_pretrained(tmp_path / "clip"), CLIPModel)

@@ -1,8 +1,16 @@
+"""Tests of genview_hf.config (``parse_config``): YAML values then flags, unknown keys named, and a
+YAML value of the wrong type named with its key and file (booleans read as the word they spell where
+a setting takes words)."""
+
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
-from genview_hf.config import parse_config
+from genview_hf.config import ScriptArguments, parse_config
+from genview_hf.generation import ViewGenerationConfig
+from genview_hf.training import GenViewTrainingArguments, ModelArguments
+from recipe_runs import SSL_CONFIG, short_run
 
 
 @dataclass
@@ -26,3 +34,39 @@ def test_unknown_yaml_key_is_named(tmp_path):
     path.write_text("name: tiny\nstpes: 3\n")
     with pytest.raises(ValueError, match="stpes"):
         parse_config((RunSettings,), ["--config", str(path)])
+
+
+def write_yaml(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("max_steps: 2.5", r"max_steps: must be a whole number, got 2.5"),
+        ("learning_rate: fast", r"learning_rate: must be a number, got 'fast'"),
+        ("per_device_train_batch_size: true", r"per_device_train_batch_size: must be a number, got True"),
+        ("use_hallucinator: maybe", r"use_hallucinator: must be true or false, got 'maybe'"),
+        ("quality_mode: sometimes", r"quality_mode: must be one of frozen, stored, off, got 'sometimes'"),
+        ("dataset_name: no", r"dataset_name: must be text, got False \(YAML reads off/no/on/yes unquoted"),
+    ],
+)
+def test_a_yaml_value_of_the_wrong_type_names_the_key_and_file(tmp_path, line, message):
+    config = write_yaml(tmp_path / "mine.yaml", line + "\n")
+    with pytest.raises(ValueError, match=rf"{config}: {message}"):
+        short_run(tmp_path / "run", "--config", config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_yaml_booleans_where_a_setting_takes_words_are_read_as_the_word_they_spell(tmp_path):
+    train = write_yaml(tmp_path / "train.yaml", "quality_mode: off\neval_strategy: no\nmax_steps: 3.0\n")
+    argv = ["--config", str(SSL_CONFIG), "--config", train, "--output_dir", str(tmp_path / "run")]
+    _, args, _ = parse_config((ScriptArguments, GenViewTrainingArguments, ModelArguments), argv)
+    assert (args.quality_mode, args.eval_strategy, args.max_steps) == ("off", "no", 3)
+    views = write_yaml(tmp_path / "views.yaml", "modes: ic\n")  # one value for a list setting
+    _, config = parse_config(
+        (ScriptArguments, ViewGenerationConfig),
+        ["--config", views, "--output_dir", "v", "--dataset_name", "sample:shapes"],
+    )
+    assert config.modes == ["ic"]

@@ -1,15 +1,18 @@
 """The model card (Hub metadata, text, usage snippets that run, room for evaluation) and pushes."""
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
-from huggingface_hub import ModelCard
+from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub.repocard_data import model_index_to_eval_results
 from PIL import Image
 from transformers import AutoConfig
 
 from genview_hf import hub
-from genview_hf.evaluation.card import add_eval_results_to_card
+from genview_hf.evaluation.card import add_eval_results_to_card, eval_results_from_dict
 from genview_hf.modeling.features import pool, resolve_pooling
 from genview_hf.testing import tiny_path
 
@@ -220,3 +223,34 @@ def test_push_folder_needs_a_card_and_uploads_the_folder(tmp_path):
     assert upload["ignore_patterns"] == ["checkpoint-*"]
     hub.push_folder(tmp_path, "bare-name", api=api)
     assert api.calls[-1][:2] == ("upload_folder", "me/bare-name")  # the id the Hub returned
+
+
+def test_the_model_cards_have_hub_ids_only_and_a_model_index_derived_from_eval_results(demo):
+    output_dir, _ = demo
+    results = json.loads((output_dir / "eval_results.json").read_text())
+    for name, metrics in (
+        ("model", results),
+        ("model_off", results["mocov3_off"]),
+        ("clip", results["clip"]),
+    ):
+        card = ModelCard.load(output_dir / name / "README.md")
+        data = card.data
+        assert isinstance(data, ModelCardData)
+        assert data.datasets is None and data.base_model is None  # local data, weights from a local folder
+        model_name, parsed = model_index_to_eval_results(data.to_dict()["model-index"])
+        assert model_name == data.model_name and parsed
+        for result in parsed:
+            assert not Path(result.dataset_type).is_absolute() and "/" not in result.dataset_type
+            assert str(output_dir) not in result.dataset_name
+        dataset = "sample:shapes" if name == "clip" else str(output_dir / "controlled")
+        derived = eval_results_from_dict(
+            {k: v for k, v in metrics.items() if not isinstance(v, dict)},
+            dataset_name=dataset,
+            dataset_split="test",
+        )
+        assert {(r.dataset_type, r.metric_name, r.metric_value) for r in parsed} == {
+            (r.dataset_type, r.metric_name, r.metric_value) for r in derived
+        }, name
+    assert {r.dataset_type for r in eval_results_from_dict({"knn_top1": 0.5}, dataset_name="owner/set")} == {
+        "owner/set"
+    }

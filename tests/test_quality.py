@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from genview_hf.quality import (
     ANNEALED_FINAL_GAMMA,
@@ -25,6 +26,7 @@ from genview_hf.quality import (
     sigmoid_weights,
     threshold_weights,
 )
+from host_syncs import syncs_are_errors
 from tolerances import reduction_tolerance
 
 # ----------------------------------------------------------------------------- naive references
@@ -401,3 +403,32 @@ def test_row_memory_averages_each_rows_visits_then_follows_the_newest():
         memory.update(torch.tensor([0, 1]), torch.zeros(3))
     with pytest.raises(ValueError, match=">= 0"):
         memory.update(torch.tensor([-1]), torch.zeros(1))
+
+
+# ---------------------------------------------------------------------------------- our options
+def test_centred_cosines_against_a_hand_computation():
+    g = torch.Generator().manual_seed(0)
+    tokens_1, tokens_2 = torch.rand(3, 4, 5, generator=g), torch.rand(3, 6, 5, generator=g)  # non-negative
+    masks_1, masks_2 = torch.rand(3, 4, generator=g), torch.rand(3, 6, generator=g)
+    mean = torch.cat([tokens_1, tokens_2], 1).reshape(-1, 5).mean(0)  # every token of both views
+    expected = []
+    for i in range(3):
+        pooled = []
+        for tokens, fg in ((tokens_1[i] - mean, masks_1[i]), (tokens_2[i] - mean, masks_2[i])):
+            pooled.append((fg / fg.sum() @ tokens, (1 - fg) / (1 - fg).sum() @ tokens))
+        (a_fg, a_bg), (b_fg, b_bg) = pooled
+        expected.append(F.cosine_similarity(a_fg, b_fg, 0) - F.cosine_similarity(a_bg, b_bg, 0))
+    centred = pair_quality(tokens_1, tokens_2, masks1=masks_1, masks2=masks_2, center=True)
+    torch.testing.assert_close(centred, torch.stack(expected))
+    plain = pair_quality(tokens_1, tokens_2, masks1=masks_1, masks2=masks_2)
+    assert centred.std() > 3 * plain.std()  # non-negative features: the plain cosines bunch together
+
+
+@pytest.mark.gpu
+def test_masks_on_the_device_are_not_read_back_and_bad_ones_make_nan_weights():
+    tokens = torch.randn(4, 9, 6, device="cuda")
+    good, bad = torch.rand(4, 9, device="cuda"), torch.rand(4, 9, device="cuda") * 255
+    with syncs_are_errors():
+        weights = quality_weights(tokens, tokens.flip(0), None, masks1=good, masks2=good)
+        nan_weights = quality_weights(tokens, tokens.flip(0), None, masks1=bad, masks2=good)
+    assert torch.isfinite(weights).all() and torch.isnan(nan_weights).all()

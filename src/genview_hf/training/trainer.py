@@ -567,7 +567,7 @@ class GenViewTrainer(Trainer):
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         """``hub_strategy`` every_save / checkpoint / all_checkpoints. The stock push copies the
         checkpoint's model files (here the training wrapper) over the output root before uploading
-        it (``tests/test_trainer.py`` checks that it still does); here the root gets the plain encoder
+        it (``tests/training/test_trainer.py`` checks that it still does); here the root gets the plain encoder
         and its card. The rest is the stock push's: ``on_push_begin``, the step or epoch commit
         message, the checkpoint folder as ``last-checkpoint`` / ``checkpoint-N``."""
         if not self.is_world_process_zero() or self.args.hub_strategy == "end":
