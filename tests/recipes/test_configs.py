@@ -146,49 +146,11 @@ def test_every_shipped_config_parses_into_its_settings(name):
         assert got == value, f"{name}: {key} is {got!r}, the file says {value!r}"
 
 
-def test_an_unknown_tiny_component_is_named_with_its_setting(tmp_path):
-    config = tmp_path / "mine.yaml"
-    config.write_text("model_name_or_path: tiny:vitt\n")
-    with pytest.raises(ValueError, match=r"mine\.yaml: model_name_or_path: unknown tiny component 'vitt'"):
-        parse_config(KINDS["train"], ["--config", str(config)])
-    with pytest.raises(ValueError, match=r"--quality_model: unknown tiny component 'clop'"):
-        parse_config(KINDS["train"], ["--quality_model=tiny:clop"])
-    argv = [
-        "--quality_model",
-        "tiny:clip",
-        "--model_name_or_path",
-        "tiny:vit",
-        "--dataset_name",
-        "sample:shapes",
-    ]
-    _, args, model_args = parse_config(KINDS["train"], [*argv, "--use_cpu", "true"])
-    assert (args.quality_model, model_args.model_name_or_path) == (
-        str(tiny_path("clip")),
-        str(tiny_path("vit")),
-    )
-
-
 def test_a_file_that_fits_no_settings_is_named():
     with pytest.raises(ValueError, match="mixed.yaml: its keys fit neither"):
         kind_of({"method": "mocov3", "modes": ["ic"]}, "mixed.yaml")
     with pytest.raises(ValueError, match="both.yaml: its keys fit train and generate"):
         kind_of({"dataset_name": "x", "output_dir": "y"}, "both.yaml")
-
-
-def test_later_config_files_override_earlier_ones_and_flags_override_both(tmp_path):
-    base, override = tmp_path / "base.yaml", tmp_path / "override.yaml"
-    base.write_text(
-        "method: simsiam\nlearning_rate: 0.1\nmax_steps: 50\ndataset_name: x\nmodel_name_or_path: y\n"
-    )
-    override.write_text("learning_rate: 0.5\nmax_steps: 7\n")
-    argv = ["--config", str(base), f"--config={override}", "--max_steps", "3", "--use_cpu", "true"]
-    _, args, _ = parse_config(KINDS["train"], argv)
-    assert (args.method, args.learning_rate, args.max_steps) == ("simsiam", 0.5, 3)
-    override.write_text("learning_rate: 0.5\nlerning_rate: 0.2\n")
-    with pytest.raises(ValueError, match=r"override\.yaml: unknown settings lerning_rate"):
-        parse_config(KINDS["train"], ["--config", str(base), "--config", str(override)])
-    with pytest.raises(ValueError, match="--config needs a YAML file path"):
-        parse_config(KINDS["train"], ["--config", str(base), "--config"])
 
 
 # ------------------------------------------------------------------------------ model ids that resolve
@@ -201,26 +163,6 @@ def test_no_shipped_config_names_a_withdrawn_repo():
     }
 
 
-@pytest.mark.parametrize(
-    "settings, missing, needed_by",
-    [
-        (dict(modes=["ic"]), "unclip_model", "mode ic and the foreground scorer"),
-        (dict(modes=["tc"], unclip_model="unclip"), "text2img_model", "mode tc needs it"),
-        (dict(modes=["tc"], text2img_model="sd"), "unclip_model", "the foreground scorer"),
-    ],
-)
-def test_a_pipeline_the_run_needs_and_is_not_given_is_named_with_the_papers_choice(
-    settings, missing, needed_by
-):
-    """No model defaults in the library: the configs name the pipelines, a missing one is refused up front."""
-    with pytest.raises(
-        ValueError, match=rf"{missing} is not set, and {needed_by}.*--{missing} {PAPER_MODELS[missing]}"
-    ):
-        ViewGenerationConfig(**settings)
-    # a tc-only run with its own scorer encoder loads no unCLIP pipeline and needs none
-    assert ViewGenerationConfig(modes=["tc"], text2img_model="sd", scorer_model="clip").unclip_model is None
-
-
 @pytest.mark.parametrize("setting", ["unclip_model", "text2img_model", "scorer_model"])
 @pytest.mark.parametrize(
     "repo", ["stable-diffusion-2", "stable-diffusion-2-base", "stable-diffusion-2-1-base", "stable-diffusion-2-1",
@@ -231,14 +173,6 @@ def test_a_withdrawn_stable_diffusion_2_id_is_refused_with_its_mirror(setting, r
     argv = ["--config", str(CONFIGS / "genviewpp_cc3m.yaml"), f"--{setting}", f"stabilityai/{repo}"]
     with pytest.raises(ValueError, match=rf"{setting}='stabilityai/{repo}'.*mirror 'sd2-community/{repo}'"):
         generate_views.cli(argv)
-
-
-def test_a_local_folder_named_like_a_withdrawn_repo_is_fine(tmp_path, monkeypatch):
-    (tmp_path / "stabilityai" / "stable-diffusion-2-1").mkdir(parents=True)
-    monkeypatch.chdir(tmp_path)
-    assert ViewGenerationConfig(
-        modes=["tc"], text2img_model="stabilityai/stable-diffusion-2-1", scorer_model="clip"
-    ).text2img_model
 
 
 # ------------------------------------------------------------------------------ the pipelines
