@@ -109,13 +109,13 @@ def truncate(path: Path, keep: float = 0.5) -> None:
     path.write_bytes(data[: int(len(data) * keep)])
 
 
-# ------------------------------------------------------------------ 2. one run per output folder
+# ------------------------------------------------------------------ one run per output folder
 def short_run(output_dir, *flags, callbacks=None):
     """The training recipe for 2 steps (a checkpoint at step 2) on the shapes set, quality_mode stored."""
     return recipe(output_dir, "--max_steps", "2", *flags, callbacks=callbacks)
 
 
-# ------------------------------------------------------------------ 4. refused at the edge, before any work
+# ------------------------------------------------------------------ refused at the edge, before any work
 GENERATE_CONFIG = ROOT / "recipes" / "configs" / "tiny_shapes_generate.yaml"
 
 

@@ -98,7 +98,7 @@ def test_a_truncated_root_model_is_named_when_it_is_loaded(tmp_path):
         ]))  # fmt: skip
 
 
-# ------------------------------------------------------------------ 5. errors name the dataset's row
+# ------------------------------------------------------------------ errors name the dataset's row
 def test_a_bad_row_after_dropped_rows_is_named_by_its_dataset_row(tmp_path):
     """Rows 3 and 9 lost their views (left out); row 20's image does not decode: the check names row
     20, not 18 (its place among the rows kept)."""

@@ -148,7 +148,7 @@ def test_hub_token_is_never_written_into_a_checkpoint(tmp_path):
     assert trainer.args.hub_token == secret  # the run itself can still push
 
 
-# ------------------------------------------------------------------ 3. damaged files: named, and the intact checkpoint used
+# ------------------------------------------------------------------ damaged files: named, and the intact checkpoint used
 @pytest.mark.parametrize("damaged", ["optimizer.pt", "model.safetensors"])
 def test_a_truncated_file_in_the_newest_checkpoint_resumes_from_the_newest_intact_one(
     tmp_path,
