@@ -32,12 +32,12 @@ from genview_hf.benchmarks.efficacy_settings import (
     IMAGE_SIZE,
     WEIGHTED,
     efficacy_encoder,
-    save_once,
 )
 from genview_hf.data.collators import CollatorWrapper
 from genview_hf.evaluation import evaluate_encoder
 from genview_hf.evaluation.statistics import roc_auc
 from genview_hf.testing.controlled import FALSE_POSITIVE, controlled_views
+from genview_hf.testing.tiny_models import save_atomically
 from genview_hf.training import (
     GenViewTrainer,
     GenViewTrainingArguments,
@@ -259,9 +259,8 @@ def pretrained_encoder(cache_dir: Path) -> Path:
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     exported = trainer.unwrapped().export_encoder()
-    return save_once(
-        folder, lambda staging: (exported.save_pretrained(staging), processor.save_pretrained(staging))
-    )
+    save_atomically(folder, exported, processor)
+    return folder
 
 
 def run(

@@ -14,7 +14,6 @@ quotes the benchmark's figures.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 IMAGE_SIZE = 32  # the controlled set's side and the small ResNet's input
@@ -48,6 +47,8 @@ def efficacy_encoder(folder: str | os.PathLike) -> Path:
     import torch
     from transformers import ConvNextImageProcessor, ResNetConfig, ResNetModel
 
+    from genview_hf.testing.tiny_models import save_atomically
+
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         config = ResNetConfig(
@@ -61,19 +62,5 @@ def efficacy_encoder(folder: str | os.PathLike) -> Path:
             torch.manual_seed(0)
             model = ResNetModel(config)
         processor = ConvNextImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_pct=1.0)
-        save_once(
-            folder, lambda staging: (model.save_pretrained(staging), processor.save_pretrained(staging))
-        )
-    return folder
-
-
-def save_once(folder: Path, write) -> Path:
-    """``write(staging)`` into a staging folder, then renamed to ``folder``: complete or absent, for
-    parallel runs; when another process saved it first, its copy is kept."""
-    staging = folder.with_name(f".{folder.name}-{os.getpid()}")
-    write(staging)
-    try:
-        staging.rename(folder)
-    except OSError:  # another process saved it first
-        shutil.rmtree(staging, ignore_errors=True)
+        save_atomically(folder, model, processor)
     return folder

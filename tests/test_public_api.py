@@ -25,10 +25,10 @@ def test_import_is_light_and_registers_the_wrappers(tmp_path):
 
 def test_tiny_components_are_saved_atomically(tmp_path):
     from genview_hf.testing import tiny_clip_tokenizer
-    from genview_hf.testing.tiny_models import _save_atomically
+    from genview_hf.testing.tiny_models import save_atomically
 
     first = tiny_clip_tokenizer(tmp_path / "tok")
     # a second build of the same folder (another process finishing later) leaves the first one whole
-    _save_atomically(tmp_path / "tok", first)
+    save_atomically(tmp_path / "tok", first)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tok"]  # no staging folder left behind
     assert tiny_clip_tokenizer(tmp_path / "tok").get_vocab() == first.get_vocab()

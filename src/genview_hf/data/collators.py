@@ -587,7 +587,8 @@ def build_collator(
     SSL pair with its crop settings; ``masks``: the stored masks cropped with each view (not for plain
     CLIP, whose quality mode is off); ``geometric_views``: wrapped to add each view's crop and flip
     (``GeometricViewsCollator``); ``row_indices``: wrapped to add each row's dataset index
-    (``RowIndexCollator``, for ``quality_weighting="row_memory"``). ``kwargs``: the collator's own (image_size, mean, std, view_columns ...)."""
+    (``RowIndexCollator``, for ``quality_weighting="row_memory"``). ``kwargs``: the collator's own
+    (image_size, mean, std, view_columns ...)."""
     get_method(method)
     if multi_positive:
         kwargs.pop("generated_view_prob", None)

@@ -15,7 +15,7 @@ import torch
 
 from .tiny_models import (
     _folder,
-    _save_atomically,
+    save_atomically,
     tiny_clip_text_config,
     tiny_clip_tokenizer,
     tiny_clip_vision_with_projection,
@@ -116,7 +116,7 @@ def tiny_unclip_img2img(folder: str | os.PathLike | None = None, seed: int = 0):
             vae=_tiny_vae(),
             **sd21_unclip_schedulers(),
         )
-        _save_atomically(folder, pipe)
+        save_atomically(folder, pipe)
     pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -142,7 +142,7 @@ def tiny_text2img(folder: str | os.PathLike | None = None, seed: int = 0):
             feature_extractor=None,
             requires_safety_checker=False,
         )
-        _save_atomically(folder, pipe)
+        save_atomically(folder, pipe)
     pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe

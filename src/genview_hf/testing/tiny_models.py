@@ -54,7 +54,7 @@ def _folder(name: str, folder: str | os.PathLike | None) -> Path:
     return Path(folder) if folder is not None else tiny_root() / name
 
 
-def _save_atomically(folder: Path, *parts) -> None:
+def save_atomically(folder: Path, *parts) -> None:
     """``save_pretrained`` each part into a private staging folder, then rename it into place, so
     processes building the same component at once never read a half-written folder."""
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +82,7 @@ def tiny_clip_tokenizer(folder: str | os.PathLike | None = None) -> CLIPTokenize
         tokens = ["<|startoftext|>", "<|endoftext|>"] + symbols + [s + "</w>" for s in symbols]
         vocab = {token: index for index, token in enumerate(tokens)}
         tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=TINY_TEXT_LENGTH)
-        _save_atomically(folder, tokenizer)
+        save_atomically(folder, tokenizer)
     return CLIPTokenizer.from_pretrained(folder)
 
 
@@ -133,7 +133,7 @@ def tiny_clip(folder: str | os.PathLike | None = None, seed: int = 0) -> tuple[C
         )
         torch.manual_seed(seed)
         processor = CLIPProcessor(image_processor=tiny_clip_image_processor(), tokenizer=tokenizer)
-        _save_atomically(folder, CLIPModel(config), processor)
+        save_atomically(folder, CLIPModel(config), processor)
     return CLIPModel.from_pretrained(folder), CLIPProcessor.from_pretrained(folder)
 
 
@@ -145,7 +145,7 @@ def tiny_clip_vision_with_projection(
     if not _is_saved(folder):
         torch.manual_seed(seed)
         model = CLIPVisionModelWithProjection(tiny_clip_vision_config(image_size))
-        _save_atomically(folder, model, tiny_clip_image_processor(image_size))
+        save_atomically(folder, model, tiny_clip_image_processor(image_size))
     return CLIPVisionModelWithProjection.from_pretrained(folder), CLIPImageProcessor.from_pretrained(folder)
 
 
@@ -163,7 +163,7 @@ def tiny_vit(folder: str | os.PathLike | None = None, seed: int = 0) -> tuple[Vi
         )
         torch.manual_seed(seed)
         processor = ViTImageProcessor(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
-        _save_atomically(folder, ViTModel(config), processor)
+        save_atomically(folder, ViTModel(config), processor)
     return AutoModel.from_pretrained(folder), AutoImageProcessor.from_pretrained(folder)
 
 
@@ -182,5 +182,5 @@ def tiny_resnet(
         )
         torch.manual_seed(seed)
         processor = ConvNextImageProcessor(size={"shortest_edge": TINY_IMAGE_SIZE}, crop_pct=1.0)
-        _save_atomically(folder, ResNetModel(config), processor)
+        save_atomically(folder, ResNetModel(config), processor)
     return AutoModel.from_pretrained(folder), AutoImageProcessor.from_pretrained(folder)

@@ -267,8 +267,8 @@ def collator(args: GenViewTrainingArguments, processor: Any, train_dataset, use_
     preset, the processor's pixel statistics (an image processor's; CLIP's come with its processor),
     the generated columns of ``args.view_mode``, the stored masks when the quality mode reads them,
     each view's geometric version with ``quality_views="geometric"``, each row's index with
-    ``quality_weighting="row_memory"``. ``use_hallucinator``
-    (``ModelArguments``): the default of ``query_center_box``."""
+    ``quality_weighting="row_memory"``. ``use_hallucinator`` (``ModelArguments``): the default of
+    ``query_center_box``."""
     statistics = {name: getattr(processor, f"image_{name}", None) for name in ("mean", "std")}
     return build_collator(
         args.method,
